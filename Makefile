@@ -1,0 +1,33 @@
+# Fluxgate: `make up` runs the whole stack locally, `make test` runs the tests. Both set up first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fluxgate-installed
+
+.PHONY: help setup up test lint format clean
+
+help:  ## list targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	VENV=$(VENV) scripts/setup.sh
+	touch $@
+
+setup: $(STAMP)  ## install system packages (as root), the virtualenv and Python deps
+
+up: setup  ## start redis, gateway, worker, balancer, inference, notifier in the foreground
+	$(VENV)/bin/honcho start -f Procfile
+
+test: setup  ## run the test suite (starts its own redis and services on free ports)
+	$(VENV)/bin/pytest
+
+lint: setup  ## ruff and mypy
+	$(VENV)/bin/ruff check apps tests
+	$(VENV)/bin/ruff format --check apps tests
+	$(VENV)/bin/mypy
+
+format: setup  ## apply ruff's formatting and fixes
+	$(VENV)/bin/ruff format apps tests
+	$(VENV)/bin/ruff check --fix apps tests
+
+clean:  ## remove local data (outputs, redis, model cache)
+	rm -rf .data

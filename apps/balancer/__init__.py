@@ -1,0 +1,1 @@
+"""The balancer: spreads inference calls over a pool of inference servers."""

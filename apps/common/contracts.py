@@ -1,0 +1,228 @@
+"""Pydantic models for every payload that crosses a process boundary (ARCHITECTURE.md "Contracts")."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+
+MAX_SEED = 2**32 - 1
+
+
+class TaskStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELED, TaskStatus.EXPIRED}
+)
+
+
+class EventKind(StrEnum):
+    """What a producer reports; the store decides whether it moves the job."""
+
+    STARTED = "started"
+    PROGRESS = "progress"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+
+
+class WebhookEvent(StrEnum):
+    STARTED = "started"
+    PROGRESS = "progress"
+    COMPLETED = "completed"
+
+
+class OutputFormat(StrEnum):
+    PNG = "png"
+    JPEG = "jpeg"
+    WEBP = "webp"
+
+    @property
+    def content_type(self) -> str:
+        return f"image/{self.value}"
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _multiple_of_16(value: int) -> int:
+    if value % 16:
+        raise ValueError("must be a multiple of 16")
+    return value
+
+
+class FluxInput(StrictModel):
+    """Text-to-image input of the `flux` task type."""
+
+    prompt: str = Field(min_length=1, max_length=2000)
+    negative_prompt: str | None = Field(default=None, max_length=2000)
+    width: int = Field(default=1024, ge=64, le=2048)
+    height: int = Field(default=1024, ge=64, le=2048)
+    num_inference_steps: int = Field(default=28, ge=1, le=100)
+    guidance_scale: float = Field(default=3.5, ge=0, le=20)
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    num_images: int = Field(default=1, ge=1, le=4)
+    output_format: OutputFormat = OutputFormat.PNG
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    _width_multiple = field_validator("width")(_multiple_of_16)
+    _height_multiple = field_validator("height")(_multiple_of_16)
+
+
+class DeliveryFields(StrictModel):
+    """How the client wants to hear about a task, beside the task's own input."""
+
+    webhook_url: AnyHttpUrl | None = None
+    webhook_events: list[WebhookEvent] = Field(default_factory=lambda: [WebhookEvent.COMPLETED])
+    priority: int = Field(default=5, ge=0, le=9)
+
+
+class FluxRequest(FluxInput, DeliveryFields):
+    """The flat body of `POST /flux`: FLUX input plus delivery fields."""
+
+    def task_input(self) -> FluxInput:
+        return FluxInput.model_validate(self.model_dump(include=set(FluxInput.model_fields)))
+
+    def delivery(self) -> DeliveryFields:
+        return DeliveryFields.model_validate(
+            self.model_dump(include=set(DeliveryFields.model_fields))
+        )
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+
+
+class ImageOutput(BaseModel):
+    url: str
+    content_type: str
+    width: int
+    height: int
+    seed: int | None = None
+
+
+class JobResult(BaseModel):
+    """What the model made: images plus the model's own timings (and type-specific keys)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    images: list[ImageOutput] = Field(default_factory=list)
+    timings: dict[str, float | int] = Field(default_factory=dict)
+
+
+class TaskEvent(StrictModel):
+    """A producer's report about one task; the job store assigns `seq` when it applies it."""
+
+    task_id: str
+    event: EventKind
+    progress: int | None = Field(default=None, ge=0, le=100)
+    result: JobResult | None = None
+    error: ErrorInfo | None = None
+
+
+class TaskUrls(BaseModel):
+    status: str
+    cancel: str
+    ws: str
+
+
+class StageTimings(BaseModel):
+    queued_ms: float | None = None
+    running_ms: float | None = None
+    delivery_ms: float | None = None
+
+
+class JobView(BaseModel):
+    """The one JSON shape of a job: status route, WebSocket messages, webhooks and the sync facade."""
+
+    task_id: str
+    type: str
+    status: TaskStatus
+    progress: int
+    seq: int
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    queue_position: int | None = None
+    result: JobResult | None = None
+    error: ErrorInfo | None = None
+    urls: TaskUrls
+    timings: StageTimings
+    event: EventKind | Literal["snapshot"] | None = None
+
+
+class SubmitAnswer(BaseModel):
+    task_id: str
+    status: TaskStatus
+    urls: TaskUrls
+
+
+# --- gateway <-> inference (through the balancer) -----------------------------------------------
+
+
+class InferenceRequest(StrictModel):
+    task_id: str
+    input: FluxInput
+
+
+class InferenceProgress(BaseModel):
+    type: Literal["progress"] = "progress"
+    step: int
+    total: int
+
+
+class InferenceImage(BaseModel):
+    content_type: str
+    width: int
+    height: int
+    seed: int | None
+    data_b64: str
+
+
+class InferenceResult(BaseModel):
+    type: Literal["result"] = "result"
+    images: list[InferenceImage]
+    compute_ms: float
+    batch_size: int = 1
+
+
+class InferenceError(BaseModel):
+    type: Literal["error"] = "error"
+    code: str
+    message: str
+
+
+InferenceLine = Annotated[
+    InferenceProgress | InferenceResult | InferenceError, Field(discriminator="type")
+]
+
+
+class BackendLoad(BaseModel):
+    """`GET /load` of an inference server, read by the balancer."""
+
+    queued: int
+    running: int
+    capacity: int
+    queued_seconds: float
+    models: list[str]

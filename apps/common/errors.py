@@ -1,0 +1,64 @@
+"""The one error tree of Fluxgate; each service maps it to `{"error": {...}}` in one handler."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FluxgateError(Exception):
+    """An error a client may see: a stable `code`, an HTTP status and a message."""
+
+    code = "internal"
+    status_code = 500
+
+    def __init__(
+        self, message: str, *, field: str | None = None, task: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.task = task
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+        body: dict[str, Any] = {"error": error}
+        if self.task is not None:
+            body["task"] = self.task
+        return body
+
+
+class InvalidInput(FluxgateError):
+    code = "invalid_input"
+    status_code = 422
+
+
+class BodyTooLarge(FluxgateError):
+    code = "body_too_large"
+    status_code = 413
+
+
+class Unauthorized(FluxgateError):
+    code = "unauthorized"
+    status_code = 401
+
+
+class NotFound(FluxgateError):
+    code = "not_found"
+    status_code = 404
+
+
+class Conflict(FluxgateError):
+    code = "conflict"
+    status_code = 409
+
+
+class Unavailable(FluxgateError):
+    code = "unavailable"
+    status_code = 503
+
+
+class ModelNotConfigured(FluxgateError):
+    code = "model_not_configured"
+    status_code = 503

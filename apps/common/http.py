@@ -1,0 +1,52 @@
+"""FastAPI pieces every service uses: the error handler and the health routes' shapes."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from apps.common.errors import FluxgateError
+
+
+def _field_of(loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def validation_error_body(exc: RequestValidationError) -> dict[str, object]:
+    """`{"error": {"code": "invalid_input", "message", "field"}}` from pydantic's first error."""
+    first = exc.errors()[0]
+    field = _field_of(tuple(first.get("loc", ())))
+    kind = first.get("type", "")
+    if kind == "extra_forbidden":
+        message = f"unknown field '{field}'"
+    elif kind == "json_invalid":
+        message = "body is not valid JSON"
+    else:
+        message = f"{field}: {first.get('msg', 'invalid value')}"
+    return {"error": {"code": "invalid_input", "message": message, "field": field}}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every error to `{"error": {...}}` in one place; never leak a traceback."""
+
+    @app.exception_handler(FluxgateError)
+    async def _fluxgate_error(_request: Request, exc: FluxgateError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(validation_error_body(exc), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(
+            exc.status_code, "http_error"
+        )
+        return JSONResponse(
+            {"error": {"code": code, "message": str(exc.detail)}},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )

@@ -1,0 +1,261 @@
+"""The job-record store: one Redis hash per task, changed only forward by an atomic script."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import redis
+import redis.asyncio as aioredis
+from pydantic import BaseModel
+
+from apps.common import keys
+from apps.common.contracts import (
+    ErrorInfo,
+    EventKind,
+    JobResult,
+    JobView,
+    StageTimings,
+    TaskEvent,
+    TaskStatus,
+    TaskUrls,
+)
+
+# Applies one event to a job hash in one step. Moves only forward: nothing after a terminal state, no
+# state earlier than the current one, no progress lower than the current. Returns {-1} for an unknown
+# task, {0, hash} when nothing changed and {1, hash} with the new `seq` when it did.
+APPLY_EVENT_LUA = """
+local key = KEYS[1]
+local event, progress, result, err = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local status = redis.call('HGET', key, 'status')
+if not status then return {-1} end
+local terminal = {succeeded=true, failed=true, canceled=true, expired=true}
+local t = redis.call('TIME')
+local now = string.format('%d.%06d', t[1], t[2])
+local changed = false
+if not terminal[status] then
+  if event == 'started' then
+    if status == 'queued' then
+      redis.call('HSET', key, 'status', 'running', 'started_at', now)
+      changed = true
+    end
+  elseif event == 'progress' then
+    if status == 'running' and progress ~= '' then
+      local p = tonumber(progress)
+      if p > tonumber(redis.call('HGET', key, 'progress') or '0') then
+        redis.call('HSET', key, 'progress', math.min(p, 100))
+        changed = true
+      end
+    end
+  elseif event == 'expired' then
+    if status == 'queued' then
+      redis.call('HSET', key, 'status', 'expired', 'finished_at', now)
+      if err ~= '' then redis.call('HSET', key, 'error', err) end
+      changed = true
+    end
+  elseif event == 'succeeded' or event == 'failed' or event == 'canceled' then
+    redis.call('HSET', key, 'status', event, 'finished_at', now)
+    if event ~= 'canceled' and not redis.call('HGET', key, 'started_at') then
+      redis.call('HSET', key, 'started_at', now)
+    end
+    if event == 'succeeded' then redis.call('HSET', key, 'progress', 100) end
+    if result ~= '' then redis.call('HSET', key, 'result', result) end
+    if err ~= '' then redis.call('HSET', key, 'error', err) end
+    changed = true
+  end
+end
+if changed then redis.call('HINCRBY', key, 'seq', 1) end
+return {changed and 1 or 0, redis.call('HGETALL', key)}
+"""
+
+
+class JobRecord(BaseModel):
+    """A job as stored: the view's fields plus what only the services need."""
+
+    task_id: str
+    type: str
+    status: TaskStatus
+    progress: int = 0
+    seq: int = 0
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    input: dict[str, Any]
+    result: JobResult | None = None
+    error: ErrorInfo | None = None
+    priority: int = 5
+    owner: str | None = None
+    webhook: dict[str, Any] | None = None
+
+    def to_hash(self) -> dict[str, str]:
+        data = self.model_dump(mode="json", exclude_none=True)
+        return {
+            name: orjson.dumps(value).decode() if isinstance(value, dict | list) else str(value)
+            for name, value in data.items()
+        }
+
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> JobRecord:
+        data: dict[str, Any] = dict(raw)
+        for name in ("input", "result", "error", "webhook"):
+            if name in data:
+                data[name] = orjson.loads(data[name])
+        return cls.model_validate(data)
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    """What applying an event did: `record` is None for an unknown task."""
+
+    applied: bool
+    record: JobRecord | None
+
+
+def new_job(
+    task_type: str,
+    task_input: dict[str, Any],
+    *,
+    priority: int = 5,
+    owner: str | None = None,
+    webhook: dict[str, Any] | None = None,
+) -> JobRecord:
+    """A fresh `queued` record with a random task id."""
+    return JobRecord(
+        task_id=str(uuid.uuid4()),
+        type=task_type,
+        status=TaskStatus.QUEUED,
+        created_at=time.time(),
+        input=task_input,
+        priority=priority,
+        owner=owner,
+        webhook=webhook,
+    )
+
+
+def _event_args(event: TaskEvent) -> list[str]:
+    return [
+        event.event.value,
+        "" if event.progress is None else str(event.progress),
+        "" if event.result is None else event.result.model_dump_json(),
+        "" if event.error is None else event.error.model_dump_json(),
+    ]
+
+
+def _outcome(reply: list[Any]) -> ApplyOutcome:
+    if reply[0] == -1:
+        return ApplyOutcome(applied=False, record=None)
+    flat = [item.decode() if isinstance(item, bytes) else item for item in reply[1]]
+    record = JobRecord.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
+    return ApplyOutcome(applied=reply[0] == 1, record=record)
+
+
+def _decode(raw: dict[Any, Any]) -> dict[str, str]:
+    return {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in raw.items()
+    }
+
+
+class JobStore:
+    """Job records over an asyncio Redis client (gateway, notifier)."""
+
+    def __init__(self, client: aioredis.Redis, *, ttl_s: int) -> None:
+        self._redis = client
+        self._ttl_s = ttl_s
+        self._apply = client.register_script(APPLY_EVENT_LUA)
+
+    async def create(self, record: JobRecord) -> None:
+        key = keys.job_key(record.task_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=record.to_hash())  # type: ignore[arg-type]
+            pipe.expire(key, self._ttl_s)
+            await pipe.execute()
+
+    async def get(self, task_id: str) -> JobRecord | None:
+        raw = await self._redis.hgetall(keys.job_key(task_id))  # type: ignore[misc]
+        return JobRecord.from_hash(_decode(raw)) if raw else None
+
+    async def apply(self, event: TaskEvent) -> ApplyOutcome:
+        reply = await self._apply(keys=[keys.job_key(event.task_id)], args=_event_args(event))
+        return _outcome(reply)
+
+    async def publish(self, view: JobView) -> None:
+        await self._redis.publish(keys.events_channel(view.task_id), view.model_dump_json())
+
+    async def request_cancel(self, task_id: str) -> None:
+        await self._redis.set(keys.cancel_key(task_id), "1", ex=self._ttl_s)
+
+
+class SyncJobStore:
+    """Job records over a blocking Redis client (Celery workers)."""
+
+    def __init__(self, client: redis.Redis, *, ttl_s: int) -> None:
+        self._redis = client
+        self._ttl_s = ttl_s
+        self._apply = client.register_script(APPLY_EVENT_LUA)
+
+    def get(self, task_id: str) -> JobRecord | None:
+        raw = self._redis.hgetall(keys.job_key(task_id))
+        return JobRecord.from_hash(_decode(raw)) if raw else None  # type: ignore[arg-type]
+
+    def apply(self, event: TaskEvent) -> ApplyOutcome:
+        reply = self._apply(keys=[keys.job_key(event.task_id)], args=_event_args(event))
+        return _outcome(reply)  # type: ignore[arg-type]
+
+    def publish(self, view: JobView) -> None:
+        self._redis.publish(keys.events_channel(view.task_id), view.model_dump_json())
+
+    def cancel_requested(self, task_id: str) -> bool:
+        return bool(self._redis.exists(keys.cancel_key(task_id)))
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return (
+        datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
+
+def _span_ms(start: float | None, end: float | None) -> float | None:
+    return None if start is None or end is None else round((end - start) * 1000, 1)
+
+
+def task_urls(task_id: str, *, public_base: str, public_ws_base: str) -> TaskUrls:
+    return TaskUrls(
+        status=f"{public_base}/tasks/{task_id}",
+        cancel=f"{public_base}/tasks/{task_id}/cancel",
+        ws=f"{public_ws_base}/ws/tasks/{task_id}",
+    )
+
+
+def job_view(
+    record: JobRecord,
+    *,
+    public_base: str,
+    public_ws_base: str,
+    event: EventKind | str | None = None,
+) -> JobView:
+    """The public view of a record (ARCHITECTURE.md "Job view")."""
+    return JobView(
+        task_id=record.task_id,
+        type=record.type,
+        status=record.status,
+        progress=record.progress,
+        seq=record.seq,
+        created_at=_iso(record.created_at),
+        started_at=_iso(record.started_at),
+        finished_at=_iso(record.finished_at),
+        result=record.result,
+        error=record.error,
+        urls=task_urls(record.task_id, public_base=public_base, public_ws_base=public_ws_base),
+        timings=StageTimings(
+            queued_ms=_span_ms(record.created_at, record.started_at),
+            running_ms=_span_ms(record.started_at, record.finished_at),
+        ),
+        event=event,  # type: ignore[arg-type]
+    )

@@ -1,0 +1,41 @@
+"""The command line every HTTP service shares: `python -m apps.<service> [--host H] [--port P]`."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+import uvicorn
+from fastapi import FastAPI
+
+from apps.common.logging import configure_logging
+from apps.common.settings import CommonSettings
+
+
+def serve(
+    *,
+    name: str,
+    description: str,
+    settings: CommonSettings,
+    host: str,
+    port: int,
+    app_factory: Callable[[], FastAPI],
+) -> None:
+    """Parse `--host/--port`, set up logging and run the app under uvicorn (uvloop, httptools)."""
+    parser = argparse.ArgumentParser(prog=f"python -m apps.{name}", description=description)
+    parser.add_argument("--host", default=host, help=f"bind address (default {host})")
+    parser.add_argument("--port", type=int, default=port, help=f"port (default {port})")
+    args = parser.parse_args()
+    configure_logging(settings.log_level, json=settings.log_json)
+    uvicorn.run(
+        app_factory(),
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        ws="websockets-sansio",
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+        ws_per_message_deflate=False,
+        timeout_graceful_shutdown=10,
+    )

@@ -1,0 +1,75 @@
+"""Settings shared by every service, read from `FLUXGATE_*` environment variables."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from typing import Self, TypeVar
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Dev defaults: the stack runs with no configuration at all, and `prod` refuses to start with them.
+DEV_INTERNAL_SECRET = "dev-internal-secret-change-me"
+DEV_WEBHOOK_SECRET = "whsec_ZGV2LXdlYmhvb2stc2VjcmV0LWNoYW5nZS1tZQ=="
+
+
+class Environment(StrEnum):
+    DEV = "dev"
+    PROD = "prod"
+
+
+class CommonSettings(BaseSettings):
+    """What every process needs: environment, Redis, shared secrets and the public URLs."""
+
+    model_config = SettingsConfigDict(env_prefix="FLUXGATE_", extra="ignore")
+
+    env: Environment = Environment.DEV
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    internal_secret: str = DEV_INTERNAL_SECRET
+    webhook_secret: str = DEV_WEBHOOK_SECRET
+    webhook_allow: str = ""
+    public_url: str = "http://localhost:8000"
+    public_ws_url: str = "ws://localhost:8300"
+    output_dir: str = ".data/outputs"
+    job_ttl_s: int = Field(default=24 * 3600, ge=60)
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @model_validator(mode="after")
+    def _refuse_dev_secrets_in_prod(self) -> Self:
+        if self.env is Environment.PROD:
+            for name, default in (
+                ("internal_secret", DEV_INTERNAL_SECRET),
+                ("webhook_secret", DEV_WEBHOOK_SECRET),
+            ):
+                value = getattr(self, name)
+                if value == default or len(value) < 16:
+                    raise ValueError(
+                        f"FLUXGATE_{name.upper()} must be set to a strong secret when "
+                        "FLUXGATE_ENV=prod"
+                    )
+        return self
+
+    @property
+    def public_base(self) -> str:
+        return self.public_url.rstrip("/")
+
+    @property
+    def public_ws_base(self) -> str:
+        return self.public_ws_url.rstrip("/")
+
+
+SettingsT = TypeVar("SettingsT", bound=CommonSettings)
+
+
+@lru_cache
+def _cached(cls: type[CommonSettings]) -> CommonSettings:
+    return cls()
+
+
+def get_settings(cls: type[SettingsT]) -> SettingsT:
+    """The process-wide settings of one class, read from the environment once."""
+    settings = _cached(cls)
+    assert isinstance(settings, cls)
+    return settings

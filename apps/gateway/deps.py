@@ -1,0 +1,22 @@
+"""Collaborators the routes receive through `Depends` (built once in the app's lifespan)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from apps.gateway.service import TaskService
+from apps.gateway.settings import GatewaySettings
+
+
+def _settings(request: Request) -> GatewaySettings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def _service(request: Request) -> TaskService:
+    return request.app.state.service  # type: ignore[no-any-return]
+
+
+Settings = Annotated[GatewaySettings, Depends(_settings)]
+Service = Annotated[TaskService, Depends(_service)]

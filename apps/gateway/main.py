@@ -1,0 +1,78 @@
+"""The gateway app factory: wiring, middleware and error mapping."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import make_asgi_app
+from redis.exceptions import RedisError
+
+from apps.common.http import install_error_handlers
+from apps.common.jobs import JobStore
+from apps.common.logging import get_logger
+from apps.common.settings import get_settings
+from apps.gateway.body_limit import BodyLimitMiddleware
+from apps.gateway.enqueue import JobQueue, make_producer
+from apps.gateway.routes import flux, health, tasks
+from apps.gateway.service import TaskService
+from apps.gateway.settings import GatewaySettings
+
+log = get_logger(__name__)
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or get_settings(GatewaySettings)
+    output_dir = Path(settings.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = aioredis.Redis.from_url(
+            settings.redis_url, decode_responses=True, socket_connect_timeout=2, socket_timeout=5
+        )
+        producer = make_producer(settings)
+        store = JobStore(client, ttl_s=settings.job_ttl_s)
+        app.state.settings = settings
+        app.state.redis = client
+        app.state.service = TaskService(store, JobQueue(producer), settings)
+        try:
+            yield
+        finally:
+            producer.close()
+            await client.aclose()
+
+    app = FastAPI(
+        title="Fluxgate",
+        summary="Queue AI image jobs and get results pushed over WebSocket or webhooks.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+
+    @app.exception_handler(RedisError)
+    async def _redis_down(_request: Request, exc: RedisError) -> JSONResponse:
+        log.error("redis error", error=repr(exc))
+        return JSONResponse(
+            {
+                "error": {
+                    "code": "unavailable",
+                    "message": "the job store is unavailable; retry later",
+                }
+            },
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.gateway_max_body_bytes)
+    app.include_router(health.router)
+    app.include_router(flux.router)
+    app.include_router(tasks.router)
+    # Output names are random and unguessable, so files need no API key (browsers, webhooks).
+    app.mount("/files", StaticFiles(directory=output_dir, check_dir=False), name="files")
+    app.mount("/metrics", make_asgi_app())
+    return app

@@ -1,0 +1,24 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from redis.exceptions import RedisError
+
+from apps.common.errors import Unavailable
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> dict[str, str]:
+    try:
+        await request.app.state.redis.ping()
+    except RedisError as exc:
+        raise Unavailable(f"redis unreachable: {exc}") from exc
+    return {"status": "ready"}

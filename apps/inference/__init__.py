@@ -1,0 +1,1 @@
+"""The inference server: one model server per GPU running diffusers pipelines."""

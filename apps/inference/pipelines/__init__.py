@@ -1,0 +1,1 @@
+"""Model pipelines the inference server can run."""

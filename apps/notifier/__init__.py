@@ -1,0 +1,1 @@
+"""The notifier: events in, WebSocket fan-out, long-poll waits."""

@@ -1,0 +1,55 @@
+"""Event ingest: verify, apply to the job record, publish the new view to every notifier."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from apps.common.contracts import JobView, TaskEvent
+from apps.common.errors import InvalidInput, NotFound, Unauthorized
+from apps.common.jobs import JobRecord, JobStore, job_view
+from apps.common.signing import verify_internal
+from apps.notifier.settings import NotifierSettings
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    applied: bool
+    view: JobView
+
+
+class EventIngest:
+    def __init__(self, store: JobStore, settings: NotifierSettings) -> None:
+        self._store = store
+        self._settings = settings
+
+    def view_of(self, record: JobRecord, event: str | None = None) -> JobView:
+        return job_view(
+            record,
+            public_base=self._settings.public_base,
+            public_ws_base=self._settings.public_ws_base,
+            event=event,
+        )
+
+    async def ingest(
+        self, body: bytes, *, timestamp: str | None, signature: str | None
+    ) -> IngestOutcome:
+        """Apply one signed event; a duplicate or stale one changes and publishes nothing."""
+        if not verify_internal(
+            body, self._settings.internal_secret, timestamp=timestamp, signature=signature
+        ):
+            raise Unauthorized("bad or missing event signature")
+        try:
+            event = TaskEvent.model_validate_json(body)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first.get("loc", ())) or "body"
+            raise InvalidInput(f"{field}: {first['msg']}", field=field) from exc
+        outcome = await self._store.apply(event)
+        if outcome.record is None:
+            raise NotFound(f"task {event.task_id} not found")
+        view = self.view_of(outcome.record, event.event.value if outcome.applied else None)
+        if outcome.applied:
+            await self._store.publish(view)
+        return IngestOutcome(applied=outcome.applied, view=view)

@@ -1,0 +1,168 @@
+"""HTTP and WebSocket face of the notifier."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Query, Request, WebSocket
+from fastapi.responses import Response
+from prometheus_client import Gauge, make_asgi_app
+from redis.exceptions import RedisError
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from apps.common.errors import Unavailable
+from apps.common.http import install_error_handlers
+from apps.common.jobs import JobRecord, JobStore
+from apps.common.settings import get_settings
+from apps.common.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from apps.notifier.events import EventIngest
+from apps.notifier.hub import EventHub, Published
+from apps.notifier.settings import NotifierSettings
+from apps.notifier.waits import wait_for_terminal
+
+WS_CONNECTIONS = Gauge("fluxgate_notifier_websockets", "Open WebSocket subscriptions")
+CLOSE_NOT_FOUND = 4404
+JSON = "application/json"
+
+
+def create_app(settings: NotifierSettings | None = None) -> FastAPI:
+    settings = settings or get_settings(NotifierSettings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+        store = JobStore(client, ttl_s=settings.job_ttl_s)
+        ingest = EventIngest(store, settings)
+
+        async def resync(task_id: str) -> str | None:
+            record = await store.get(task_id)
+            return None if record is None else ingest.view_of(record, "snapshot").model_dump_json()
+
+        hub = EventHub(client, resync)
+        await hub.start()
+        app.state.redis, app.state.store, app.state.ingest, app.state.hub = (
+            client,
+            store,
+            ingest,
+            hub,
+        )
+        try:
+            yield
+        finally:
+            await hub.stop()
+            await client.aclose()
+
+    app = FastAPI(title="Fluxgate notifier", lifespan=lifespan)
+    install_error_handlers(app)
+    app.mount("/metrics", make_asgi_app())
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(request: Request) -> dict[str, str]:
+        try:
+            await request.app.state.redis.ping()
+        except RedisError as exc:
+            raise Unavailable(f"redis unreachable: {exc}") from exc
+        return {"status": "ready"}
+
+    @app.post("/internal/events")
+    async def post_event(request: Request) -> Response:
+        outcome = await request.app.state.ingest.ingest(
+            await request.body(),
+            timestamp=request.headers.get(TIMESTAMP_HEADER),
+            signature=request.headers.get(SIGNATURE_HEADER),
+        )
+        body = f'{{"applied":{"true" if outcome.applied else "false"},"task":{outcome.view.model_dump_json()}}}'
+        return Response(body, media_type=JSON)
+
+    @app.get("/internal/wait/{task_id}")
+    async def wait(
+        task_id: str, request: Request, timeout: float = Query(default=30.0, ge=0)
+    ) -> Response:
+        ingest: EventIngest = request.app.state.ingest
+
+        def render(record: JobRecord) -> str:
+            return ingest.view_of(record).model_dump_json()
+
+        outcome = await wait_for_terminal(
+            request.app.state.hub,
+            request.app.state.store,
+            task_id,
+            timeout_s=min(timeout, settings.notifier_max_wait_s),
+            render=render,
+        )
+        return Response(outcome.text, status_code=200 if outcome.terminal else 202, media_type=JSON)
+
+    @app.websocket("/ws/tasks/{task_id}")
+    async def task_socket(websocket: WebSocket, task_id: str) -> None:
+        await websocket.accept()
+        WS_CONNECTIONS.inc()
+        try:
+            await _stream_task(
+                websocket,
+                task_id,
+                websocket.app.state.hub,
+                websocket.app.state.store,
+                websocket.app.state.ingest,
+            )
+        except (WebSocketDisconnect, RuntimeError):
+            pass  # the client left; nothing to clean but the subscription, done by the hub
+        finally:
+            WS_CONNECTIONS.dec()
+
+    return app
+
+
+async def _stream_task(
+    websocket: WebSocket, task_id: str, hub: EventHub, store: JobStore, ingest: EventIngest
+) -> None:
+    """Snapshot first, then only newer views; close after a terminal one (ARCHITECTURE.md)."""
+    async with hub.subscribe(task_id) as queue:
+        record = await store.get(task_id)
+        if record is None:
+            await websocket.close(code=CLOSE_NOT_FOUND, reason="task not found")
+            return
+        await websocket.send_text(ingest.view_of(record, "snapshot").model_dump_json())
+        if record.status.is_terminal:
+            await websocket.close(code=1000)
+            return
+        last_seq = record.seq
+        left = asyncio.create_task(_until_client_leaves(websocket))
+        try:
+            while True:
+                getter = asyncio.create_task(queue.get())
+                done, _ = await asyncio.wait({getter, left}, return_when=asyncio.FIRST_COMPLETED)
+                if left in done:
+                    getter.cancel()
+                    return
+                message: Published = getter.result()
+                if message.seq <= last_seq:
+                    continue  # already covered by the snapshot or an earlier view
+                last_seq = message.seq
+                await websocket.send_text(message.text)
+                if message.terminal:
+                    await websocket.close(code=1000)
+                    return
+        finally:
+            left.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await left
+            if websocket.application_state is WebSocketState.CONNECTED:
+                with contextlib.suppress(RuntimeError):
+                    await websocket.close(code=1001)
+
+
+async def _until_client_leaves(websocket: WebSocket) -> None:
+    # Clients send nothing we need; reading is how a closed socket is noticed.
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return

@@ -1,0 +1,14 @@
+"""Settings of the notifier (`FLUXGATE_NOTIFIER_*`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from apps.common.settings import CommonSettings
+
+
+class NotifierSettings(CommonSettings):
+    notifier_host: str = "127.0.0.1"
+    notifier_port: int = 8300
+    # Upper bound of `GET /internal/wait/{id}?timeout=`.
+    notifier_max_wait_s: float = Field(default=300.0, gt=0)

@@ -1,0 +1,63 @@
+"""Calls the balancer and reads the inference server's NDJSON stream as typed lines."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+from pydantic import TypeAdapter, ValidationError
+
+from apps.common.contracts import InferenceLine, InferenceRequest
+
+_LINE = TypeAdapter(InferenceLine)
+
+
+class InferenceRetryable(Exception):
+    """No backend took the job, or the stream broke before a result: running it again may work."""
+
+
+class InferenceRejected(Exception):
+    """The inference side refused the request itself: running it again will not help."""
+
+
+class BalancerClient:
+    def __init__(self, base_url: str, *, read_timeout_s: float) -> None:
+        self._client = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            timeout=httpx.Timeout(read_timeout_s, connect=5.0),
+        )
+
+    def stream(self, model: str, request: InferenceRequest) -> Iterator[InferenceLine]:
+        """Progress lines, then one result or error line. Closing the iterator closes the stream,
+        which the inference server takes as a cancel."""
+        try:
+            with self._client.stream(
+                "POST",
+                f"/v1/infer/{model}",
+                content=request.model_dump_json(),
+                headers={"content-type": "application/json", "x-request-id": request.task_id},
+            ) as response:
+                if response.status_code in (502, 503, 504):
+                    raise InferenceRetryable(f"balancer answered {response.status_code}")
+                if response.status_code >= 400:
+                    response.read()
+                    raise InferenceRejected(f"inference refused the job: {response.text[:500]}")
+                finished = False
+                for raw in response.iter_lines():
+                    if not raw.strip():
+                        continue
+                    try:
+                        line = _LINE.validate_json(raw)
+                    except ValidationError as exc:
+                        raise InferenceRetryable(f"bad line from inference: {raw[:200]}") from exc
+                    finished = line.type != "progress"
+                    yield line
+                    if finished:
+                        return
+                if not finished:
+                    raise InferenceRetryable("the inference stream ended before a result")
+        except httpx.TransportError as exc:
+            raise InferenceRetryable(f"inference unreachable: {exc!r}") from exc
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,92 @@
+"""Sends a job's events to the notifier, signed; terminal events are never dropped."""
+
+from __future__ import annotations
+
+import httpx
+from tenacity import (
+    RetryError,
+    retry,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from apps.common.contracts import EventKind, TaskEvent
+from apps.common.jobs import SyncJobStore, job_view
+from apps.common.logging import get_logger
+from apps.common.signing import sign_internal
+from apps.worker.settings import WorkerSettings
+
+log = get_logger(__name__)
+
+
+class _NotifierDown(Exception):
+    pass
+
+
+class EventSender:
+    def __init__(self, settings: WorkerSettings, store: SyncJobStore) -> None:
+        self._settings = settings
+        self._store = store
+        self._client = httpx.Client(
+            base_url=settings.notifier_url.rstrip("/"), timeout=httpx.Timeout(5.0, connect=2.0)
+        )
+
+    def send(self, event: TaskEvent) -> None:
+        """Progress is best effort (a newer one follows); every other event must land."""
+        body = event.model_dump_json(exclude_none=True).encode()
+        if event.event is EventKind.PROGRESS:
+            try:
+                self._post(body)
+            except _NotifierDown as exc:
+                log.info("progress event dropped", task_id=event.task_id, error=str(exc))
+            return
+        try:
+            self._post_with_retries(body)
+        except RetryError:
+            # The notifier stayed down: write the event ourselves so the result is never lost.
+            # Subscribers still see it through pub/sub; only the notifier's own side effects wait.
+            log.error(
+                "notifier unreachable; applying event directly",
+                task_id=event.task_id,
+                event_kind=event.event.value,
+            )
+            outcome = self._store.apply(event)
+            if outcome.applied and outcome.record is not None:
+                self._store.publish(
+                    job_view(
+                        outcome.record,
+                        public_base=self._settings.public_base,
+                        public_ws_base=self._settings.public_ws_base,
+                        event=event.event,
+                    )
+                )
+
+    def _post(self, body: bytes) -> None:
+        headers = {
+            "content-type": "application/json",
+            **sign_internal(body, self._settings.internal_secret),
+        }
+        try:
+            response = self._client.post("/internal/events", content=body, headers=headers)
+        except httpx.TransportError as exc:
+            raise _NotifierDown(repr(exc)) from exc
+        if response.status_code >= 500:
+            raise _NotifierDown(f"notifier answered {response.status_code}")
+        if response.status_code >= 400:
+            # 404 (record expired) or 401 (secrets differ) will not get better by retrying.
+            log.error(
+                "notifier refused event", status=response.status_code, body=response.text[:300]
+            )
+
+    def _post_with_retries(self, body: bytes) -> None:
+        retrying = retry(
+            retry=retry_if_exception_type(_NotifierDown),
+            wait=wait_exponential_jitter(initial=0.1, max=5.0),
+            stop=stop_after_delay(self._settings.worker_event_retry_s),
+            reraise=False,
+        )
+        retrying(self._post)(body)
+
+    def close(self) -> None:
+        self._client.close()

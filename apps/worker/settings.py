@@ -1,0 +1,39 @@
+"""Settings of the Celery worker (`FLUXGATE_WORKER_*`, service URLs)."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import Field, model_validator
+
+from apps.common.settings import CommonSettings
+
+
+class WorkerSettings(CommonSettings):
+    balancer_url: str = "http://127.0.0.1:8100"
+    notifier_url: str = "http://127.0.0.1:8300"
+    worker_concurrency: int = Field(default=4, ge=1)
+    # A job past the soft limit fails with `timeout`; the hard limit kills a stuck process.
+    job_soft_time_limit_s: int = Field(default=540, ge=1)
+    job_time_limit_s: int = Field(default=600, ge=2)
+    broker_visibility_timeout_s: int = Field(default=3600, ge=60)
+    # Retries when no inference server can take the job, with exponential backoff and jitter.
+    worker_max_retries: int = Field(default=5, ge=0)
+    worker_retry_backoff_s: float = Field(default=2.0, gt=0)
+    # Progress events are coalesced to at most one per this interval per task.
+    worker_progress_interval_ms: int = Field(default=100, ge=0)
+    # How long terminal events are retried against the notifier before writing them directly.
+    worker_event_retry_s: float = Field(default=30.0, ge=0)
+
+    @model_validator(mode="after")
+    def _limits_in_order(self) -> Self:
+        if (
+            not self.job_soft_time_limit_s
+            < self.job_time_limit_s
+            < self.broker_visibility_timeout_s
+        ):
+            raise ValueError(
+                "need FLUXGATE_JOB_SOFT_TIME_LIMIT_S < FLUXGATE_JOB_TIME_LIMIT_S < "
+                "FLUXGATE_BROKER_VISIBILITY_TIMEOUT_S, or jobs would be redelivered while running"
+            )
+        return self

