@@ -1,1 +1,1 @@
-"""Code shared by every Fluxgate service: contracts, settings, Redis keys, the job store, signing."""
+"""Code shared by every Fluxgate service: contracts, settings, Redis keys, job store, signing."""

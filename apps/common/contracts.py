@@ -1,4 +1,4 @@
-"""Pydantic models for every payload that crosses a process boundary (ARCHITECTURE.md "Contracts")."""
+"""Pydantic models for every payload that crosses a process boundary (see ARCHITECTURE.md)."""
 
 from __future__ import annotations
 
@@ -154,7 +154,7 @@ class StageTimings(BaseModel):
 
 
 class JobView(BaseModel):
-    """The one JSON shape of a job: status route, WebSocket messages, webhooks and the sync facade."""
+    """The one JSON shape of a job: status route, WebSocket messages, webhooks, sync facade."""
 
     task_id: str
     type: str

@@ -25,9 +25,9 @@ from apps.common.contracts import (
     TaskUrls,
 )
 
-# Applies one event to a job hash in one step. Moves only forward: nothing after a terminal state, no
-# state earlier than the current one, no progress lower than the current. Returns {-1} for an unknown
-# task, {0, hash} when nothing changed and {1, hash} with the new `seq` when it did.
+# Applies one event to a job hash in one step. Moves only forward: nothing after a terminal state,
+# no state earlier than the current one, no progress lower than the current. Returns {-1} for an
+# unknown task, {0, hash} when nothing changed and {1, hash} with the new `seq` when it did.
 APPLY_EVENT_LUA = """
 local key = KEYS[1]
 local event, progress, result, err = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -176,7 +176,7 @@ class JobStore:
             await pipe.execute()
 
     async def get(self, task_id: str) -> JobRecord | None:
-        raw = await self._redis.hgetall(keys.job_key(task_id))  # type: ignore[misc]
+        raw = await self._redis.hgetall(keys.job_key(task_id))
         return JobRecord.from_hash(_decode(raw)) if raw else None
 
     async def apply(self, event: TaskEvent) -> ApplyOutcome:
@@ -200,11 +200,11 @@ class SyncJobStore:
 
     def get(self, task_id: str) -> JobRecord | None:
         raw = self._redis.hgetall(keys.job_key(task_id))
-        return JobRecord.from_hash(_decode(raw)) if raw else None  # type: ignore[arg-type]
+        return JobRecord.from_hash(_decode(raw)) if raw else None
 
     def apply(self, event: TaskEvent) -> ApplyOutcome:
         reply = self._apply(keys=[keys.job_key(event.task_id)], args=_event_args(event))
-        return _outcome(reply)  # type: ignore[arg-type]
+        return _outcome(reply)
 
     def publish(self, view: JobView) -> None:
         self._redis.publish(keys.events_channel(view.task_id), view.model_dump_json())
@@ -257,5 +257,5 @@ def job_view(
             queued_ms=_span_ms(record.created_at, record.started_at),
             running_ms=_span_ms(record.started_at, record.finished_at),
         ),
-        event=event,  # type: ignore[arg-type]
+        event=event,
     )

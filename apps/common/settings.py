@@ -10,8 +10,8 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Dev defaults: the stack runs with no configuration at all, and `prod` refuses to start with them.
-DEV_INTERNAL_SECRET = "dev-internal-secret-change-me"
-DEV_WEBHOOK_SECRET = "whsec_ZGV2LXdlYmhvb2stc2VjcmV0LWNoYW5nZS1tZQ=="
+DEV_INTERNAL_SECRET = "dev-internal-secret-change-me"  # noqa: S105
+DEV_WEBHOOK_SECRET = "whsec_ZGV2LXdlYmhvb2stc2VjcmV0LWNoYW5nZS1tZQ=="  # noqa: S105
 
 
 class Environment(StrEnum):

@@ -8,7 +8,7 @@ import time
 
 TIMESTAMP_HEADER = "x-fluxgate-timestamp"
 SIGNATURE_HEADER = "x-fluxgate-signature"
-# A signed call older (or newer) than this is refused, so a captured request cannot be replayed later.
+# A signed call older (or newer) than this is refused: a captured request cannot be replayed.
 TOLERANCE_S = 300
 
 

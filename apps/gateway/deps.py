@@ -11,11 +11,11 @@ from apps.gateway.settings import GatewaySettings
 
 
 def _settings(request: Request) -> GatewaySettings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    return request.app.state.settings
 
 
 def _service(request: Request) -> TaskService:
-    return request.app.state.service  # type: ignore[no-any-return]
+    return request.app.state.service
 
 
 Settings = Annotated[GatewaySettings, Depends(_settings)]

@@ -1,4 +1,4 @@
-"""HTTP face of the inference server: `POST /v1/infer/{model}` streams NDJSON progress and images."""
+"""HTTP face of the inference server: `POST /v1/infer/{model}` streams progress and images."""
 
 from __future__ import annotations
 
@@ -10,17 +10,17 @@ from contextlib import asynccontextmanager
 # The default model is built locally; a hub download only happens when the user opts in.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from fastapi import FastAPI, Request  # noqa: E402
-from fastapi.responses import JSONResponse, StreamingResponse  # noqa: E402
-from prometheus_client import make_asgi_app  # noqa: E402
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from prometheus_client import make_asgi_app
 
-from apps.common.contracts import BackendLoad, InferenceRequest  # noqa: E402
-from apps.common.errors import NotFound, Unavailable  # noqa: E402
-from apps.common.http import install_error_handlers  # noqa: E402
-from apps.common.logging import get_logger  # noqa: E402
-from apps.common.settings import get_settings  # noqa: E402
-from apps.inference.scheduler import InferenceScheduler  # noqa: E402
-from apps.inference.settings import InferenceSettings  # noqa: E402
+from apps.common.contracts import BackendLoad, InferenceRequest
+from apps.common.errors import NotFound, Unavailable
+from apps.common.http import install_error_handlers
+from apps.common.logging import get_logger
+from apps.common.settings import get_settings
+from apps.inference.scheduler import InferenceScheduler
+from apps.inference.settings import InferenceSettings
 
 log = get_logger(__name__)
 

@@ -22,7 +22,7 @@ from apps.common.logging import get_logger
 
 log = get_logger(__name__)
 
-# Called after a lost Redis connection comes back: re-reads the state of one task, as published text.
+# Called when a lost Redis connection comes back: the current state of one task, as published text.
 Resync = Callable[[str], Awaitable[str | None]]
 
 
@@ -119,7 +119,7 @@ class EventHub:
                 await pubsub.aclose()
 
     async def _resync_all(self) -> None:
-        # Events published while we were disconnected are gone: send each subscriber the current state.
+        # Events published while we were away are gone: send each subscriber the current state.
         for task_id in list(self._subscribers):
             text = await self._resync(task_id)
             if text is not None:

@@ -79,12 +79,15 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
             timestamp=request.headers.get(TIMESTAMP_HEADER),
             signature=request.headers.get(SIGNATURE_HEADER),
         )
-        body = f'{{"applied":{"true" if outcome.applied else "false"},"task":{outcome.view.model_dump_json()}}}'
+        applied = "true" if outcome.applied else "false"
+        body = f'{{"applied":{applied},"task":{outcome.view.model_dump_json()}}}'
         return Response(body, media_type=JSON)
 
     @app.get("/internal/wait/{task_id}")
     async def wait(
-        task_id: str, request: Request, timeout: float = Query(default=30.0, ge=0)
+        task_id: str,
+        request: Request,
+        timeout: float = Query(default=30.0, ge=0),  # noqa: ASYNC109
     ) -> Response:
         ingest: EventIngest = request.app.state.ingest
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 
 import httpx
 from pydantic import TypeAdapter, ValidationError
@@ -27,7 +27,7 @@ class BalancerClient:
             timeout=httpx.Timeout(read_timeout_s, connect=5.0),
         )
 
-    def stream(self, model: str, request: InferenceRequest) -> Iterator[InferenceLine]:
+    def stream(self, model: str, request: InferenceRequest) -> Generator[InferenceLine, None, None]:
         """Progress lines, then one result or error line. Closing the iterator closes the stream,
         which the inference server takes as a cancel."""
         try:

@@ -99,12 +99,13 @@ class FluxEngine:
                 time.sleep(self._step_delay_s)
             if not on_step(step + 1, total):
                 stopped = True
-                pipe._interrupt = True  # diffusers' documented way to stop a run between steps
+                # diffusers' documented way to stop a run between steps.
+                pipe._interrupt = True  # type: ignore[attr-defined]
             return {}
 
         started = time.perf_counter()
         with torch.inference_mode():
-            output = self._pipe(
+            output = self._pipe(  # type: ignore[operator]
                 prompt=spec.prompt,
                 negative_prompt=spec.negative_prompt,
                 # A negative prompt only works with true CFG, which doubles the compute.

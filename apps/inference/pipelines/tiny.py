@@ -16,8 +16,8 @@ from pathlib import Path
 TINY_FLUX_VERSION = "1"
 _SEED = 0
 _CORPUS = (
-    "a red fox in the snow, a photo of a cat, a castle on a hill at sunset, portrait of an old man, "
-    "a bowl of fruit on a wooden table, neon city street at night in the rain, a watercolor of boats, "
+    "a red fox in the snow, a photo of a cat, a castle on a hill at sunset, portrait of a man, "
+    "a bowl of fruit on a wooden table, neon city street at night in the rain, watercolor boats, "
     "mountains and a lake, studio lighting, highly detailed, cinematic, oil painting, 35mm film"
 )
 
@@ -103,7 +103,7 @@ def _build(out: Path) -> None:
     )
     t5_tokenizer = _t5_tokenizer(out / "_t5_tok")
     text_encoder_2 = T5EncoderModel(
-        T5Config(
+        T5Config(  # type: ignore[call-arg]
             d_model=32,
             d_kv=8,
             d_ff=37,
@@ -126,7 +126,7 @@ def _build(out: Path) -> None:
         tokenizer_2=t5_tokenizer,
         transformer=transformer,
     )
-    pipe.save_pretrained(out)
+    pipe.save_pretrained(out)  # type: ignore[attr-defined]
     shutil.rmtree(out / "_clip_tok")
     shutil.rmtree(out / "_t5_tok")
 
@@ -153,14 +153,14 @@ def _clip_tokenizer(workdir: Path):  # type: ignore[no-untyped-def]
     return CLIPTokenizer.from_pretrained(
         workdir,
         model_max_length=77,
-        pad_token="<|endoftext|>",
+        pad_token="<|endoftext|>",  # noqa: S106
     )
 
 
 def _t5_tokenizer(workdir: Path):  # type: ignore[no-untyped-def]
     """A T5 tokenizer from a sentencepiece unigram model trained here on a small corpus."""
     import sentencepiece as spm
-    from transformers import T5TokenizerFast
+    from transformers import T5TokenizerFast  # type: ignore[attr-defined]
 
     workdir.mkdir(parents=True)
     corpus = workdir / "corpus.txt"
