@@ -6,9 +6,13 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from prometheus_client import Gauge
+
 from apps.common.errors import NotFound
 from apps.common.jobs import JobRecord, JobStore
 from apps.notifier.hub import EventHub, Published
+
+WAITERS = Gauge("fluxgate_notifier_waiters", "Long-poll requests waiting for a task to end")
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,8 @@ async def wait_for_terminal(
                     return message
 
         try:
-            message = await asyncio.wait_for(next_terminal(), timeout=timeout_s)
+            with WAITERS.track_inprogress():
+                message = await asyncio.wait_for(next_terminal(), timeout=timeout_s)
             return WaitOutcome(True, message.text)
         except TimeoutError:
             pass
