@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fluxgate-installed
 
-.PHONY: help setup up test lint format clean
+.PHONY: help setup up test lint format clean bench bench-submit_to_result
 
 help:  ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -28,6 +28,11 @@ lint: setup  ## ruff and mypy
 format: setup  ## apply ruff's formatting and fixes
 	$(VENV)/bin/ruff format apps tests
 	$(VENV)/bin/ruff check --fix apps tests
+
+bench: bench-submit_to_result  ## run every benchmark (results in benchmarks/results/)
+
+bench-submit_to_result: setup  ## submit -> WebSocket result of one 256x256 4-step job at a time
+	$(PY) benchmarks/submit_to_result.py
 
 clean:  ## remove local data (outputs, redis, model cache)
 	rm -rf .data

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,7 @@ import httpx
 import pytest
 import redis
 
-from tests.procs import Proc, free_port, poll_until, python_module, start_redis, wait_http_ok
+from tests.procs import Proc, poll_until, start_redis, start_stack, wait_stack_ready
 
 # Slow enough that a 4-step job sends several progress events and a job can be canceled mid-run.
 STEP_DELAY_MS = 100
@@ -70,46 +69,18 @@ class Stack:
         )
 
 
-def stack_env(redis_url: str, tmp: Path, ports: dict[str, int]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXGATE_")}
-    env.update(
-        {
-            "FLUXGATE_ENV": "dev",
-            "FLUXGATE_REDIS_URL": redis_url,
-            "FLUXGATE_INTERNAL_SECRET": INTERNAL_SECRET,
-            "FLUXGATE_OUTPUT_DIR": str(tmp / "outputs"),
-            "FLUXGATE_MODEL_CACHE_DIR": str(tmp / "models"),
-            "FLUXGATE_PUBLIC_URL": f"http://127.0.0.1:{ports['gateway']}",
-            "FLUXGATE_PUBLIC_WS_URL": f"ws://127.0.0.1:{ports['notifier']}",
-            "FLUXGATE_GATEWAY_PORT": str(ports["gateway"]),
-            "FLUXGATE_NOTIFIER_PORT": str(ports["notifier"]),
-            "FLUXGATE_BALANCER_PORT": str(ports["balancer"]),
-            "FLUXGATE_INFERENCE_PORT": str(ports["inference"]),
-            "FLUXGATE_BALANCER_URL": f"http://127.0.0.1:{ports['balancer']}",
-            "FLUXGATE_NOTIFIER_URL": f"http://127.0.0.1:{ports['notifier']}",
-            "FLUXGATE_BALANCER_BACKENDS": f"http://127.0.0.1:{ports['inference']}",
-            "FLUXGATE_INFERENCE_STEP_DELAY_MS": str(STEP_DELAY_MS),
-            "FLUXGATE_WORKER_EVENT_RETRY_S": "5",
-            "HF_HUB_OFFLINE": "1",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
-
-
 @pytest.fixture(scope="session")
 def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """redis + inference + balancer + notifier + gateway + a Celery worker, as real processes."""
     tmp = tmp_path_factory.mktemp("stack")
-    ports = {name: free_port() for name in ("gateway", "notifier", "balancer", "inference")}
-    env = stack_env(redis_url, tmp, ports)
-    procs = {
-        name: Proc(name, python_module(f"apps.{name}"), env, tmp / f"{name}.log").start()
-        for name in ("inference", "balancer", "notifier", "gateway")
-    }
-    procs["worker"] = Proc(
-        "worker", python_module("apps.worker", "--concurrency", "2"), env, tmp / "worker.log"
-    ).start()
+    ports, env, procs = start_stack(
+        redis_url,
+        tmp,
+        extra_env={
+            "FLUXGATE_INTERNAL_SECRET": INTERNAL_SECRET,
+            "FLUXGATE_INFERENCE_STEP_DELAY_MS": str(STEP_DELAY_MS),
+        },
+    )
     stack = Stack(
         gateway=f"http://127.0.0.1:{ports['gateway']}",
         notifier=f"http://127.0.0.1:{ports['notifier']}",
@@ -122,9 +93,7 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         tmp=tmp,
     )
     try:
-        for name in ("gateway", "notifier", "balancer"):
-            wait_http_ok(f"{getattr(stack, name)}/readyz", timeout=60, proc=procs[name])
-        wait_http_ok(f"{stack.inference}/readyz", timeout=180, proc=procs["inference"])
+        wait_stack_ready(ports, procs)
         # One job through everything proves the worker is consuming before any test runs.
         warmup = stack.submit()
         try:

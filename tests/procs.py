@@ -140,3 +140,64 @@ def wait_http_ok(url: str, *, timeout: float, proc: Proc | None = None) -> None:
     except AssertionError as exc:
         tail = proc.log_tail() if proc is not None else ""
         raise AssertionError(f"{exc}\n{tail}") from None
+
+
+def stack_env(redis_url: str, tmp: Path, ports: dict[str, int]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXGATE_")}
+    env.update(
+        {
+            "FLUXGATE_ENV": "dev",
+            "FLUXGATE_REDIS_URL": redis_url,
+            "FLUXGATE_OUTPUT_DIR": str(tmp / "outputs"),
+            "FLUXGATE_MODEL_CACHE_DIR": str(tmp / "models"),
+            "FLUXGATE_PUBLIC_URL": f"http://127.0.0.1:{ports['gateway']}",
+            "FLUXGATE_PUBLIC_WS_URL": f"ws://127.0.0.1:{ports['notifier']}",
+            "FLUXGATE_GATEWAY_PORT": str(ports["gateway"]),
+            "FLUXGATE_NOTIFIER_PORT": str(ports["notifier"]),
+            "FLUXGATE_BALANCER_PORT": str(ports["balancer"]),
+            "FLUXGATE_INFERENCE_PORT": str(ports["inference"]),
+            "FLUXGATE_BALANCER_URL": f"http://127.0.0.1:{ports['balancer']}",
+            "FLUXGATE_NOTIFIER_URL": f"http://127.0.0.1:{ports['notifier']}",
+            "FLUXGATE_BALANCER_BACKENDS": f"http://127.0.0.1:{ports['inference']}",
+            "FLUXGATE_WORKER_EVENT_RETRY_S": "5",
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+SERVICES = ("inference", "balancer", "notifier", "gateway")
+
+
+def start_stack(
+    redis_url: str,
+    tmp: Path,
+    *,
+    extra_env: dict[str, str] | None = None,
+    worker_concurrency: int = 2,
+) -> tuple[dict[str, int], dict[str, str], dict[str, Proc]]:
+    """Start every service and one worker on free ports; returns ports, env and processes."""
+    ports = {name: free_port() for name in SERVICES}
+    env = {**stack_env(redis_url, tmp, ports), **(extra_env or {})}
+    procs = {
+        name: Proc(name, python_module(f"apps.{name}"), env, tmp / f"{name}.log").start()
+        for name in SERVICES
+    }
+    procs["worker"] = Proc(
+        "worker",
+        python_module("apps.worker", "--concurrency", str(worker_concurrency)),
+        env,
+        tmp / "worker.log",
+    ).start()
+    return ports, env, procs
+
+
+def wait_stack_ready(ports: dict[str, int], procs: dict[str, Proc]) -> None:
+    for name in SERVICES:
+        # The inference server is ready only once its pipeline is loaded (slow on a cold machine).
+        wait_http_ok(
+            f"http://127.0.0.1:{ports[name]}/readyz",
+            timeout=180 if name == "inference" else 60,
+            proc=procs[name],
+        )

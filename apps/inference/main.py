@@ -9,6 +9,10 @@ from contextlib import asynccontextmanager
 
 # The default model is built locally; a hub download only happens when the user opts in.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Progress bars and advice about optional packages would flood the shared log stream.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse

@@ -8,8 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import stack_env
-from tests.procs import Proc, free_port, python_module, wait_http_ok
+from tests.procs import Proc, free_port, python_module, stack_env, wait_http_ok
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that start what they measure, print a table and write JSON results."""
