@@ -21,13 +21,13 @@ test: setup  ## run the test suite (starts its own redis and services on free po
 	$(VENV)/bin/pytest
 
 lint: setup  ## ruff and mypy
-	$(VENV)/bin/ruff check apps tests
-	$(VENV)/bin/ruff format --check apps tests
+	$(VENV)/bin/ruff check apps tests benchmarks
+	$(VENV)/bin/ruff format --check apps tests benchmarks
 	$(VENV)/bin/mypy
 
 format: setup  ## apply ruff's formatting and fixes
-	$(VENV)/bin/ruff format apps tests
-	$(VENV)/bin/ruff check --fix apps tests
+	$(VENV)/bin/ruff format apps tests benchmarks
+	$(VENV)/bin/ruff check --fix apps tests benchmarks
 
 bench: bench-submit_to_result  ## run every benchmark (results in benchmarks/results/)
 

@@ -20,8 +20,12 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    return {"cpu_count": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
-            "device": "cpu"}
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "device": "cpu",
+    }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -32,9 +36,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summary_ms(values: list[float]) -> dict[str, float]:
-    return {"p50": round(statistics.median(values), 1), "p95": round(percentile(values, 95), 1),
-            "p99": round(percentile(values, 99), 1), "min": round(min(values), 1),
-            "max": round(max(values), 1)}
+    return {
+        "p50": round(statistics.median(values), 1),
+        "p95": round(percentile(values, 95), 1),
+        "p99": round(percentile(values, 99), 1),
+        "min": round(min(values), 1),
+        "max": round(max(values), 1),
+    }
 
 
 def write_result(name: str, result: dict[str, Any]) -> Path:

@@ -19,8 +19,8 @@ from websockets.sync.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import machine, summary_ms, write_result  # noqa: E402
-from tests.procs import start_redis, start_stack, wait_stack_ready  # noqa: E402
+from benchmarks.common import machine, summary_ms, write_result
+from tests.procs import start_redis, start_stack, wait_stack_ready
 
 BODY = {"prompt": "a red fox", "width": 256, "height": 256, "num_inference_steps": 4, "seed": 7}
 
@@ -39,8 +39,11 @@ def one_job(client: httpx.Client, gateway: str) -> tuple[float, float, float]:
     finished = time.perf_counter()
     if view["status"] != "succeeded":
         raise RuntimeError(f"job ended {view['status']}: {view['error']}")
-    return ((submitted - started) * 1000, (finished - started) * 1000,
-            float(view["result"]["timings"]["compute_ms"]))
+    return (
+        (submitted - started) * 1000,
+        (finished - started) * 1000,
+        float(view["result"]["timings"]["compute_ms"]),
+    )
 
 
 def main() -> None:
@@ -72,21 +75,34 @@ def main() -> None:
     overhead = summary_ms([s[1] - s[2] for s in samples])
     print(f"{args.jobs} jobs, 256x256, 4 steps, tiny FLUX on CPU, one at a time")
     print(f"{'ms':<28}{'p50':>8}{'p95':>8}{'max':>8}")
-    for label, stats in (("submit (POST /flux)", submit), ("submit -> succeeded", total),
-                         ("model compute", compute), ("overhead (total - compute)", overhead)):
+    for label, stats in (
+        ("submit (POST /flux)", submit),
+        ("submit -> succeeded", total),
+        ("model compute", compute),
+        ("overhead (total - compute)", overhead),
+    ):
         print(f"{label:<28}{stats['p50']:>8}{stats['p95']:>8}{stats['max']:>8}")
-    path = write_result("submit_to_result", {
-        "submit_p50_ms": submit["p50"],
-        "result_p50_ms": total["p50"],
-        "result_p95_ms": total["p95"],
-        "compute_p50_ms": compute["p50"],
-        "overhead_p50_ms": overhead["p50"],
-        "overhead_p95_ms": overhead["p95"],
-        "jobs": args.jobs,
-        "machine": machine(),
-        "params": {"width": 256, "height": 256, "steps": 4, "concurrency": 1, "auth": False,
-                   "model": "tiny-flux"},
-    })
+    path = write_result(
+        "submit_to_result",
+        {
+            "submit_p50_ms": submit["p50"],
+            "result_p50_ms": total["p50"],
+            "result_p95_ms": total["p95"],
+            "compute_p50_ms": compute["p50"],
+            "overhead_p50_ms": overhead["p50"],
+            "overhead_p95_ms": overhead["p95"],
+            "jobs": args.jobs,
+            "machine": machine(),
+            "params": {
+                "width": 256,
+                "height": 256,
+                "steps": 4,
+                "concurrency": 1,
+                "auth": False,
+                "model": "tiny-flux",
+            },
+        },
+    )
     print(f"wrote {path}")
 
 

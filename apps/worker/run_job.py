@@ -76,6 +76,12 @@ def run_flux_job(task_id: str, deps: JobDeps) -> None:
                     )
             elif isinstance(line, InferenceResult):
                 result = _store_images(task_id, line, deps.outputs)
+                log.info(
+                    "job succeeded",
+                    task_id=task_id,
+                    images=len(result.images),
+                    compute_ms=line.compute_ms,
+                )
                 deps.events.send(
                     TaskEvent(task_id=task_id, event=EventKind.SUCCEEDED, result=result)
                 )

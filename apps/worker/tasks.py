@@ -9,14 +9,18 @@ from pathlib import Path
 import redis
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
+from redis.exceptions import RedisError
 
 from apps.common.jobs import SyncJobStore
+from apps.common.logging import get_logger
 from apps.common.queues import TASK_FLUX
 from apps.worker.balancer_client import BalancerClient, InferenceRejected, InferenceRetryable
 from apps.worker.celery_app import app, settings
 from apps.worker.event_sender import EventSender
 from apps.worker.outputs import LocalOutputStore
 from apps.worker.run_job import JobDeps, fail, run_flux_job
+
+log = get_logger(__name__)
 
 
 @lru_cache(maxsize=1)
@@ -57,3 +61,10 @@ def flux(self: Task, task_id: str) -> None:
             "timeout",
             f"the job ran over {settings.job_soft_time_limit_s} s and was stopped",
         )
+    except RedisError as exc:
+        # The job store is unreachable: nothing was lost, run the job again once it is back.
+        raise self.retry(exc=exc, countdown=retry_delay_s(self.request.retries)) from exc
+    except Exception as exc:
+        # A bug must end the job visibly, not leave it `running` forever.
+        log.exception("job crashed", task_id=task_id)
+        fail(deps, task_id, "internal_error", f"{type(exc).__name__}: {exc}")
