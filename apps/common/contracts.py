@@ -153,6 +153,35 @@ class StageTimings(BaseModel):
     delivery_ms: float | None = None
 
 
+class WebhookAttempt(BaseModel):
+    """One try at delivering one webhook message."""
+
+    message_id: str
+    attempt: int
+    at: str
+    status_code: int | None = None
+    error: str | None = None
+    next_retry_at: str | None = None
+
+
+class WebhookInfo(BaseModel):
+    """The owner-only `webhook` block of `GET /tasks/{id}`."""
+
+    url: str
+    events: list[WebhookEvent]
+    attempts: list[WebhookAttempt] = Field(default_factory=list)
+
+
+class WebhookMessage(BaseModel):
+    """One webhook message: the body is fixed when the event happens, retries resend it as is."""
+
+    message_id: str
+    task_id: str
+    url: str
+    body: str
+    attempt: int = 0
+
+
 class JobView(BaseModel):
     """The one JSON shape of a job: status route, WebSocket messages, webhooks, sync facade."""
 
@@ -169,6 +198,7 @@ class JobView(BaseModel):
     error: ErrorInfo | None = None
     urls: TaskUrls
     timings: StageTimings
+    webhook: WebhookInfo | None = None
     event: EventKind | Literal["snapshot"] | None = None
 
 

@@ -73,6 +73,14 @@ return {changed and 1 or 0, redis.call('HGETALL', key)}
 """
 
 
+# Why a running job was asked to stop; a deadline ends it `canceled` with `deadline_exceeded`.
+CANCEL_BY_CLIENT = "client"
+CANCEL_BY_DEADLINE = "deadline"
+DEADLINE_EXCEEDED = ErrorInfo(
+    code="deadline_exceeded", message="the job's Cancel-After deadline passed"
+)
+
+
 class JobRecord(BaseModel):
     """A job as stored: the view's fields plus what only the services need."""
 
@@ -90,6 +98,7 @@ class JobRecord(BaseModel):
     priority: int = 5
     owner: str | None = None
     webhook: dict[str, Any] | None = None
+    deadline_at: float | None = None
 
     def to_hash(self) -> dict[str, str]:
         data = self.model_dump(mode="json", exclude_none=True)
@@ -122,6 +131,7 @@ def new_job(
     priority: int = 5,
     owner: str | None = None,
     webhook: dict[str, Any] | None = None,
+    deadline_at: float | None = None,
 ) -> JobRecord:
     """A fresh `queued` record with a random task id."""
     return JobRecord(
@@ -133,6 +143,7 @@ def new_job(
         priority=priority,
         owner=owner,
         webhook=webhook,
+        deadline_at=deadline_at,
     )
 
 
@@ -186,8 +197,9 @@ class JobStore:
     async def publish(self, view: JobView) -> None:
         await self._redis.publish(keys.events_channel(view.task_id), view.model_dump_json())
 
-    async def request_cancel(self, task_id: str) -> None:
-        await self._redis.set(keys.cancel_key(task_id), "1", ex=self._ttl_s)
+    async def request_cancel(self, task_id: str, reason: str = CANCEL_BY_CLIENT) -> None:
+        """Ask the worker running `task_id` to stop it at its next step."""
+        await self._redis.set(keys.cancel_key(task_id), reason, ex=self._ttl_s)
 
 
 class SyncJobStore:
@@ -209,8 +221,10 @@ class SyncJobStore:
     def publish(self, view: JobView) -> None:
         self._redis.publish(keys.events_channel(view.task_id), view.model_dump_json())
 
-    def cancel_requested(self, task_id: str) -> bool:
-        return bool(self._redis.exists(keys.cancel_key(task_id)))
+    def cancel_reason(self, task_id: str) -> str | None:
+        """Why the job must stop (`client` or `deadline`), or None to carry on."""
+        reason = self._redis.get(keys.cancel_key(task_id))
+        return reason.decode() if isinstance(reason, bytes) else reason
 
 
 def _iso(ts: float | None) -> str | None:

@@ -23,3 +23,33 @@ def cancel_key(task_id: str) -> str:
 
 def task_id_from_channel(channel: str) -> str:
     return channel.rsplit(":", 1)[-1]
+
+
+# Sorted sets the notifier's sweeper drains: score = when the item is due (epoch seconds).
+DEADLINES = f"{PREFIX}:deadlines"
+WEBHOOK_RETRIES = f"{PREFIX}:webhook-retries"
+SWEEPER_LOCK = f"{PREFIX}:sweeper-lock"
+
+
+def webhook_attempts_key(task_id: str) -> str:
+    """List of delivery attempts (JSON), newest last, shown in the owner's view."""
+    return f"{PREFIX}:webhook-attempts:{task_id}"
+
+
+def webhook_dead_key(task_id: str) -> str:
+    """Messages whose delivery gave up (JSON), for redelivery."""
+    return f"{PREFIX}:webhook-dead:{task_id}"
+
+
+def webhook_last_key(task_id: str) -> str:
+    """The last message handed to delivery (JSON)."""
+    return f"{PREFIX}:webhook-last:{task_id}"
+
+
+def webhook_progress_gate(task_id: str) -> str:
+    """Short-lived flag that keeps progress webhooks to one per second per task."""
+    return f"{PREFIX}:webhook-progress:{task_id}"
+
+
+def idempotency_key(scope: str, key_digest: str) -> str:
+    return f"{PREFIX}:idempotency:{scope}:{key_digest}"

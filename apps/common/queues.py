@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery import Celery
+
+from apps.common.contracts import WebhookMessage
+
 TASK_FLUX = "fluxgate.flux"
+TASK_WEBHOOK = "fluxgate.webhook"
 QUEUE_GPU = "gpu"
 QUEUE_CPU = "cpu"
 QUEUE_WEBHOOKS = "webhooks"
@@ -26,3 +31,27 @@ def broker_transport_options(*, visibility_timeout_s: int) -> dict[str, Any]:
 def celery_priority(api_priority: int) -> int:
     """API priority 9 is the most urgent; kombu's Redis transport serves 0 first."""
     return 9 - api_priority
+
+
+def make_producer(redis_url: str, *, visibility_timeout_s: int) -> Celery:
+    """A Celery app used only to publish (gateway, notifier): they never import the worker."""
+    app = Celery("fluxgate-producer", broker=redis_url, set_as_current=False)
+    app.conf.update(
+        broker_transport_options=broker_transport_options(
+            visibility_timeout_s=visibility_timeout_s
+        ),
+        broker_connection_timeout=3,
+        # Fail fast so a client gets a 503 instead of a hung request when Redis is gone.
+        task_publish_retry_policy={
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
+    )
+    return app
+
+
+def send_webhook(producer: Celery, message: WebhookMessage) -> None:
+    """Hand one webhook message to the delivery task (blocking publish)."""
+    producer.send_task(TASK_WEBHOOK, args=[message.model_dump(mode="json")], queue=QUEUE_WEBHOOKS)

@@ -28,11 +28,14 @@ class CommonSettings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     internal_secret: str = DEV_INTERNAL_SECRET
     webhook_secret: str = DEV_WEBHOOK_SECRET
-    webhook_allow: str = ""
     public_url: str = "http://localhost:8000"
     public_ws_url: str = "ws://localhost:8300"
     output_dir: str = ".data/outputs"
     job_ttl_s: int = Field(default=24 * 3600, ge=60)
+    # An unacked Celery message is redelivered after this; it must exceed the longest job.
+    broker_visibility_timeout_s: int = Field(default=3600, ge=5)
+    # Who may be called back although private: host names, addresses, CIDRs, `loopback`, `private`.
+    webhook_allow: str = ""
     log_level: str = "INFO"
     log_json: bool = False
 

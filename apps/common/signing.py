@@ -1,10 +1,12 @@
-"""HMAC signatures: service-to-service calls signed with `FLUXGATE_INTERNAL_SECRET`."""
+"""HMAC signatures: service-to-service calls (`FLUXGATE_INTERNAL_SECRET`) and webhooks."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import time
+from collections.abc import Mapping
 
 TIMESTAMP_HEADER = "x-fluxgate-timestamp"
 SIGNATURE_HEADER = "x-fluxgate-signature"
@@ -38,3 +40,59 @@ def verify_internal(
     if abs(current - int(timestamp)) > TOLERANCE_S:
         return False
     return hmac.compare_digest(_digest(secret, timestamp, body), signature)
+
+
+# --- Standard Webhooks (https://www.standardwebhooks.com) ---------------------------------------
+
+WEBHOOK_ID = "webhook-id"
+WEBHOOK_TIMESTAMP = "webhook-timestamp"
+WEBHOOK_SIGNATURE = "webhook-signature"
+
+
+def webhook_key(secret: str) -> bytes:
+    """The HMAC key of a `whsec_<base64>` secret is its base64-decoded part, as the spec says."""
+    return base64.b64decode(secret.removeprefix("whsec_"))
+
+
+def _webhook_signature(key: bytes, msg_id: str, timestamp: str, body: bytes) -> str:
+    signed = msg_id.encode() + b"." + timestamp.encode() + b"." + body
+    return base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def sign_webhook(
+    msg_id: str, body: bytes, secret: str, *, now: float | None = None
+) -> dict[str, str]:
+    """The three Standard Webhooks headers for one delivery attempt of a message."""
+    timestamp = str(int(time.time() if now is None else now))
+    signature = _webhook_signature(webhook_key(secret), msg_id, timestamp, body)
+    return {WEBHOOK_ID: msg_id, WEBHOOK_TIMESTAMP: timestamp, WEBHOOK_SIGNATURE: f"v1,{signature}"}
+
+
+def verify_webhook(
+    body: bytes,
+    headers: Mapping[str, str],
+    secret: str,
+    *,
+    tolerance_s: int = TOLERANCE_S,
+    now: float | None = None,
+) -> bool:
+    """For webhook receivers: True when the headers carry a fresh, valid signature of `body`.
+
+    `headers` may be any case-insensitive mapping (a framework's request headers) or a plain dict
+    with lower-case names.
+    """
+    msg_id = headers.get(WEBHOOK_ID)
+    timestamp = headers.get(WEBHOOK_TIMESTAMP)
+    signatures = headers.get(WEBHOOK_SIGNATURE)
+    if not msg_id or not timestamp or not signatures or not timestamp.isdigit():
+        return False
+    current = time.time() if now is None else now
+    if abs(current - int(timestamp)) > tolerance_s:
+        return False
+    expected = _webhook_signature(webhook_key(secret), msg_id, timestamp, body)
+    # The header may list several signatures (key rotation): any valid v1 one is enough.
+    return any(
+        hmac.compare_digest(candidate.split(",", 1)[1], expected)
+        for candidate in signatures.split()
+        if candidate.startswith("v1,")
+    )

@@ -13,12 +13,14 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import make_asgi_app
 from redis.exceptions import RedisError
 
+from apps.common.announce import Announcer
 from apps.common.http import install_error_handlers
 from apps.common.jobs import JobStore
 from apps.common.logging import get_logger
+from apps.common.queues import make_producer
 from apps.common.settings import get_settings
 from apps.gateway.body_limit import BodyLimitMiddleware
-from apps.gateway.enqueue import JobQueue, make_producer
+from apps.gateway.enqueue import JobQueue
 from apps.gateway.routes import flux, health, tasks
 from apps.gateway.service import TaskService
 from apps.gateway.settings import GatewaySettings
@@ -36,11 +38,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         client = aioredis.Redis.from_url(
             settings.redis_url, decode_responses=True, socket_connect_timeout=2, socket_timeout=5
         )
-        producer = make_producer(settings)
+        producer = make_producer(
+            settings.redis_url, visibility_timeout_s=settings.broker_visibility_timeout_s
+        )
         store = JobStore(client, ttl_s=settings.job_ttl_s)
         app.state.settings = settings
         app.state.redis = client
-        app.state.service = TaskService(store, JobQueue(producer), settings)
+        announcer = Announcer(store, client, producer)
+        app.state.service = TaskService(store, JobQueue(producer), client, announcer, settings)
         try:
             yield
         finally:

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import time
+from dataclasses import dataclass
 from typing import Any
 
+import redis.asyncio as aioredis
+from starlette.concurrency import run_in_threadpool
+
+from apps.common import keys
+from apps.common.announce import Announcer
 from apps.common.contracts import (
     ErrorInfo,
     EventKind,
@@ -12,21 +20,51 @@ from apps.common.contracts import (
     JobView,
     TaskEvent,
     TaskStatus,
+    WebhookAttempt,
+    WebhookInfo,
 )
-from apps.common.errors import Conflict, NotFound, Unavailable
+from apps.common.errors import Conflict, InvalidInput, NotFound, Unavailable
 from apps.common.jobs import JobRecord, JobStore, job_view, new_job
 from apps.common.logging import get_logger
+from apps.common.url_guard import AllowList, UnsafeUrl, check_url
 from apps.gateway.enqueue import JobQueue
+from apps.gateway.idempotency import IdempotencyKeys
 from apps.gateway.settings import GatewaySettings
 
 log = get_logger(__name__)
+ANONYMOUS = "anonymous"  # the idempotency scope until API keys exist
+
+
+@dataclass(frozen=True)
+class Submitted:
+    record: JobRecord
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class SubmitOptions:
+    """What the headers add to a submit."""
+
+    idempotency_key: str | None = None
+    cancel_after_s: float | None = None
 
 
 class TaskService:
-    def __init__(self, store: JobStore, queue: JobQueue, settings: GatewaySettings) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        queue: JobQueue,
+        client: aioredis.Redis,
+        announcer: Announcer,
+        settings: GatewaySettings,
+    ) -> None:
         self._store = store
         self._queue = queue
+        self._redis = client
+        self._announcer = announcer
         self._settings = settings
+        self._idempotency = IdempotencyKeys(client)
+        self._allow = AllowList.parse(settings.webhook_allow)
 
     def view(self, record: JobRecord, event: str | None = None) -> JobView:
         return job_view(
@@ -36,23 +74,52 @@ class TaskService:
             event=event,
         )
 
-    async def submit_flux(self, request: FluxRequest) -> JobRecord:
+    async def owner_view(self, record: JobRecord) -> JobView:
+        """The view plus the owner-only `webhook` block with its delivery attempts."""
+        view = self.view(record)
+        if record.webhook:
+            raw = await self._redis.lrange(keys.webhook_attempts_key(record.task_id), 0, -1)
+            view.webhook = WebhookInfo(
+                url=record.webhook["url"],
+                events=record.webhook["events"],
+                attempts=[WebhookAttempt.model_validate_json(item) for item in raw],
+            )
+        return view
+
+    async def submit_flux(self, request: FluxRequest, options: SubmitOptions) -> Submitted:
         """Write the record, then enqueue: a worker never sees a task without its record."""
         task_input = request.task_input()
-        if task_input.seed is None:
-            # Fixed at submit so a rerun after a crash makes the same image.
-            task_input.seed = secrets.randbelow(2**32)
         delivery = request.delivery()
         webhook: dict[str, Any] | None = None
         if delivery.webhook_url is not None:
-            webhook = {
-                "url": str(delivery.webhook_url),
-                "events": [e.value for e in delivery.webhook_events],
-            }
-        record = new_job(
-            "flux", task_input.model_dump(mode="json"), priority=delivery.priority, webhook=webhook
+            await self._check_webhook_url(str(delivery.webhook_url))
+            events = sorted({e.value for e in delivery.webhook_events} | {"completed"})
+            webhook = {"url": str(delivery.webhook_url), "events": events}
+        if task_input.seed is None:
+            # Fixed at submit so a rerun after a crash makes the same image.
+            task_input.seed = secrets.randbelow(2**32)
+        deadline_at = (
+            None if options.cancel_after_s is None else time.time() + options.cancel_after_s
         )
+        record = new_job(
+            "flux",
+            task_input.model_dump(mode="json"),
+            priority=delivery.priority,
+            webhook=webhook,
+            deadline_at=deadline_at,
+        )
+        if options.idempotency_key is not None:
+            bound = await self._idempotency.claim(
+                ANONYMOUS,
+                options.idempotency_key,
+                body=request.model_dump_json(),
+                task_id=record.task_id,
+            )
+            if bound is not None:
+                return Submitted(await self._wait_for_record(bound), replayed=True)
         await self._store.create(record)
+        if deadline_at is not None:
+            await self._redis.zadd(keys.DEADLINES, {record.task_id: deadline_at})
         try:
             await self._queue.enqueue(record)
         except Exception as exc:
@@ -64,8 +131,29 @@ class TaskService:
                     error=ErrorInfo(code="enqueue_failed", message="the job could not be queued"),
                 )
             )
+            if options.idempotency_key is not None:
+                await self._idempotency.release(ANONYMOUS, options.idempotency_key)
             raise Unavailable("the job queue is unavailable; retry later") from exc
-        return record
+        return Submitted(record, replayed=False)
+
+    async def _check_webhook_url(self, url: str) -> None:
+        try:
+            # Resolving a name blocks: keep it off the event loop.
+            await run_in_threadpool(check_url, url, self._allow)
+        except UnsafeUrl as exc:
+            raise InvalidInput(f"webhook_url {exc}", field="webhook_url") from exc
+
+    async def _wait_for_record(self, task_id: str) -> JobRecord:
+        # The first request with this key may still be between its claim and its record write.
+        for _ in range(50):
+            record = await self._store.get(task_id)
+            if record is not None:
+                return record
+            await asyncio.sleep(0.02)
+        raise Conflict(
+            "a request with this Idempotency-Key is still being accepted; retry",
+            field="Idempotency-Key",
+        )
 
     async def get(self, task_id: str) -> JobRecord:
         record = await self._store.get(task_id)
@@ -79,7 +167,9 @@ class TaskService:
         if record.status is TaskStatus.QUEUED:
             outcome = await self._store.apply(TaskEvent(task_id=task_id, event=EventKind.CANCELED))
             if outcome.applied and outcome.record is not None:
-                await self._store.publish(self.view(outcome.record, EventKind.CANCELED))
+                await self._announcer.announce(
+                    outcome.record, self.view(outcome.record, EventKind.CANCELED)
+                )
                 return outcome.record, True
             record = await self.get(task_id)  # it started meanwhile: treat it as running
         if record.status is TaskStatus.RUNNING:
@@ -91,3 +181,15 @@ class TaskService:
             f"task {task_id} is already {record.status.value}",
             task=self.view(record).model_dump(mode="json"),
         )
+
+    async def redeliver_webhook(self, task_id: str) -> str:
+        """Send the task's last dead-lettered (else last) webhook message again; its id."""
+        record = await self.get(task_id)
+        if not record.webhook:
+            raise NotFound(f"task {task_id} has no webhook", field="webhook_url")
+        raw = await self._redis.rpop(keys.webhook_dead_key(task_id))
+        if raw is None:
+            raw = await self._redis.get(keys.webhook_last_key(task_id))
+        if raw is None:
+            raise Conflict(f"task {task_id} has sent no webhook message yet")
+        return await self._queue.redeliver(str(raw))

@@ -12,5 +12,3 @@ class GatewaySettings(CommonSettings):
     gateway_port: int = 8000
     # Bodies above this are refused with 413 before they are read.
     gateway_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
-    # Must match the worker's: an unacked message is redelivered after this many seconds.
-    broker_visibility_timeout_s: int = Field(default=3600, ge=60)

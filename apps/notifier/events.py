@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from apps.common.announce import Announcer
 from apps.common.contracts import JobView, TaskEvent
 from apps.common.errors import InvalidInput, NotFound, Unauthorized
 from apps.common.jobs import JobRecord, JobStore, job_view
@@ -20,9 +21,10 @@ class IngestOutcome:
 
 
 class EventIngest:
-    def __init__(self, store: JobStore, settings: NotifierSettings) -> None:
+    def __init__(self, store: JobStore, settings: NotifierSettings, announcer: Announcer) -> None:
         self._store = store
         self._settings = settings
+        self._announcer = announcer
 
     def view_of(self, record: JobRecord, event: str | None = None) -> JobView:
         return job_view(
@@ -51,5 +53,5 @@ class EventIngest:
             raise NotFound(f"task {event.task_id} not found")
         view = self.view_of(outcome.record, event.event.value if outcome.applied else None)
         if outcome.applied:
-            await self._store.publish(view)
+            await self._announcer.announce(outcome.record, view)
         return IngestOutcome(applied=outcome.applied, view=view)

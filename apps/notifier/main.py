@@ -14,14 +14,17 @@ from prometheus_client import Gauge, make_asgi_app
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from apps.common.announce import Announcer
 from apps.common.errors import Unavailable
 from apps.common.http import install_error_handlers
 from apps.common.jobs import JobRecord, JobStore
+from apps.common.queues import make_producer
 from apps.common.settings import get_settings
 from apps.common.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from apps.notifier.events import EventIngest
 from apps.notifier.hub import EventHub, Published
 from apps.notifier.settings import NotifierSettings
+from apps.notifier.sweeper import Sweeper
 from apps.notifier.waits import wait_for_terminal
 
 WS_CONNECTIONS = Gauge("fluxgate_notifier_websockets", "Open WebSocket subscriptions")
@@ -35,8 +38,12 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+        producer = make_producer(
+            settings.redis_url, visibility_timeout_s=settings.broker_visibility_timeout_s
+        )
         store = JobStore(client, ttl_s=settings.job_ttl_s)
-        ingest = EventIngest(store, settings)
+        announcer = Announcer(store, client, producer)
+        ingest = EventIngest(store, settings, announcer)
 
         async def resync(task_id: str) -> str | None:
             record = await store.get(task_id)
@@ -44,6 +51,15 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
 
         hub = EventHub(client, resync)
         await hub.start()
+        sweeper = Sweeper(
+            client,
+            store,
+            ingest,
+            announcer,
+            producer,
+            interval_s=settings.notifier_sweep_interval_s,
+        )
+        sweeping = asyncio.create_task(sweeper.run_forever())
         app.state.redis, app.state.store, app.state.ingest, app.state.hub = (
             client,
             store,
@@ -53,7 +69,10 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            sweeping.cancel()
+            await asyncio.gather(sweeping, return_exceptions=True)
             await hub.stop()
+            producer.close()
             await client.aclose()
 
     app = FastAPI(title="Fluxgate notifier", lifespan=lifespan)

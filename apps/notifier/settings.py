@@ -12,3 +12,5 @@ class NotifierSettings(CommonSettings):
     notifier_port: int = 8300
     # Upper bound of `GET /internal/wait/{id}?timeout=`.
     notifier_max_wait_s: float = Field(default=300.0, gt=0)
+    # How often due deadlines and webhook retries are looked for.
+    notifier_sweep_interval_s: float = Field(default=1.0, gt=0)

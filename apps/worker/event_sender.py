@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+from celery import Celery
 from tenacity import (
     RetryError,
     retry,
@@ -14,7 +15,9 @@ from tenacity import (
 from apps.common.contracts import EventKind, TaskEvent
 from apps.common.jobs import SyncJobStore, job_view
 from apps.common.logging import get_logger
+from apps.common.queues import send_webhook
 from apps.common.signing import sign_internal
+from apps.common.webhook_plan import plan_webhook
 from apps.worker.settings import WorkerSettings
 
 log = get_logger(__name__)
@@ -25,9 +28,10 @@ class _NotifierDown(Exception):
 
 
 class EventSender:
-    def __init__(self, settings: WorkerSettings, store: SyncJobStore) -> None:
+    def __init__(self, settings: WorkerSettings, store: SyncJobStore, *, producer: Celery) -> None:
         self._settings = settings
         self._store = store
+        self._producer = producer
         self._client = httpx.Client(
             base_url=settings.notifier_url.rstrip("/"), timeout=httpx.Timeout(5.0, connect=2.0)
         )
@@ -53,14 +57,15 @@ class EventSender:
             )
             outcome = self._store.apply(event)
             if outcome.applied and outcome.record is not None:
-                self._store.publish(
-                    job_view(
-                        outcome.record,
-                        public_base=self._settings.public_base,
-                        public_ws_base=self._settings.public_ws_base,
-                        event=event.event,
-                    )
+                view = job_view(
+                    outcome.record,
+                    public_base=self._settings.public_base,
+                    public_ws_base=self._settings.public_ws_base,
+                    event=event.event,
                 )
+                self._store.publish(view)
+                if (message := plan_webhook(outcome.record, view)) is not None:
+                    send_webhook(self._producer, message)
 
     def _post(self, body: bytes) -> None:
         headers = {

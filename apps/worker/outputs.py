@@ -2,28 +2,35 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
-import secrets
 import tempfile
 from pathlib import Path
 from typing import Protocol
 
 
 class OutputStore(Protocol):
-    def put(self, task_id: str, data: bytes, *, extension: str) -> str:
-        """Store `data` and return its public URL."""
+    def put(self, task_id: str, index: int, data: bytes, *, extension: str) -> str:
+        """Store output `index` of a task and return its public URL."""
 
 
 class LocalOutputStore:
     """A directory served by the gateway under `/files/`."""
 
-    def __init__(self, root: Path, *, public_base: str) -> None:
+    def __init__(self, root: Path, *, public_base: str, secret: str) -> None:
         self._root = root
         self._public_base = public_base.rstrip("/")
+        self._secret = secret.encode()
 
-    def put(self, task_id: str, data: bytes, *, extension: str) -> str:
-        # A random name per file: a URL cannot be guessed from a task id.
-        key = f"{task_id}/{secrets.token_urlsafe(16)}.{extension}"
+    def name_of(self, task_id: str, index: int) -> str:
+        """Unguessable without the secret, yet the same on a rerun, which then overwrites."""
+        digest = hmac.new(self._secret, f"{task_id}:{index}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
+
+    def put(self, task_id: str, index: int, data: bytes, *, extension: str) -> str:
+        key = f"{task_id}/{self.name_of(task_id, index)}.{extension}"
         target = self._root / key
         target.parent.mkdir(parents=True, exist_ok=True)
         # Write then rename, so a reader never sees half a file.

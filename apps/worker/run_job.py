@@ -19,7 +19,7 @@ from apps.common.contracts import (
     TaskEvent,
     TaskStatus,
 )
-from apps.common.jobs import SyncJobStore
+from apps.common.jobs import CANCEL_BY_DEADLINE, DEADLINE_EXCEEDED, SyncJobStore
 from apps.common.logging import get_logger
 from apps.worker.balancer_client import BalancerClient
 from apps.worker.event_sender import EventSender
@@ -41,8 +41,14 @@ class JobDeps:
     progress_interval_s: float
 
 
+def stop_event(task_id: str, reason: str) -> TaskEvent:
+    """The `canceled` event for a stop asked by the client or by the job's deadline."""
+    error = DEADLINE_EXCEEDED if reason == CANCEL_BY_DEADLINE else None
+    return TaskEvent(task_id=task_id, event=EventKind.CANCELED, error=error)
+
+
 def run_flux_job(task_id: str, deps: JobDeps) -> None:
-    """Run the job unless it is gone, finished or canceled; report everything as events."""
+    """Run the job unless it is gone, finished, canceled or past its deadline; report events."""
     record = deps.store.get(task_id)
     if record is None:
         log.warning("job record missing (expired?); dropping message", task_id=task_id)
@@ -50,8 +56,12 @@ def run_flux_job(task_id: str, deps: JobDeps) -> None:
     if record.status.is_terminal:
         log.info("job already finished; skipping", task_id=task_id, status=record.status.value)
         return
-    if deps.store.cancel_requested(task_id):
-        deps.events.send(TaskEvent(task_id=task_id, event=EventKind.CANCELED))
+    if reason := deps.store.cancel_reason(task_id):
+        deps.events.send(stop_event(task_id, reason))
+        return
+    if record.deadline_at is not None and time.time() >= record.deadline_at:
+        kind = EventKind.EXPIRED if record.status is TaskStatus.QUEUED else EventKind.CANCELED
+        deps.events.send(TaskEvent(task_id=task_id, event=kind, error=DEADLINE_EXCEEDED))
         return
     if record.status is TaskStatus.QUEUED:
         deps.events.send(TaskEvent(task_id=task_id, event=EventKind.STARTED))
@@ -62,9 +72,9 @@ def run_flux_job(task_id: str, deps: JobDeps) -> None:
     try:
         for line in lines:
             if isinstance(line, InferenceProgress):
-                if deps.store.cancel_requested(task_id):
+                if reason := deps.store.cancel_reason(task_id):
                     lines.close()  # the inference server drops the request at its next step
-                    deps.events.send(TaskEvent(task_id=task_id, event=EventKind.CANCELED))
+                    deps.events.send(stop_event(task_id, reason))
                     return
                 now = time.monotonic()
                 if now - last_progress_at >= deps.progress_interval_s:
@@ -103,9 +113,10 @@ def fail(deps: JobDeps, task_id: str, code: str, message: str) -> None:
 
 def _store_images(task_id: str, result: InferenceResult, outputs: OutputStore) -> JobResult:
     images = []
-    for image in result.images:
+    for index, image in enumerate(result.images):
         url = outputs.put(
             task_id,
+            index,
             base64.b64decode(image.data_b64),
             extension=_EXTENSIONS.get(image.content_type, "bin"),
         )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Annotated, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 from apps.common.settings import CommonSettings
 
@@ -16,7 +17,6 @@ class WorkerSettings(CommonSettings):
     # A job past the soft limit fails with `timeout`; the hard limit kills a stuck process.
     job_soft_time_limit_s: int = Field(default=540, ge=1)
     job_time_limit_s: int = Field(default=600, ge=2)
-    broker_visibility_timeout_s: int = Field(default=3600, ge=60)
     # Retries when no inference server can take the job, with exponential backoff and jitter.
     worker_max_retries: int = Field(default=5, ge=0)
     worker_retry_backoff_s: float = Field(default=2.0, gt=0)
@@ -24,6 +24,26 @@ class WorkerSettings(CommonSettings):
     worker_progress_interval_ms: int = Field(default=100, ge=0)
     # How long terminal events are retried against the notifier before writing them directly.
     worker_event_retry_s: float = Field(default=30.0, ge=0)
+
+    webhook_timeout_s: float = Field(default=15.0, gt=0)
+    # Waits before each retry of a failed webhook delivery; after the last one it is dead-lettered.
+    webhook_retry_schedule_s: Annotated[list[float], NoDecode] = [
+        5,
+        30,
+        120,
+        600,
+        1800,
+        3600,
+        10800,
+        21600,
+    ]
+
+    @field_validator("webhook_retry_schedule_s", mode="before")
+    @classmethod
+    def _split_schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [float(part) for part in value.split(",") if part.strip()]
+        return value
 
     @model_validator(mode="after")
     def _limits_in_order(self) -> Self:

@@ -11,30 +11,45 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from redis.exceptions import RedisError
 
+from apps.common.contracts import WebhookMessage
 from apps.common.jobs import SyncJobStore
 from apps.common.logging import get_logger
-from apps.common.queues import TASK_FLUX
+from apps.common.queues import QUEUE_WEBHOOKS, TASK_FLUX, TASK_WEBHOOK
 from apps.worker.balancer_client import BalancerClient, InferenceRejected, InferenceRetryable
 from apps.worker.celery_app import app, settings
 from apps.worker.event_sender import EventSender
 from apps.worker.outputs import LocalOutputStore
 from apps.worker.run_job import JobDeps, fail, run_flux_job
+from apps.worker.webhooks import WebhookDelivery
 
 log = get_logger(__name__)
 
 
 @lru_cache(maxsize=1)
+def redis_client() -> redis.Redis:
+    """This worker process's Redis client, made on first use (after the prefork fork)."""
+    return redis.Redis.from_url(settings.redis_url, decode_responses=True)
+
+
+@lru_cache(maxsize=1)
 def job_deps() -> JobDeps:
-    """Clients of this worker process, made on first use (after the prefork fork)."""
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    store = SyncJobStore(client, ttl_s=settings.job_ttl_s)
+    store = SyncJobStore(redis_client(), ttl_s=settings.job_ttl_s)
     return JobDeps(
         store=store,
-        events=EventSender(settings, store),
+        events=EventSender(settings, store, producer=app),
         balancer=BalancerClient(settings.balancer_url, read_timeout_s=settings.job_time_limit_s),
-        outputs=LocalOutputStore(Path(settings.output_dir), public_base=settings.public_base),
+        outputs=LocalOutputStore(
+            Path(settings.output_dir),
+            public_base=settings.public_base,
+            secret=settings.internal_secret,
+        ),
         progress_interval_s=settings.worker_progress_interval_ms / 1000,
     )
+
+
+@lru_cache(maxsize=1)
+def webhook_delivery() -> WebhookDelivery:
+    return WebhookDelivery(settings, redis_client())
 
 
 def retry_delay_s(retries: int) -> float:
@@ -68,3 +83,9 @@ def flux(self: Task, task_id: str) -> None:
         # A bug must end the job visibly, not leave it `running` forever.
         log.exception("job crashed", task_id=task_id)
         fail(deps, task_id, "internal_error", f"{type(exc).__name__}: {exc}")
+
+
+@app.task(name=TASK_WEBHOOK, queue=QUEUE_WEBHOOKS)
+def webhook(message: dict[str, object]) -> None:
+    """One delivery attempt; the next one, if any, is scheduled by `WebhookDelivery`."""
+    webhook_delivery().deliver(WebhookMessage.model_validate(message))

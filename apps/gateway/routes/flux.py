@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Header
 from fastapi.responses import Response
 
 from apps.common.contracts import FluxRequest, SubmitAnswer
-from apps.gateway.deps import Service
+from apps.gateway.deps import Service, Settings
+from apps.gateway.headers import parse_cancel_after
+from apps.gateway.idempotency import IdempotencyKeys
+from apps.gateway.service import SubmitOptions
 
 router = APIRouter()
 
@@ -16,19 +21,37 @@ router = APIRouter()
     status_code=202,
     response_model=SubmitAnswer,
     responses={
-        422: {"description": "invalid input, naming the field"},
+        200: {"description": "idempotent replay: the task this key already made"},
+        409: {"description": "Idempotency-Key reused with a different body"},
         413: {"description": "body too large"},
+        422: {"description": "invalid input, naming the field"},
         503: {"description": "Redis or the queue is unavailable"},
     },
 )
-async def submit_flux(body: FluxRequest, service: Service) -> Response:
+async def submit_flux(
+    body: FluxRequest,
+    service: Service,
+    settings: Settings,
+    idempotency_key: Annotated[str | None, Header()] = None,
+    cancel_after: Annotated[str | None, Header()] = None,
+) -> Response:
     """Queue a FLUX text-to-image job; progress and result are pushed on `urls.ws`."""
-    record = await service.submit_flux(body)
+    options = SubmitOptions(
+        idempotency_key=None
+        if idempotency_key is None
+        else IdempotencyKeys.validate(idempotency_key),
+        cancel_after_s=parse_cancel_after(cancel_after, max_s=settings.job_ttl_s),
+    )
+    submitted = await service.submit_flux(body, options)
+    record = submitted.record
     view = service.view(record)
     answer = SubmitAnswer(task_id=record.task_id, status=record.status, urls=view.urls)
+    headers = {"Location": view.urls.status}
+    if submitted.replayed:
+        headers["Idempotent-Replayed"] = "true"
     return Response(
         answer.model_dump_json(),
-        status_code=202,
+        status_code=200 if submitted.replayed else 202,
         media_type="application/json",
-        headers={"Location": view.urls.status},
+        headers=headers,
     )

@@ -16,9 +16,9 @@ JSON = "application/json"
     "/tasks/{task_id}", response_model=JobView, responses={404: {"description": "no such task"}}
 )
 async def get_task(task_id: str, service: Service) -> Response:
-    """The job view: status, progress, timestamps, result or error."""
-    record = await service.get(task_id)
-    return Response(service.view(record).model_dump_json(exclude={"event"}), media_type=JSON)
+    """The job view: status, progress, timestamps, result or error, and webhook attempts."""
+    view = await service.owner_view(await service.get(task_id))
+    return Response(view.model_dump_json(exclude={"event"}), media_type=JSON)
 
 
 @router.post(
@@ -39,3 +39,17 @@ async def cancel_task(task_id: str, service: Service) -> Response:
         status_code=202 if changed else 200,
         media_type=JSON,
     )
+
+
+@router.post(
+    "/tasks/{task_id}/webhook/redeliver",
+    status_code=202,
+    responses={
+        404: {"description": "no such task, or it has no webhook"},
+        409: {"description": "no webhook message was sent yet"},
+    },
+)
+async def redeliver_webhook(task_id: str, service: Service) -> dict[str, str]:
+    """Send the last dead-lettered (or else the last) webhook message of a task again."""
+    message_id = await service.redeliver_webhook(task_id)
+    return {"message_id": message_id, "status": "queued"}

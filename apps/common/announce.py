@@ -1,0 +1,37 @@
+"""What follows an applied event, wherever it was applied: publish the view, queue the webhook."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from celery import Celery
+from starlette.concurrency import run_in_threadpool
+
+from apps.common import keys
+from apps.common.contracts import EventKind, JobView
+from apps.common.jobs import JobRecord, JobStore
+from apps.common.logging import get_logger
+from apps.common.queues import send_webhook
+from apps.common.webhook_plan import plan_webhook
+
+log = get_logger(__name__)
+
+PROGRESS_WEBHOOK_INTERVAL_MS = 1000
+
+
+class Announcer:
+    def __init__(self, store: JobStore, client: aioredis.Redis, producer: Celery) -> None:
+        self._store = store
+        self._redis = client
+        self._producer = producer
+
+    async def announce(self, record: JobRecord, view: JobView) -> None:
+        """Tell WebSocket subscribers (every notifier) and the task's webhook about `view`."""
+        await self._store.publish(view)
+        message = plan_webhook(record, view)
+        if message is None:
+            return
+        if view.event == EventKind.PROGRESS:
+            gate = keys.webhook_progress_gate(record.task_id)
+            if not await self._redis.set(gate, "1", nx=True, px=PROGRESS_WEBHOOK_INTERVAL_MS):
+                return
+        await run_in_threadpool(send_webhook, self._producer, message)

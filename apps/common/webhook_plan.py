@@ -1,0 +1,39 @@
+"""Which webhook message an applied event produces for a task's subscriber, if any."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+
+from apps.common.contracts import EventKind, JobView, WebhookEvent, WebhookMessage
+from apps.common.jobs import JobRecord
+
+
+def plan_webhook(record: JobRecord, view: JobView) -> WebhookMessage | None:
+    """The message for `view` (an applied event), or None when the task has no subscriber for it.
+
+    Terminal events always go out; `started` and `progress` only when asked for. The caller keeps
+    progress to one per second.
+    """
+    if not record.webhook or view.event is None or view.event == "snapshot":
+        return None
+    kind = EventKind(view.event)
+    wanted = set(record.webhook.get("events", []))
+    if kind is EventKind.STARTED and WebhookEvent.STARTED not in wanted:
+        return None
+    if kind is EventKind.PROGRESS and WebhookEvent.PROGRESS not in wanted:
+        return None
+    body = {
+        "type": f"task.{kind.value}",
+        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "data": view.model_dump(mode="json", exclude={"event", "webhook"}),
+    }
+    return WebhookMessage(
+        # One message per applied event: `seq` is unique per task, so the id is stable across
+        # retries and a receiver can deduplicate on it.
+        message_id=f"msg_{record.task_id}_{view.seq}",
+        task_id=record.task_id,
+        url=str(record.webhook["url"]),
+        body=orjson.dumps(body).decode(),
+    )

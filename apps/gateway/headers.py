@@ -1,0 +1,28 @@
+"""Parsing of the request headers the API defines (`Cancel-After`, `Prefer`)."""
+
+from __future__ import annotations
+
+import re
+
+from apps.common.errors import InvalidInput
+
+CANCEL_AFTER = "Cancel-After"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+
+def parse_cancel_after(value: str | None, *, max_s: float) -> float | None:
+    """Seconds from `30`, `30s`, `5m` or `1h`; None when the header is absent."""
+    if value is None:
+        return None
+    match = _DURATION.match(value.lower())
+    if match is None:
+        raise InvalidInput(
+            f"{CANCEL_AFTER} must be seconds or a duration like 30s, 5m, 1h", field=CANCEL_AFTER
+        )
+    seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
+    if not 0 < seconds <= max_s:
+        raise InvalidInput(
+            f"{CANCEL_AFTER} must be above 0 and at most {int(max_s)} s", field=CANCEL_AFTER
+        )
+    return seconds

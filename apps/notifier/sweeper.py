@@ -1,0 +1,100 @@
+"""Acts on what is due: expires or stops jobs past their `Cancel-After` deadline, and puts webhook
+retries back on the `webhooks` queue. A loop here, not a Celery task: a stuck queue must not hold
+up the deadlines of the jobs stuck in it. One notifier replica at a time holds the lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import redis.asyncio as aioredis
+from celery import Celery
+from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
+
+from apps.common import keys
+from apps.common.announce import Announcer
+from apps.common.contracts import EventKind, TaskEvent, TaskStatus, WebhookMessage
+from apps.common.jobs import CANCEL_BY_DEADLINE, DEADLINE_EXCEEDED, JobRecord, JobStore
+from apps.common.logging import get_logger
+from apps.common.queues import send_webhook
+from apps.notifier.events import EventIngest
+
+log = get_logger(__name__)
+
+# Takes the due members of a sorted set and removes them in one step, so no two sweeps share one.
+POP_DUE_LUA = """
+local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+if #items > 0 then redis.call('ZREM', KEYS[1], unpack(items)) end
+return items
+"""
+# Takes the lease when free, renews it when ours.
+LEASE_LUA = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+return 0
+"""
+BATCH = 200
+
+
+class Sweeper:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        store: JobStore,
+        ingest: EventIngest,
+        announcer: Announcer,
+        producer: Celery,
+        *,
+        interval_s: float,
+    ) -> None:
+        self._redis = client
+        self._store = store
+        self._ingest = ingest
+        self._announcer = announcer
+        self._producer = producer
+        self._interval_s = interval_s
+        self._instance = uuid.uuid4().hex
+        self._pop_due = client.register_script(POP_DUE_LUA)
+        self._lease = client.register_script(LEASE_LUA)
+
+    async def run_forever(self) -> None:
+        lease_ms = int(max(self._interval_s * 5, 2) * 1000)
+        while True:
+            try:
+                if await self._lease(keys=[keys.SWEEPER_LOCK], args=[self._instance, lease_ms]):
+                    await self.sweep_once()
+            except (RedisError, OSError) as exc:
+                log.warning("sweep failed; will retry", error=repr(exc))
+            await asyncio.sleep(self._interval_s)
+
+    async def sweep_once(self) -> None:
+        now = time.time()
+        for task_id in await self._pop_due(keys=[keys.DEADLINES], args=[now, BATCH]):
+            await self._deadline_passed(str(task_id))
+        for raw in await self._pop_due(keys=[keys.WEBHOOK_RETRIES], args=[now, BATCH]):
+            message = WebhookMessage.model_validate_json(raw)
+            try:
+                await run_in_threadpool(send_webhook, self._producer, message)
+            except Exception:
+                # Put it back: a retry is never dropped because the broker hiccupped.
+                await self._redis.zadd(keys.WEBHOOK_RETRIES, {raw: now + self._interval_s})
+                raise
+
+    async def _deadline_passed(self, task_id: str) -> None:
+        record: JobRecord | None = await self._store.get(task_id)
+        if record is None or record.status.is_terminal:
+            return
+        if record.status is TaskStatus.QUEUED:
+            event = TaskEvent(task_id=task_id, event=EventKind.EXPIRED, error=DEADLINE_EXCEEDED)
+            outcome = await self._store.apply(event)
+            if outcome.applied and outcome.record is not None:
+                view = self._ingest.view_of(outcome.record, EventKind.EXPIRED)
+                await self._announcer.announce(outcome.record, view)
+                log.info("job expired before it started", task_id=task_id)
+                return
+        # Running (or it started just now): the worker stops it at its next step.
+        await self._store.request_cancel(task_id, CANCEL_BY_DEADLINE)
+        log.info("running job past its deadline; stopping it", task_id=task_id)

@@ -1,0 +1,141 @@
+"""Webhook delivery: one signed POST per attempt, retries on a schedule, dead letters at the end.
+
+Retries are not Celery countdowns: a long ETA outlives the broker's visibility timeout and comes
+back twice. A failed attempt goes into a Redis sorted set instead, and the notifier's sweeper puts
+it back on the `webhooks` queue when it is due.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import httpx
+import redis
+
+from apps.common import keys
+from apps.common.contracts import WebhookAttempt, WebhookMessage
+from apps.common.logging import get_logger
+from apps.common.signing import sign_webhook
+from apps.common.url_guard import AllowList, UnsafeUrl, check_url
+from apps.worker.settings import WorkerSettings
+
+log = get_logger(__name__)
+
+MAX_ATTEMPTS_KEPT = 50
+_GONE = 410
+
+
+def _iso(ts: float) -> str:
+    return (
+        datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
+
+def _retry_after_s(response: httpx.Response | None) -> float:
+    value = response.headers.get("retry-after", "") if response is not None else ""
+    return float(value) if value.strip().isdigit() else 0.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    delivered: bool
+    retry: bool
+    status_code: int | None
+    error: str | None
+    retry_after_s: float = 0.0
+
+
+class WebhookDelivery:
+    def __init__(self, settings: WorkerSettings, client: redis.Redis) -> None:
+        self._settings = settings
+        self._redis = client
+        self._allow = AllowList.parse(settings.webhook_allow)
+        # Redirects are not followed: a 3xx could point anywhere, past the SSRF guard.
+        self._http = httpx.Client(timeout=settings.webhook_timeout_s, follow_redirects=False)
+
+    def deliver(self, message: WebhookMessage) -> Outcome:
+        """Make one attempt, record it, and schedule the next one or dead-letter the message."""
+        self._redis.set(
+            keys.webhook_last_key(message.task_id),
+            message.model_dump_json(),
+            ex=self._settings.job_ttl_s,
+        )
+        outcome = self._attempt(message)
+        now = time.time()
+        next_at: float | None = None
+        if not outcome.delivered:
+            next_at = self._next_attempt_at(message, outcome, now)
+            if next_at is None:
+                self._redis.rpush(keys.webhook_dead_key(message.task_id), message.model_dump_json())
+                self._redis.expire(keys.webhook_dead_key(message.task_id), self._settings.job_ttl_s)
+            else:
+                retry = message.model_copy(update={"attempt": message.attempt + 1})
+                self._redis.zadd(keys.WEBHOOK_RETRIES, {retry.model_dump_json(): next_at})
+        self._record(message, outcome, now, next_at)
+        log.info(
+            "webhook attempt",
+            task_id=message.task_id,
+            message_id=message.message_id,
+            attempt=message.attempt,
+            status=outcome.status_code,
+            error=outcome.error,
+            delivered=outcome.delivered,
+            retry_in_s=None if next_at is None else round(next_at - now, 1),
+        )
+        return outcome
+
+    def _attempt(self, message: WebhookMessage) -> Outcome:
+        try:
+            # DNS may have changed since submit: check again right before calling.
+            check_url(message.url, self._allow)
+        except UnsafeUrl as exc:
+            return Outcome(False, False, None, f"refused: {exc}")
+        body = message.body.encode()
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "Fluxgate-Webhooks/1",
+            **sign_webhook(message.message_id, body, self._settings.webhook_secret),
+        }
+        try:
+            response = self._http.post(message.url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return Outcome(False, True, None, f"{type(exc).__name__}: {exc}")
+        status = response.status_code
+        if 200 <= status < 300:
+            return Outcome(True, False, status, None)
+        if status == 429 or status >= 500:
+            return Outcome(False, True, status, f"HTTP {status}", _retry_after_s(response))
+        if status == _GONE:
+            return Outcome(False, False, status, "HTTP 410: the receiver is gone")
+        # Other 4xx (and 3xx) rarely heal: one more try, in case it was a deploy in progress.
+        return Outcome(False, message.attempt == 0, status, f"HTTP {status}")
+
+    def _next_attempt_at(
+        self, message: WebhookMessage, outcome: Outcome, now: float
+    ) -> float | None:
+        schedule = self._settings.webhook_retry_schedule_s
+        if not outcome.retry or message.attempt >= len(schedule):
+            return None
+        wait = schedule[message.attempt] * random.uniform(0.8, 1.2)
+        return now + max(wait, outcome.retry_after_s)
+
+    def _record(
+        self, message: WebhookMessage, outcome: Outcome, now: float, next_at: float | None
+    ) -> None:
+        attempt = WebhookAttempt(
+            message_id=message.message_id,
+            attempt=message.attempt,
+            at=_iso(now),
+            status_code=outcome.status_code,
+            error=outcome.error,
+            next_retry_at=None if next_at is None else _iso(next_at),
+        )
+        key = keys.webhook_attempts_key(message.task_id)
+        with self._redis.pipeline() as pipe:
+            pipe.rpush(key, attempt.model_dump_json())
+            pipe.ltrim(key, -MAX_ATTEMPTS_KEPT, -1)
+            pipe.expire(key, self._settings.job_ttl_s)
+            pipe.execute()
