@@ -11,10 +11,19 @@ import pytest
 import redis
 
 from tests.procs import Proc, poll_until, start_redis, start_stack, wait_stack_ready
+from tests.webhook_receiver import WebhookReceiver
 
 # Slow enough that a 4-step job sends several progress events and a job can be canceled mid-run.
 STEP_DELAY_MS = 100
 INTERNAL_SECRET = "test-internal-secret-0123456789"
+WEBHOOK_SECRET = "whsec_dGVzdC13ZWJob29rLXNlY3JldC0wMTIzNDU2Nzg5"
+# Short enough that retries and sweeps happen within a test; the defaults are minutes to hours.
+FAST_DELIVERY_ENV = {
+    "FLUXGATE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+    "FLUXGATE_WEBHOOK_ALLOW": "loopback",
+    "FLUXGATE_WEBHOOK_RETRY_SCHEDULE_S": "0.3,0.3,0.3",
+    "FLUXGATE_NOTIFIER_SWEEP_INTERVAL_S": "0.2",
+}
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +70,23 @@ class Stack:
         assert response.status_code == 200, response.text
         return response.json()  # type: ignore[no-any-return]
 
+    def slow_job(self, steps: int = 60) -> str:
+        """A job that runs for `steps` x 100 ms, long enough to be caught running."""
+        return str(self.submit(num_inference_steps=steps, width=64, height=64)["task_id"])
+
+    def fill_worker(self) -> list[str]:
+        """Occupy both worker slots, so the next job stays queued until `release`."""
+        blockers = [self.slow_job(), self.slow_job()]
+        for blocker in blockers:
+            self.wait_status(blocker, "running", timeout=30)
+        return blockers
+
+    def release(self, blockers: list[str]) -> None:
+        for blocker in blockers:
+            httpx.post(f"{self.gateway}/tasks/{blocker}/cancel", timeout=10)
+        for blocker in blockers:
+            self.wait_status(blocker, "canceled", timeout=30)
+
     def wait_status(self, task_id: str, *statuses: str, timeout: float = 60) -> dict[str, object]:
         return poll_until(
             lambda: (v := self.view(task_id))["status"] in statuses and v,
@@ -79,6 +105,7 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         extra_env={
             "FLUXGATE_INTERNAL_SECRET": INTERNAL_SECRET,
             "FLUXGATE_INFERENCE_STEP_DELAY_MS": str(STEP_DELAY_MS),
+            **FAST_DELIVERY_ENV,
         },
     )
     stack = Stack(
@@ -106,3 +133,10 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     finally:
         for proc in procs.values():
             proc.stop()
+
+
+@pytest.fixture(scope="session")
+def receiver() -> Iterator[WebhookReceiver]:
+    hooks = WebhookReceiver(WEBHOOK_SECRET).start()
+    yield hooks
+    hooks.stop()

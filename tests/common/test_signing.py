@@ -1,6 +1,13 @@
 from __future__ import annotations
 
-from apps.common.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_internal, verify_internal
+from apps.common.signing import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    sign_internal,
+    sign_webhook,
+    verify_internal,
+    verify_webhook,
+)
 
 SECRET = "a-shared-secret-for-tests"
 BODY = b'{"task_id":"t","event":"started"}'
@@ -33,3 +40,24 @@ def test_missing_or_stale_signatures_fail() -> None:
     old = sign_internal(BODY, SECRET, now=1_000_000)
     assert not check(BODY, old, now=1_000_000 + 301)
     assert check(BODY, old, now=1_000_000 + 299)
+
+
+def test_standard_webhooks_reference_vector() -> None:
+    # The example of the Standard Webhooks specification.
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    body = b'{"test": 2432232314}'
+    headers = sign_webhook("msg_p5jXN8AQM9LWM0D4loKWxJek", body, secret, now=1614265330)
+    assert headers["webhook-signature"] == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    assert verify_webhook(body, headers, secret, now=1614265330)
+
+
+def test_webhook_verification_refuses_tampering_and_age() -> None:
+    secret = "whsec_" + "c2VjcmV0LWtleS1mb3ItdGVzdHM="
+    body = b'{"type":"task.succeeded"}'
+    headers = sign_webhook("msg_1", body, secret, now=1_000_000)
+    assert verify_webhook(body, headers, secret, now=1_000_010)
+    assert not verify_webhook(body + b" ", headers, secret, now=1_000_010)
+    assert not verify_webhook(body, {**headers, "webhook-id": "msg_2"}, secret, now=1_000_010)
+    assert not verify_webhook(body, headers, secret, now=1_000_000 + 301)
+    rotated = {**headers, "webhook-signature": "v1,bm9wZQ== " + headers["webhook-signature"]}
+    assert verify_webhook(body, rotated, secret, now=1_000_010)

@@ -128,16 +128,8 @@ def test_oversized_body_is_413(stack: Stack) -> None:
     assert response.json()["error"]["code"] == "body_too_large"
 
 
-def slow_job(stack: Stack) -> str:
-    # 60 steps x 100 ms: long enough to be caught running.
-    return str(stack.submit(num_inference_steps=60, width=64, height=64)["task_id"])
-
-
 def test_cancel_a_queued_job_and_the_worker_skips_it(stack: Stack) -> None:
-    # Two slow jobs fill the worker's two slots, so the third stays queued.
-    blockers = [slow_job(stack), slow_job(stack)]
-    for blocker in blockers:
-        stack.wait_status(blocker, "running", timeout=30)
+    blockers = stack.fill_worker()
     queued = str(stack.submit()["task_id"])
     assert stack.view(queued)["status"] == "queued"
 
@@ -147,10 +139,7 @@ def test_cancel_a_queued_job_and_the_worker_skips_it(stack: Stack) -> None:
     again = httpx.post(f"{stack.gateway}/tasks/{queued}/cancel")
     assert again.status_code == 200 and again.json()["status"] == "canceled"
 
-    for blocker in blockers:
-        assert httpx.post(f"{stack.gateway}/tasks/{blocker}/cancel").status_code == 202
-    for blocker in blockers:
-        assert stack.wait_status(blocker, "canceled", timeout=30)["status"] == "canceled"
+    stack.release(blockers)
     # Once the slots are free the worker takes the queued message and must skip it.
     later = str(stack.submit()["task_id"])
     stack.wait_status(later, "succeeded", timeout=60)
@@ -159,7 +148,7 @@ def test_cancel_a_queued_job_and_the_worker_skips_it(stack: Stack) -> None:
 
 
 def test_cancel_a_running_job_over_the_websocket(stack: Stack) -> None:
-    task_id = slow_job(stack)
+    task_id = stack.slow_job()
     url = f"{stack.notifier_ws}/ws/tasks/{task_id}"
     seen: list[Transcript] = []
     with connect(url, open_timeout=10, compression=None) as ws:

@@ -1,0 +1,83 @@
+"""A real HTTP webhook receiver for tests: verifies signatures and answers as scripted."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from apps.common.signing import verify_webhook
+from tests.procs import free_port, poll_until
+
+
+@dataclass
+class Delivery:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    verified: bool
+    answered: int
+
+
+@dataclass
+class WebhookReceiver:
+    secret: str
+    port: int = field(default_factory=free_port)
+    deliveries: list[Delivery] = field(default_factory=list)
+    # path -> statuses to answer, in order; 200 once they run out.
+    script: dict[str, deque[int]] = field(default_factory=lambda: defaultdict(deque))
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{path}"
+
+    def answer(self, path: str, *statuses: int) -> None:
+        self.script[path].extend(statuses)
+
+    def at(self, path: str) -> list[Delivery]:
+        return [d for d in self.deliveries if d.path == path]
+
+    def wait_for(self, path: str, count: int, *, timeout: float = 30) -> list[Delivery]:
+        return poll_until(
+            lambda: len(got := self.at(path)) >= count and got,
+            timeout=timeout,
+            what=f"{count} deliveries at /{path}",
+        )
+
+    async def _hook(self, request: Request) -> Response:
+        path = request.path_params["path"]
+        body = await request.body()
+        queue = self.script[path]
+        status = queue.popleft() if queue else 200
+        self.deliveries.append(
+            Delivery(
+                path=path,
+                headers=dict(request.headers),
+                body=orjson.loads(body),
+                verified=verify_webhook(body, request.headers, self.secret),
+                answered=status,
+            )
+        )
+        return Response(status_code=status)
+
+    def start(self) -> WebhookReceiver:
+        app = Starlette(routes=[Route("/{path:path}", self._hook, methods=["POST"])])
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        poll_until(lambda: self._server.started, timeout=10, what="webhook receiver")
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
