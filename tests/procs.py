@@ -99,8 +99,9 @@ class Proc:
             self.popen.wait(timeout=timeout)
 
 
-def start_redis(log_dir: Path) -> tuple[Proc, str]:
-    port = free_port()
+def start_redis(data_dir: Path, *, port: int | None = None, aof: bool = False) -> tuple[Proc, str]:
+    """A redis-server on `port` (a free one by default); with `aof`, data survives restarts."""
+    port = port or free_port()
     proc = Proc(
         "redis",
         [
@@ -112,12 +113,12 @@ def start_redis(log_dir: Path) -> tuple[Proc, str]:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if aof else "no",
             "--dir",
-            str(log_dir),
+            str(data_dir),
         ],
         dict(os.environ),
-        log_dir / "redis.log",
+        data_dir / "redis.log",
     ).start()
     import redis
 

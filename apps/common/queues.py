@@ -25,6 +25,10 @@ def broker_transport_options(*, visibility_timeout_s: int) -> dict[str, Any]:
         "queue_order_strategy": "priority",
         # An unacked message is redelivered after this; it must exceed the longest job.
         "visibility_timeout": visibility_timeout_s,
+        # Look for messages of dead workers often enough that they come back soon after the
+        # visibility timeout (kombu's defaults scan only every ~100 s).
+        "unacked_restore_interval": max(1, min(10, visibility_timeout_s // 4)),
+        "unacked_restore_throttle": 1,
     }
 
 

@@ -1,0 +1,166 @@
+"""Crashes lose nothing: killed workers, a restarted notifier, a restarted Redis.
+
+These tests break processes, so they run on a stack of their own, with a Redis that keeps an
+append-only file and a short broker visibility timeout (so a dead worker's job comes back soon).
+"""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import FAST_DELIVERY_ENV, STEP_DELAY_MS, Stack
+from tests.e2e.wsclient import watch
+from tests.procs import Proc, start_redis, start_stack, wait_http_ok
+from tests.webhook_receiver import WebhookReceiver
+
+CRASH_ENV = {
+    **FAST_DELIVERY_ENV,
+    "FLUXGATE_INFERENCE_STEP_DELAY_MS": str(STEP_DELAY_MS),
+    "FLUXGATE_JOB_SOFT_TIME_LIMIT_S": "8",
+    "FLUXGATE_JOB_TIME_LIMIT_S": "10",
+    "FLUXGATE_BROKER_VISIBILITY_TIMEOUT_S": "12",
+    "FLUXGATE_WORKER_EVENT_RETRY_S": "60",
+}
+
+
+class CrashStack(Stack):
+    redis_proc: Proc
+
+    def restart(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[name]
+        proc.stop(sig)
+        self.procs[name] = Proc(name, proc.args, proc.env, proc.log_path).start()
+        if name != "worker":
+            port = self.env[f"FLUXGATE_{name.upper()}_PORT"]
+            wait_http_ok(f"http://127.0.0.1:{port}/readyz", timeout=60, proc=self.procs[name])
+
+    def restart_redis(self) -> None:
+        port = int(self.redis_url.rsplit(":", 1)[1].split("/")[0])
+        self.redis_proc.stop(signal.SIGTERM)  # a clean shutdown flushes the append-only file
+        self.redis_proc, _ = start_redis(self.tmp / "redis", port=port, aof=True)
+
+    def worker_children(self) -> list[psutil.Process]:
+        popen = self.procs["worker"].popen
+        assert popen is not None
+        return psutil.Process(popen.pid).children(recursive=True)
+
+
+@pytest.fixture(scope="module")
+def crash_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrashStack]:
+    tmp = tmp_path_factory.mktemp("crash")
+    (tmp / "redis").mkdir()
+    redis_proc, redis_url = start_redis(tmp / "redis", aof=True)
+    ports, env, procs = start_stack(redis_url, tmp, extra_env=CRASH_ENV)
+    stack = CrashStack(
+        gateway=f"http://127.0.0.1:{ports['gateway']}",
+        notifier=f"http://127.0.0.1:{ports['notifier']}",
+        notifier_ws=f"ws://127.0.0.1:{ports['notifier']}",
+        balancer=f"http://127.0.0.1:{ports['balancer']}",
+        inference=f"http://127.0.0.1:{ports['inference']}",
+        redis_url=redis_url,
+        env=env,
+        procs=procs,
+        tmp=tmp,
+    )
+    stack.redis_proc = redis_proc
+    try:
+        for name, port in ports.items():
+            wait_http_ok(f"http://127.0.0.1:{port}/readyz", timeout=180, proc=procs[name])
+        stack.wait_status(str(stack.submit()["task_id"]), "succeeded", timeout=90)
+        yield stack
+    finally:
+        for proc in stack.procs.values():
+            proc.stop()
+        stack.redis_proc.stop()
+
+
+def outputs_of(stack: Stack, task_id: str) -> list[Path]:
+    return sorted((stack.tmp / "outputs" / task_id).glob("*.png"))
+
+
+def one_completed_webhook(receiver: WebhookReceiver, path: str) -> dict[str, object]:
+    receiver.wait_for(path, 1, timeout=60)
+    completed = [d for d in receiver.at(path) if d.body["type"].startswith("task.")]
+    ids = {d.headers["webhook-id"] for d in completed}
+    assert len(ids) == 1, f"exactly one completion message, got {ids}"
+    return completed[-1].body
+
+
+def test_a_killed_pool_process_reruns_the_job_once(
+    crash_stack: CrashStack, receiver: WebhookReceiver
+) -> None:
+    path = f"pool-{uuid.uuid4().hex[:8]}"
+    task_id = str(
+        crash_stack.submit(num_inference_steps=30, webhook_url=receiver.url(path))["task_id"]
+    )
+    crash_stack.wait_status(task_id, "running", timeout=30)
+    children = crash_stack.worker_children()
+    assert children, "the prefork pool has processes"
+    for child in children:
+        child.send_signal(signal.SIGKILL)
+    view = crash_stack.wait_status(task_id, "succeeded", "failed", timeout=60)
+    assert view["status"] == "succeeded", view["error"]
+    assert one_completed_webhook(receiver, path)["data"]["status"] == "succeeded"
+    assert len(outputs_of(crash_stack, task_id)) == 1, "the rerun overwrote, not duplicated"
+    assert crash_stack.procs["worker"].alive()
+
+
+def test_a_killed_worker_is_redelivered_to_the_next_one(
+    crash_stack: CrashStack, receiver: WebhookReceiver
+) -> None:
+    path = f"worker-{uuid.uuid4().hex[:8]}"
+    task_id = str(
+        crash_stack.submit(num_inference_steps=30, webhook_url=receiver.url(path))["task_id"]
+    )
+    crash_stack.wait_status(task_id, "running", timeout=30)
+    # SIGKILL to the whole process group: no chance to requeue; only the visibility timeout helps.
+    crash_stack.restart("worker", signal.SIGKILL)
+    view = crash_stack.wait_status(task_id, "succeeded", "failed", timeout=90)
+    assert view["status"] == "succeeded", view["error"]
+    assert one_completed_webhook(receiver, path)["data"]["task_id"] == task_id
+    assert len(outputs_of(crash_stack, task_id)) == 1
+
+
+def test_a_restarted_notifier_loses_no_terminal_event(
+    crash_stack: CrashStack, receiver: WebhookReceiver
+) -> None:
+    path = f"notifier-{uuid.uuid4().hex[:8]}"
+    task_id = str(
+        crash_stack.submit(num_inference_steps=20, webhook_url=receiver.url(path))["task_id"]
+    )
+    crash_stack.wait_status(task_id, "running", timeout=30)
+    notifier = crash_stack.procs["notifier"]
+    notifier.stop(signal.SIGKILL)
+    # The job ends while the notifier is down: the worker keeps retrying its terminal event.
+    crash_stack.wait_status(task_id, "running", timeout=5)
+    crash_stack.restart("notifier")
+    view = crash_stack.wait_status(task_id, "succeeded", timeout=60)
+    transcript = watch(f"{crash_stack.notifier_ws}/ws/tasks/{task_id}")
+    assert transcript.events == ["snapshot"]
+    assert transcript.messages[0]["status"] == "succeeded"
+    assert transcript.messages[0]["result"] == view["result"]
+    assert one_completed_webhook(receiver, path)["type"] == "task.succeeded"
+
+
+def test_accepted_jobs_survive_a_redis_restart(crash_stack: CrashStack) -> None:
+    worker = crash_stack.procs["worker"]
+    worker.stop(signal.SIGTERM)
+    accepted = [str(crash_stack.submit(seed=s)["task_id"]) for s in (21, 22)]
+    crash_stack.restart_redis()
+    crash_stack.procs["worker"] = Proc(
+        worker.name, worker.args, worker.env, worker.log_path
+    ).start()
+    for task_id in accepted:
+        view = crash_stack.wait_status(task_id, "succeeded", timeout=90)
+        assert view["result"]["images"][0]["seed"] in (21, 22)  # type: ignore[index]
+    # The services reconnected on their own: a new job goes through too.
+    fresh = str(crash_stack.submit()["task_id"])
+    crash_stack.wait_status(fresh, "succeeded", timeout=60)
+    assert httpx.get(f"{crash_stack.gateway}/readyz").status_code == 200
