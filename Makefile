@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml scripts/setup.sh
 
 setup: $(STAMP)  ## install system packages (as root), the virtualenv and Python deps
 
+# The demo may call back a webhook receiver on this machine; production allows nothing.
+up: export FLUXGATE_WEBHOOK_ALLOW ?= loopback
 up: setup  ## start redis, gateway, worker, balancer, inference, notifier in the foreground
 	$(VENV)/bin/honcho start -f Procfile
 
