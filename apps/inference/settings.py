@@ -22,3 +22,12 @@ class InferenceSettings(CommonSettings):
     inference_max_sequence_length: int | None = Field(default=None, ge=8, le=512)
     # Test and demo knob: slows each diffusion step so progress and cancel can be watched.
     inference_step_delay_ms: int = Field(default=0, ge=0, le=60_000)
+    # Dynamic batching: compatible requests arriving within max_wait_ms share one pipeline call of
+    # up to max_batch_size images. None picks 16 on a GPU (80 GB fits FLUX at 1024 px) and 4 on CPU.
+    inference_max_batch_size: int | None = Field(default=None, ge=1, le=64)
+    inference_max_wait_ms: float = Field(default=15.0, ge=0, le=5000)
+    # GPU only: keep idle components in CPU memory; compile the transformer (slow first batch).
+    inference_cpu_offload: bool = False
+    inference_compile: bool = False
+    # Run one small generation before /readyz says ready.
+    inference_warmup: bool = True

@@ -1,4 +1,5 @@
-"""The tiny offline FLUX pipeline: built locally, loaded through from_pretrained, deterministic."""
+"""The tiny offline FLUX engine: built locally, loaded through from_pretrained, deterministic,
+and batch-safe (a request's image is the same alone or in a batch)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import base64
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from apps.common.contracts import FluxInput, InferenceRequest
-from apps.inference.engine import GenerationCanceled
+from apps.common.contracts import FluxInput, InferenceRequest, InferenceResult
+from apps.inference.engine import BatchItem
 from apps.inference.pipelines.flux import FluxEngine
 from apps.inference.pipelines.tiny import ensure_tiny_flux, tiny_flux_dir
 from apps.inference.settings import InferenceSettings
@@ -31,15 +33,21 @@ def request(**fields: object) -> InferenceRequest:
         "seed": 11,
         **fields,
     }
-    return InferenceRequest(task_id="t", input=FluxInput.model_validate(spec))
+    return InferenceRequest(task_id=f"t-{fields}", input=FluxInput.model_validate(spec))
 
 
 def never_stop(_step: int, _total: int) -> bool:
     return True
 
 
-def decode(data_b64: str) -> Image.Image:
-    return Image.open(io.BytesIO(base64.b64decode(data_b64)))
+def run_one(engine: FluxEngine, req: InferenceRequest) -> InferenceResult:
+    outcome = engine.run_batch([BatchItem(req, never_stop)])[0]
+    assert isinstance(outcome, InferenceResult)
+    return outcome
+
+
+def pixels(data_b64: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data_b64))), dtype=np.int16)
 
 
 def test_builds_once_with_the_real_flux_layout(tmp_path: Path) -> None:
@@ -62,37 +70,70 @@ def test_builds_once_with_the_real_flux_layout(tmp_path: Path) -> None:
 
 
 def test_same_seed_same_image_and_sizes_are_honoured(engine: FluxEngine) -> None:
-    first = engine.generate(request(), never_stop).images[0]
-    second = engine.generate(request(), never_stop).images[0]
-    other = engine.generate(request(seed=12), never_stop).images[0]
+    first = run_one(engine, request()).images[0]
+    second = run_one(engine, request()).images[0]
+    other = run_one(engine, request(seed=12)).images[0]
     assert first.data_b64 == second.data_b64
     assert first.data_b64 != other.data_b64
-    image = decode(first.data_b64)
+    image = Image.open(io.BytesIO(base64.b64decode(first.data_b64)))
     assert image.size == (128, 64) and image.format == "PNG"
     assert (first.width, first.height, first.seed) == (128, 64, 11)
 
 
+def test_a_request_makes_the_same_image_alone_and_in_a_batch(engine: FluxEngine) -> None:
+    alone = [
+        run_one(engine, request(prompt=p, seed=s)).images[0]
+        for p, s in (("a red fox", 1), ("a castle on a hill", 2), ("boats", 3))
+    ]
+    batch = engine.run_batch(
+        [
+            BatchItem(request(prompt=p, seed=s), never_stop)
+            for p, s in (("a red fox", 1), ("a castle on a hill", 2), ("boats", 3))
+        ]
+    )
+    for single, batched in zip(alone, batch, strict=True):
+        assert isinstance(batched, InferenceResult) and batched.batch_size == 3
+        # Same seed, same prompt: the same picture (batched kernels may round the last bit).
+        diff = np.abs(pixels(single.data_b64) - pixels(batched.images[0].data_b64))
+        assert diff.max() <= 1, diff.max()
+
+
 def test_several_images_get_consecutive_seeds_and_format(engine: FluxEngine) -> None:
-    result = engine.generate(request(num_images=2, output_format="jpeg"), never_stop)
+    result = run_one(engine, request(num_images=2, output_format="jpeg"))
     assert [i.seed for i in result.images] == [11, 12]
     assert all(i.content_type == "image/jpeg" for i in result.images)
-    assert decode(result.images[0].data_b64).format == "JPEG"
-    assert result.compute_ms > 0
+    assert result.batch_size == 2 and result.compute_ms > 0
 
 
-def test_every_step_is_reported_and_a_stop_cancels(engine: FluxEngine) -> None:
+def test_every_step_is_reported_and_a_leaver_does_not_stop_the_others(
+    engine: FluxEngine,
+) -> None:
     seen: list[tuple[int, int]] = []
 
-    def record(step: int, total: int) -> bool:
+    def stays(step: int, total: int) -> bool:
         seen.append((step, total))
         return True
 
-    engine.generate(request(num_inference_steps=4), record)
+    leaver = request(prompt="leaves", seed=5, num_inference_steps=4)
+    stayer = request(prompt="stays", seed=6, num_inference_steps=4)
+    outcomes = engine.run_batch(
+        [BatchItem(leaver, lambda step, _t: step < 2), BatchItem(stayer, stays)]
+    )
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], InferenceResult)
     assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    # The survivor's image is the one it would have had alone.
+    alone = run_one(engine, stayer).images[0]
+    diff = np.abs(pixels(alone.data_b64) - pixels(outcomes[1].images[0].data_b64))
+    assert diff.max() <= 1
 
-    with pytest.raises(GenerationCanceled):
-        engine.generate(request(num_inference_steps=4), lambda step, _total: step < 2)
+
+def test_negative_prompts_run_true_cfg(engine: FluxEngine) -> None:
+    plain = run_one(engine, request()).images[0]
+    negative = run_one(engine, request(negative_prompt="blurry")).images[0]
+    assert plain.data_b64 != negative.data_b64
 
 
-def test_the_device_check_passes_on_cpu(engine: FluxEngine) -> None:
+def test_warm_up_and_device_check_pass_on_cpu(engine: FluxEngine) -> None:
+    engine.warm_up()
     engine.check_device()

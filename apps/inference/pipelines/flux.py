@@ -1,25 +1,34 @@
-"""The FLUX text-to-image engine on diffusers' FluxPipeline."""
+"""The FLUX text-to-image engine: loads a diffusers FluxPipeline and runs batches on it."""
 
 from __future__ import annotations
 
 import base64
 import io
 import time
+from collections.abc import Hashable
 from typing import Any
 
 import torch
 from diffusers import FluxPipeline
 
-from apps.common.contracts import InferenceImage, InferenceRequest, InferenceResult, OutputFormat
+from apps.common.contracts import (
+    FluxInput,
+    InferenceError,
+    InferenceImage,
+    InferenceRequest,
+    InferenceResult,
+    OutputFormat,
+)
 from apps.common.logging import get_logger
-from apps.inference.engine import GenerationCanceled, StepCallback
+from apps.inference.engine import BatchItem, ItemOutcome
+from apps.inference.pipelines.flux_denoise import Rows, Shape, denoise_batch
 from apps.inference.pipelines.tiny import ensure_tiny_flux
 from apps.inference.settings import InferenceSettings
 
 log = get_logger(__name__)
 
-TRUE_CFG_SCALE = 4.0
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 
 
 def pick_device(setting: str) -> torch.device:
@@ -35,8 +44,12 @@ def pick_dtype(setting: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
+def _oom_types() -> tuple[type[BaseException], ...]:
+    return (torch.cuda.OutOfMemoryError,) if hasattr(torch.cuda, "OutOfMemoryError") else ()
+
+
 class FluxEngine:
-    """Loads a FluxPipeline once and runs requests on it, one at a time."""
+    """FLUX on one device. Compatible requests (size, steps, guidance, true CFG) share a batch."""
 
     models = ["flux"]
 
@@ -62,7 +75,13 @@ class FluxEngine:
         started = time.perf_counter()
         # The tiny model goes through from_pretrained too, so the real loading path always runs.
         pipe = FluxPipeline.from_pretrained(source, dtype=dtype)
-        pipe.to(device)
+        if settings.inference_cpu_offload and device.type == "cuda":
+            # Keeps only the running component on the GPU: fits FLUX on 24 GB cards, slower.
+            pipe.enable_model_cpu_offload(device=device)
+        else:
+            pipe.to(device)
+        if settings.inference_compile and device.type == "cuda":
+            pipe.transformer = torch.compile(pipe.transformer, mode="max-autotune-no-cudagraphs")
         pipe.set_progress_bar_config(disable=True)
         log.info(
             "pipeline loaded",
@@ -79,60 +98,90 @@ class FluxEngine:
             step_delay_s=settings.inference_step_delay_ms / 1000,
         )
 
+    def batch_key(self, request: InferenceRequest) -> Hashable:
+        spec = request.input
+        return (
+            spec.width,
+            spec.height,
+            spec.num_inference_steps,
+            spec.guidance_scale,
+            spec.negative_prompt is not None,
+        )
+
+    def cost(self, request: InferenceRequest) -> int:
+        return request.input.num_images
+
     def check_device(self) -> None:
         probe = torch.ones(8, device=self._device)
         if float((probe * 2).sum().item()) != 16.0:
             raise RuntimeError(f"device {self._device} returned a wrong result")
 
-    def generate(self, request: InferenceRequest, on_step: StepCallback) -> InferenceResult:
-        spec = request.input
-        seed = spec.seed if spec.seed is not None else 0
-        seeds = [seed + i for i in range(spec.num_images)]
-        # CPU generators make a seed give the same image whatever device runs the model.
-        generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
-        total = spec.num_inference_steps
-        stopped = False
+    def warm_up(self) -> None:
+        spec = FluxInput(prompt="warm-up", width=64, height=64, num_inference_steps=1, seed=0)
+        started = time.perf_counter()
+        self._run([BatchItem(InferenceRequest(task_id="warm-up", input=spec), lambda _s, _t: True)])
+        log.info("warm-up done", seconds=round(time.perf_counter() - started, 2))
 
-        def step_end(pipe: FluxPipeline, step: int, _t: Any, _kw: dict[str, Any]) -> dict[str, Any]:
-            nonlocal stopped
-            if self._step_delay_s:
-                time.sleep(self._step_delay_s)
-            if not on_step(step + 1, total):
-                stopped = True
-                # diffusers' documented way to stop a run between steps.
-                pipe._interrupt = True  # type: ignore[attr-defined]
-            return {}
+    def run_batch(self, items: list[BatchItem]) -> list[ItemOutcome]:
+        """Run the batch; if it does not fit in GPU memory, run each half instead."""
+        try:
+            return self._run(items)
+        except _oom_types() as exc:
+            torch.cuda.empty_cache()
+            if len(items) == 1:
+                log.warning("out of memory on a single request", task_id=items[0].request.task_id)
+                return [InferenceError(code="out_of_memory", message=str(exc)[:300])]
+            half = len(items) // 2
+            log.warning("out of memory; splitting the batch", size=len(items))
+            return self.run_batch(items[:half]) + self.run_batch(items[half:])
 
+    def _run(self, items: list[BatchItem]) -> list[ItemOutcome]:
+        first = items[0].request.input
+        shape = Shape(
+            width=first.width,
+            height=first.height,
+            steps=first.num_inference_steps,
+            guidance_scale=first.guidance_scale,
+            true_cfg=first.negative_prompt is not None,
+            max_sequence_length=self._max_sequence_length,
+        )
+        rows = [
+            Rows(
+                prompt=item.request.input.prompt,
+                negative_prompt=item.request.input.negative_prompt,
+                seeds=[
+                    (item.request.input.seed or 0) + i for i in range(item.request.input.num_images)
+                ],
+                on_step=item.on_step,
+            )
+            for item in items
+        ]
         started = time.perf_counter()
         with torch.inference_mode():
-            output = self._pipe(  # type: ignore[operator]
-                prompt=spec.prompt,
-                negative_prompt=spec.negative_prompt,
-                # A negative prompt only works with true CFG, which doubles the compute.
-                true_cfg_scale=TRUE_CFG_SCALE if spec.negative_prompt else 1.0,
-                width=spec.width,
-                height=spec.height,
-                num_inference_steps=total,
-                guidance_scale=spec.guidance_scale,
-                num_images_per_prompt=spec.num_images,
-                generator=generators,
-                max_sequence_length=self._max_sequence_length,
-                callback_on_step_end=step_end,
+            denoise_batch(
+                self._pipe, shape, rows, device=self._device, step_delay_s=self._step_delay_s
             )
-        if stopped:
-            raise GenerationCanceled(request.task_id)
-        compute_ms = (time.perf_counter() - started) * 1000
-        images = [
-            _encode(image, spec.output_format, image_seed)
-            for image, image_seed in zip(output.images, seeds, strict=True)
-        ]
-        return InferenceResult(images=images, compute_ms=round(compute_ms, 2), batch_size=1)
+        compute_ms = round((time.perf_counter() - started) * 1000, 2)
+        batch_size = sum(len(r.seeds) for r in rows)
+        outcomes: list[ItemOutcome] = []
+        for item, request_rows in zip(items, rows, strict=True):
+            if not request_rows.active:
+                outcomes.append(None)
+                continue
+            fmt = item.request.input.output_format
+            images = [
+                _encode(image, fmt, seed)
+                for image, seed in zip(request_rows.images, request_rows.seeds, strict=True)
+            ]
+            outcomes.append(
+                InferenceResult(images=images, compute_ms=compute_ms, batch_size=batch_size)
+            )
+        return outcomes
 
 
 def _encode(image: Any, fmt: OutputFormat, seed: int) -> InferenceImage:
     buffer = io.BytesIO()
-    pil_format = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}[fmt.value]
-    image.convert("RGB").save(buffer, format=pil_format)
+    image.convert("RGB").save(buffer, format=_PIL_FORMATS[fmt.value])
     return InferenceImage(
         content_type=fmt.content_type,
         width=image.width,

@@ -1,0 +1,156 @@
+"""The FLUX denoising loop over a batch whose requests may leave between steps.
+
+It follows diffusers' `FluxPipeline.__call__` (same helpers, same maths) but owns the loop, so the
+rows of a request that left are dropped from every batched tensor at the next step while the
+other requests carry on; the stock pipeline can only interrupt the whole batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
+
+# A negative prompt only works with true CFG, which runs the transformer twice per step.
+TRUE_CFG_SCALE = 4.0
+
+
+@dataclass
+class Rows:
+    """The rows (images) of one request inside the batch, and whether it is still wanted."""
+
+    prompt: str
+    negative_prompt: str | None
+    seeds: list[int]
+    on_step: Callable[[int, int], bool]
+    active: bool = True
+    images: list[Any] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Shape:
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float
+    true_cfg: bool
+    max_sequence_length: int
+
+
+def _select(tensor: torch.Tensor | None, keep: torch.Tensor) -> torch.Tensor | None:
+    return None if tensor is None else tensor.index_select(0, keep)
+
+
+def denoise_batch(
+    pipe: Any,
+    shape: Shape,
+    requests: list[Rows],
+    *,
+    device: torch.device,
+    step_delay_s: float = 0.0,
+) -> None:
+    """Generate every active request's images into `Rows.images` (PIL), in one batch.
+
+    `pipe` is a loaded diffusers `FluxPipeline` (typed loosely: diffusers' lazy modules defeat
+    static types)."""
+    prompts = [r.prompt for r in requests for _ in r.seeds]
+    owner = torch.tensor([i for i, r in enumerate(requests) for _ in r.seeds], device=device)
+    generators = [torch.Generator(device="cpu").manual_seed(s) for r in requests for s in r.seeds]
+
+    prompt_embeds, pooled, text_ids = pipe.encode_prompt(
+        prompt=prompts,
+        prompt_2=None,
+        device=device,
+        num_images_per_prompt=1,
+        max_sequence_length=shape.max_sequence_length,
+    )
+    neg_embeds = neg_pooled = neg_text_ids = None
+    if shape.true_cfg:
+        negatives = [r.negative_prompt or "" for r in requests for _ in r.seeds]
+        neg_embeds, neg_pooled, neg_text_ids = pipe.encode_prompt(
+            prompt=negatives,
+            prompt_2=None,
+            device=device,
+            num_images_per_prompt=1,
+            max_sequence_length=shape.max_sequence_length,
+        )
+    # CPU generators, one per image: a seed gives the same noise alone, in a batch, on any device.
+    latents, image_ids = pipe.prepare_latents(
+        len(prompts),
+        pipe.transformer.config.in_channels // 4,
+        shape.height,
+        shape.width,
+        prompt_embeds.dtype,
+        device,
+        generators,
+    )
+    scheduler = pipe.scheduler
+    sigmas = np.linspace(1.0, 1 / shape.steps, shape.steps).tolist()
+    mu = calculate_shift(
+        latents.shape[1],
+        scheduler.config.get("base_image_seq_len", 256),
+        scheduler.config.get("max_image_seq_len", 4096),
+        scheduler.config.get("base_shift", 0.5),
+        scheduler.config.get("max_shift", 1.15),
+    )
+    timesteps, _ = retrieve_timesteps(scheduler, shape.steps, device, sigmas=sigmas, mu=mu)
+    guidance = None
+    if pipe.transformer.config.guidance_embeds:
+        guidance = torch.full(
+            [len(prompts)], shape.guidance_scale, device=device, dtype=torch.float32
+        )
+    scheduler.set_begin_index(0)
+
+    for step, t in enumerate(timesteps):
+        timestep = t.expand(latents.shape[0]).to(latents.dtype)
+        noise = pipe.transformer(
+            hidden_states=latents,
+            timestep=timestep / 1000,
+            guidance=guidance,
+            pooled_projections=pooled,
+            encoder_hidden_states=prompt_embeds,
+            txt_ids=text_ids,
+            img_ids=image_ids,
+            return_dict=False,
+        )[0]
+        if shape.true_cfg:
+            neg_noise = pipe.transformer(
+                hidden_states=latents,
+                timestep=timestep / 1000,
+                guidance=guidance,
+                pooled_projections=neg_pooled,
+                encoder_hidden_states=neg_embeds,
+                txt_ids=neg_text_ids,
+                img_ids=image_ids,
+                return_dict=False,
+            )[0]
+            noise = neg_noise + TRUE_CFG_SCALE * (noise - neg_noise)
+        latents = scheduler.step(noise, t, latents, return_dict=False)[0]
+
+        if step_delay_s:
+            time.sleep(step_delay_s)
+        for rows in requests:
+            if rows.active and not rows.on_step(step + 1, shape.steps):
+                rows.active = False
+        wanted = torch.tensor([requests[int(i)].active for i in owner.tolist()], device=device)
+        if not bool(wanted.all()):
+            if not bool(wanted.any()):
+                return
+            keep = wanted.nonzero().squeeze(1)
+            latents, owner = latents.index_select(0, keep), owner.index_select(0, keep)
+            prompt_embeds = prompt_embeds.index_select(0, keep)
+            pooled, guidance = _select(pooled, keep), _select(guidance, keep)
+            neg_embeds, neg_pooled = _select(neg_embeds, keep), _select(neg_pooled, keep)
+
+    latents = pipe._unpack_latents(latents, shape.height, shape.width, pipe.vae_scale_factor)
+    latents = latents / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
+    decoded = pipe.vae.decode(latents.to(pipe.vae.dtype), return_dict=False)[0]
+    for image, index in zip(
+        pipe.image_processor.postprocess(decoded, output_type="pil"), owner.tolist(), strict=True
+    ):
+        requests[int(index)].images.append(image)

@@ -1,0 +1,153 @@
+"""The inference server's dynamic batching, through its HTTP API (real server, tiny model)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.procs import Proc, free_port, poll_until, python_module, wait_http_ok
+
+MAX_WAIT_MS = 300
+STEP_DELAY_MS = 60
+
+
+def inference_env(tmp: Path, port: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXGATE_")}
+    env.update(
+        {
+            "FLUXGATE_INFERENCE_PORT": str(port),
+            "FLUXGATE_MODEL_CACHE_DIR": str(tmp / "models"),
+            "HF_HUB_OFFLINE": "1",
+            **extra,
+        }
+    )
+    return env
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("batching")
+    port = free_port()
+    env = inference_env(
+        tmp,
+        port,
+        FLUXGATE_INFERENCE_MAX_BATCH_SIZE="4",
+        FLUXGATE_INFERENCE_MAX_WAIT_MS=str(MAX_WAIT_MS),
+        FLUXGATE_INFERENCE_STEP_DELAY_MS=str(STEP_DELAY_MS),
+    )
+    proc = Proc("inference", python_module("apps.inference"), env, tmp / "inference.log").start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http_ok(f"{url}/readyz", timeout=180, proc=proc)
+        yield url
+    finally:
+        proc.stop()
+
+
+def body(task: str, **fields: Any) -> dict[str, Any]:
+    spec = {
+        "prompt": f"prompt {task}",
+        "width": 64,
+        "height": 64,
+        "num_inference_steps": 3,
+        "seed": 1,
+        **fields,
+    }
+    return {"task_id": task, "input": spec}
+
+
+async def stream(
+    client: httpx.AsyncClient, url: str, payload: dict[str, Any], stop_after_step: int | None = None
+) -> list[dict[str, Any]]:
+    lines: list[dict[str, Any]] = []
+    async with client.stream("POST", f"{url}/v1/infer/flux", json=payload) as response:
+        assert response.status_code == 200
+        async for raw in response.aiter_lines():
+            if raw.strip():
+                lines.append(json.loads(raw))
+                if stop_after_step is not None and lines[-1].get("step") == stop_after_step:
+                    return lines  # closing the stream is how a caller leaves
+    return lines
+
+
+def run_all(
+    url: str, payloads: list[dict[str, Any]], stop_after: dict[int, int] | None = None
+) -> list[list[dict[str, Any]]]:
+    async def main() -> list[list[dict[str, Any]]]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(
+                *(stream(client, url, p, (stop_after or {}).get(i)) for i, p in enumerate(payloads))
+            )
+
+    return asyncio.run(main())
+
+
+def test_compatible_requests_share_one_batch(server: str) -> None:
+    results = run_all(server, [body(f"same-{i}", seed=i) for i in range(4)])
+    finals = [lines[-1] for lines in results]
+    assert all(f["type"] == "result" for f in finals)
+    assert [f["batch_size"] for f in finals] == [4, 4, 4, 4]
+    assert len({f["images"][0]["data_b64"] for f in finals}) == 4, "each keeps its own seed"
+
+
+def test_incompatible_requests_form_separate_batches(server: str) -> None:
+    payloads = [
+        body("a1"),
+        body("a2", seed=2),
+        body("b1", width=128),
+        body("c1", num_inference_steps=2),
+    ]
+    finals = [lines[-1] for lines in run_all(server, payloads)]
+    assert [f["batch_size"] for f in finals] == [2, 2, 1, 1]
+
+
+def test_progress_arrives_in_order_for_every_request(server: str) -> None:
+    for lines in run_all(server, [body(f"p-{i}", num_inference_steps=4) for i in range(3)]):
+        steps = [line["step"] for line in lines if line["type"] == "progress"]
+        assert steps == [1, 2, 3, 4]
+        assert lines[-1]["type"] == "result"
+
+
+def test_a_request_that_leaves_does_not_stop_its_batch(server: str) -> None:
+    payloads = [body(f"stay-{i}", num_inference_steps=6, seed=i) for i in range(3)]
+    results = run_all(server, payloads, stop_after={0: 2})
+    assert [line["step"] for line in results[0]] == [1, 2]
+    for lines in results[1:]:
+        assert lines[-1]["type"] == "result" and lines[-1]["batch_size"] == 3
+        assert [line["step"] for line in lines if line["type"] == "progress"] == list(range(1, 7))
+    load = httpx.get(f"{server}/load").json()
+    assert load["running"] == 0 and load["queued"] == 0 and load["capacity"] == 4
+
+
+def test_unknown_model_is_404_and_bad_body_422(server: str) -> None:
+    response = httpx.post(f"{server}/v1/infer/sdxl", json=body("m"))
+    assert response.status_code == 404
+    response = httpx.post(f"{server}/v1/infer/flux", json={"task_id": "x", "input": {}})
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == "input.prompt"
+
+
+def test_ready_only_after_warm_up(tmp_path: Path) -> None:
+    port = free_port()
+    # A slow step makes the warm-up long enough to be seen.
+    env = inference_env(tmp_path, port, FLUXGATE_INFERENCE_STEP_DELAY_MS="2500")
+    proc = Proc(
+        "inference", python_module("apps.inference"), env, tmp_path / "inference.log"
+    ).start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http_ok(f"{url}/healthz", timeout=60, proc=proc)
+        before = httpx.get(f"{url}/readyz")
+        assert before.status_code == 503
+        assert before.json()["error"]["code"] == "unavailable"
+        poll_until(lambda: "warm-up done" in proc.log_tail(200), timeout=120, what="warm-up")
+        wait_http_ok(f"{url}/readyz", timeout=30, proc=proc)
+    finally:
+        proc.stop()
