@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fluxgate-installed
 
-.PHONY: help setup up test lint format clean bench bench-submit_to_result
+.PHONY: help setup up test lint format clean bench bench-submit_to_result bench-batching
 
 help:  ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -31,10 +31,13 @@ format: setup  ## apply ruff's formatting and fixes
 	$(VENV)/bin/ruff format apps tests benchmarks
 	$(VENV)/bin/ruff check --fix apps tests benchmarks
 
-bench: bench-submit_to_result  ## run every benchmark (results in benchmarks/results/)
+bench: bench-submit_to_result bench-batching  ## run every benchmark (results in benchmarks/results/)
 
 bench-submit_to_result: setup  ## submit -> WebSocket result of one 256x256 4-step job at a time
 	$(PY) benchmarks/submit_to_result.py
+
+bench-batching: setup  ## inference server images/s, batching on vs max_batch_size=1
+	$(PY) benchmarks/batching.py
 
 clean:  ## remove local data (outputs, redis, model cache)
 	rm -rf .data

@@ -1,8 +1,9 @@
 """Dynamic batching: gathers compatible requests into one engine call and streams each its events.
 
-The first waiting request opens a window of `max_wait_s`; compatible requests that arrive in it
-join, up to `max_batch_size` images. While the engine runs a batch, new requests wait, and the
-next batch leaves as soon as the engine is free (their window has passed by then).
+The first waiting request opens a window of at most `max_wait_s`; compatible requests that arrive
+in it join, up to `max_batch_size` images. The window closes early once no request has arrived for
+`gap_s`, so a lone request waits only `gap_s` while a burst still lands in one batch. While the
+engine runs a batch, new requests wait, and the next batch leaves as soon as the engine is free.
 """
 
 from __future__ import annotations
@@ -55,10 +56,14 @@ class Waiting:
 
 
 class Batcher:
-    def __init__(self, engine: Engine, *, max_batch_size: int, max_wait_s: float) -> None:
+    def __init__(
+        self, engine: Engine, *, max_batch_size: int, max_wait_s: float, gap_s: float | None = None
+    ) -> None:
         self._engine = engine
         self._max_batch_size = max_batch_size
         self._max_wait_s = max_wait_s
+        self._gap_s = max_wait_s if gap_s is None else min(gap_s, max_wait_s)
+        self._last_arrival = 0.0
         # torch work stays on one thread: a device runs one pipeline call at a time anyway.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self._waiting: list[Waiting] = []
@@ -105,6 +110,7 @@ class Batcher:
             loop=asyncio.get_running_loop(),
         )
         self._waiting.append(waiting)
+        self._last_arrival = waiting.arrived
         self._arrival.set()
         try:
             while True:
@@ -127,7 +133,8 @@ class Batcher:
                 continue
             first = self._waiting[0]
             while not self._full(first.key):
-                remaining = first.arrived + self._max_wait_s - time.monotonic()
+                closes_at = min(first.arrived + self._max_wait_s, self._last_arrival + self._gap_s)
+                remaining = closes_at - time.monotonic()
                 if remaining <= 0:
                     break
                 self._arrival.clear()

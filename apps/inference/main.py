@@ -49,7 +49,10 @@ async def _load_engine(app: FastAPI, settings: InferenceSettings) -> None:
         pick_device(settings.inference_device).type
     )
     batcher = Batcher(
-        engine, max_batch_size=max_batch, max_wait_s=settings.inference_max_wait_ms / 1000
+        engine,
+        max_batch_size=max_batch,
+        max_wait_s=settings.inference_max_wait_ms / 1000,
+        gap_s=settings.inference_batch_gap_ms / 1000,
     )
     batcher.start()
     app.state.batcher = batcher

@@ -25,7 +25,9 @@ class InferenceSettings(CommonSettings):
     # Dynamic batching: compatible requests arriving within max_wait_ms share one pipeline call of
     # up to max_batch_size images. None picks 16 on a GPU (80 GB fits FLUX at 1024 px) and 4 on CPU.
     inference_max_batch_size: int | None = Field(default=None, ge=1, le=64)
-    inference_max_wait_ms: float = Field(default=15.0, ge=0, le=5000)
+    inference_max_wait_ms: float = Field(default=40.0, ge=0, le=5000)
+    # ...but the window closes once no request arrived for this long (a lone request waits this).
+    inference_batch_gap_ms: float = Field(default=8.0, ge=0, le=5000)
     # GPU only: keep idle components in CPU memory; compile the transformer (slow first batch).
     inference_cpu_offload: bool = False
     inference_compile: bool = False

@@ -40,6 +40,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         port,
         FLUXGATE_INFERENCE_MAX_BATCH_SIZE="4",
         FLUXGATE_INFERENCE_MAX_WAIT_MS=str(MAX_WAIT_MS),
+        FLUXGATE_INFERENCE_BATCH_GAP_MS=str(MAX_WAIT_MS),
         FLUXGATE_INFERENCE_STEP_DELAY_MS=str(STEP_DELAY_MS),
     )
     proc = Proc("inference", python_module("apps.inference"), env, tmp / "inference.log").start()
