@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from apps.common.contracts import FluxInput, InferenceRequest, InferenceResult
@@ -137,3 +138,23 @@ def test_negative_prompts_run_true_cfg(engine: FluxEngine) -> None:
 def test_warm_up_and_device_check_pass_on_cpu(engine: FluxEngine) -> None:
     engine.warm_up()
     engine.check_device()
+
+
+def test_a_batch_out_of_gpu_memory_is_split_before_anyone_fails(
+    engine: FluxEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_run = engine._run
+    sizes: list[int] = []
+
+    def tight_memory(items: list[BatchItem]) -> list[object]:
+        sizes.append(len(items))
+        if len(items) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated: no GPU here)")
+        return real_run(items)  # type: ignore[return-value]
+
+    monkeypatch.setattr(engine, "_run", tight_memory)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    outcomes = engine.run_batch([BatchItem(request(seed=s), never_stop) for s in (1, 2, 3)])
+    assert sizes == [3, 1, 2, 1, 1]
+    assert all(isinstance(o, InferenceResult) for o in outcomes)
+    assert [o.images[0].seed for o in outcomes] == [1, 2, 3]  # type: ignore[union-attr]
