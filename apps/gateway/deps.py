@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from apps.gateway.service import TaskService
 from apps.gateway.settings import GatewaySettings
+from apps.gateway.waiter import ResultWaiter
 
 
 def _settings(request: Request) -> GatewaySettings:
@@ -18,5 +19,10 @@ def _service(request: Request) -> TaskService:
     return request.app.state.service
 
 
+def _waiter(request: Request) -> ResultWaiter:
+    return request.app.state.waiter
+
+
+Waiter = Annotated[ResultWaiter, Depends(_waiter)]
 Settings = Annotated[GatewaySettings, Depends(_settings)]
 Service = Annotated[TaskService, Depends(_service)]

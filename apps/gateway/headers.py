@@ -26,3 +26,15 @@ def parse_cancel_after(value: str | None, *, max_s: float) -> float | None:
             f"{CANCEL_AFTER} must be above 0 and at most {int(max_s)} s", field=CANCEL_AFTER
         )
     return seconds
+
+
+MAX_PREFER_WAIT_S = 300
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)")
+
+
+def parse_prefer_wait(value: str | None) -> int | None:
+    """Seconds from `Prefer: wait=N` (capped at 300), or None when not asked for."""
+    if not value:
+        return None
+    match = _PREFER_WAIT.search(value.lower())
+    return None if match is None else min(int(match.group(1)), MAX_PREFER_WAIT_S)

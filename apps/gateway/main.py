@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -24,6 +25,7 @@ from apps.gateway.enqueue import JobQueue
 from apps.gateway.routes import flux, health, tasks
 from apps.gateway.service import TaskService
 from apps.gateway.settings import GatewaySettings
+from apps.gateway.waiter import ResultWaiter
 
 log = get_logger(__name__)
 
@@ -46,10 +48,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.redis = client
         announcer = Announcer(store, client, producer)
         app.state.service = TaskService(store, JobQueue(producer), client, announcer, settings)
+        http = httpx.AsyncClient(limits=httpx.Limits(max_connections=None))
+        app.state.waiter = ResultWaiter(http, settings.notifier_url)
         try:
             yield
         finally:
             producer.close()
+            await http.aclose()
             await client.aclose()
 
     app = FastAPI(

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Header
 from fastapi.responses import Response
 
 from apps.common.contracts import FluxRequest, SubmitAnswer
-from apps.gateway.deps import Service, Settings
-from apps.gateway.headers import parse_cancel_after
+from apps.gateway.deps import Service, Settings, Waiter
+from apps.gateway.headers import parse_cancel_after, parse_prefer_wait
 from apps.gateway.idempotency import IdempotencyKeys
 from apps.gateway.service import SubmitOptions
 
@@ -32,8 +32,10 @@ async def submit_flux(
     body: FluxRequest,
     service: Service,
     settings: Settings,
+    waiter: Waiter,
     idempotency_key: Annotated[str | None, Header()] = None,
     cancel_after: Annotated[str | None, Header()] = None,
+    prefer: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Queue a FLUX text-to-image job; progress and result are pushed on `urls.ws`."""
     options = SubmitOptions(
@@ -49,6 +51,14 @@ async def submit_flux(
     headers = {"Location": view.urls.status}
     if submitted.replayed:
         headers["Idempotent-Replayed"] = "true"
+    wait_s = parse_prefer_wait(prefer)
+    if wait_s:
+        headers["Preference-Applied"] = f"wait={wait_s}"
+        finished = await waiter.terminal_view(record.task_id, wait_s)
+        if finished is not None:
+            return Response(
+                finished, status_code=200, media_type="application/json", headers=headers
+            )
     return Response(
         answer.model_dump_json(),
         status_code=200 if submitted.replayed else 202,

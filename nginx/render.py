@@ -1,0 +1,63 @@
+"""Render nginx/nginx.conf.template into a runnable prefix directory.
+
+Usage: python nginx/render.py PREFIX [--listen 8080] [--gateway 127.0.0.1:8000] ...
+Defaults come from the same FLUXGATE_* variables as the services. The prefix gets conf/nginx.conf,
+its temp directories and a copy-free reference to nginx/lua; run it with
+`nginx -p PREFIX -c conf/nginx.conf`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+import re
+
+HERE = Path(__file__).resolve().parent
+PLACEHOLDER = re.compile(r"\$\{([A-Z_]+)\}")
+DEBIAN_MODULES = (
+    "load_module /usr/lib/nginx/modules/ndk_http_module.so;\n"
+    "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;"
+)
+
+
+def render(prefix: Path, *, listen: str, gateway: str, notifier: str, max_body: str,
+           load_modules: str = DEBIAN_MODULES, lua_dir: Path = HERE / "lua",
+           workers: str = "auto", access_log: str = "off", error_level: str = "warn") -> Path:
+    """Write PREFIX/conf/nginx.conf and the temp directories; returns the config path."""
+    for sub in ("conf", "tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi"):
+        (prefix / sub).mkdir(parents=True, exist_ok=True)
+    values = dict(
+        LOAD_MODULES=load_modules, WORKER_PROCESSES=workers, PREFIX=str(prefix.resolve()),
+        ERROR_LOG_LEVEL=error_level, ACCESS_LOG=access_log, LUA_DIR=str(lua_dir.resolve()),
+        MAX_BODY=max_body, GATEWAY_UPSTREAM=gateway, NOTIFIER_UPSTREAM=notifier, LISTEN=listen,
+    )
+    # Only ${UPPER_CASE} is ours; a name the template uses but we do not fill is an error.
+    config = PLACEHOLDER.sub(lambda m: values[m.group(1)],
+                             (HERE / "nginx.conf.template").read_text())
+    target = prefix / "conf" / "nginx.conf"
+    target.write_text(config)
+    return target
+
+
+def main() -> None:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("prefix", type=Path)
+    parser.add_argument("--listen", default=env("FLUXGATE_NGINX_PORT", "8080"))
+    parser.add_argument("--gateway", default="127.0.0.1:" + env("FLUXGATE_GATEWAY_PORT", "8000"))
+    parser.add_argument("--notifier",
+                        default="127.0.0.1:" + env("FLUXGATE_NOTIFIER_PORT", "8300"))
+    parser.add_argument("--max-body", default=env("FLUXGATE_NGINX_MAX_BODY", "1m"))
+    parser.add_argument("--no-load-modules", action="store_true",
+                        help="for OpenResty, which has the Lua module built in")
+    args = parser.parse_args()
+    path = render(args.prefix, listen=args.listen, gateway=args.gateway, notifier=args.notifier,
+                  max_body=args.max_body, load_modules="" if args.no_load_modules
+                  else DEBIAN_MODULES)
+    print(path)
+
+
+if __name__ == "__main__":
+    main()
