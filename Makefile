@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fluxgate-installed
 
-.PHONY: help setup up test lint format clean bench bench-submit_to_result bench-batching
+.PHONY: help setup up test lint format clean bench bench-submit_to_result bench-batching bench-sync_facade
 
 help:  ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -14,10 +14,8 @@ $(STAMP): pyproject.toml scripts/setup.sh
 
 setup: $(STAMP)  ## install system packages (as root), the virtualenv and Python deps
 
-# The demo may call back a webhook receiver on this machine; production allows nothing.
-up: export FLUXGATE_WEBHOOK_ALLOW ?= loopback
-up: setup  ## start redis, gateway, worker, balancer, inference, notifier in the foreground
-	$(VENV)/bin/honcho start -f Procfile
+up: setup  ## start nginx (:8080), gateway, worker, balancer, inference, notifier, redis
+	scripts/up.sh
 
 test: setup  ## run the test suite (starts its own redis and services on free ports)
 	$(VENV)/bin/pytest
@@ -31,13 +29,16 @@ format: setup  ## apply ruff's formatting and fixes
 	$(VENV)/bin/ruff format apps tests benchmarks
 	$(VENV)/bin/ruff check --fix apps tests benchmarks
 
-bench: bench-submit_to_result bench-batching  ## run every benchmark (results in benchmarks/results/)
+bench: bench-submit_to_result bench-batching bench-sync_facade  ## run every benchmark (results in benchmarks/results/)
 
 bench-submit_to_result: setup  ## submit -> WebSocket result of one 256x256 4-step job at a time
 	$(PY) benchmarks/submit_to_result.py
 
 bench-batching: setup  ## inference server images/s, batching on vs max_batch_size=1
 	$(PY) benchmarks/batching.py
+
+bench-sync_facade: setup  ## /sync/flux through nginx vs submit + WebSocket wait, 20 clients
+	$(PY) benchmarks/sync_facade.py
 
 clean:  ## remove local data (outputs, redis, model cache)
 	rm -rf .data

@@ -7,5 +7,5 @@ if ! command -v nginx >/dev/null || [ ! -f /usr/lib/nginx/modules/ngx_http_lua_m
        "the front door on :${FLUXGATE_NGINX_PORT:-8080} is off, the gateway is on :8000"
   exec tail -f /dev/null
 fi
-conf=$(.venv/bin/python nginx/render.py .data/nginx)
+conf=$(realpath "$(.venv/bin/python nginx/render.py .data/nginx)")
 exec nginx -p .data/nginx -c "$conf" -e stderr

@@ -26,6 +26,11 @@ if ! command -v redis-server >/dev/null; then
   apt_install redis-server && echo "setup: installed redis-server" || true
 fi
 
+if ! command -v nginx >/dev/null || [ ! -f /usr/lib/nginx/modules/ngx_http_lua_module.so ]; then
+  # The front door (:8080) and its sync facade; without root `make up` runs without them.
+  apt_install nginx libnginx-mod-http-lua lua-cjson && echo "setup: installed nginx + Lua" || true
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV" 2>/dev/null || { apt_install python3-venv && "$PYTHON" -m venv "$VENV"; }
 fi

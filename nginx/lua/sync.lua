@@ -101,8 +101,8 @@ end
 local view = cjson.decode(waited.body)
 if view.status == "succeeded" then
   local image = view.result.images[1]
-  local file_path = image.url:match("(/files/.*)$")
-  local file = file_path and ngx.location.capture("/_fluxgate/gateway" .. file_path,
+  local file_path = image.url:match("/files/(.*)$")
+  local file = file_path and ngx.location.capture("/_fluxgate/files/" .. file_path,
     { method = ngx.HTTP_GET })
   if file == nil or file.status ~= 200 then
     return respond(502, error_body("unavailable", "the image could not be read", waited.body))
