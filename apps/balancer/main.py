@@ -1,35 +1,71 @@
-"""HTTP face of the balancer: `POST /v1/infer/{model}` forwarded to the pool."""
+"""HTTP face of the balancer: `POST /v1/infer/{model}` forwarded to the pool; `GET /backends`."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response
 from prometheus_client import make_asgi_app
 
-from apps.balancer.pool import BackendPool
-from apps.balancer.proxy import forward
+from apps.balancer.discovery import DnsDiscovery, Resolver, system_resolver
+from apps.balancer.health import HealthChecker
+from apps.balancer.pool import BackendPool, BackendState
+from apps.balancer.proxy import Forwarder
 from apps.balancer.settings import BalancerSettings
 from apps.common.errors import Unavailable
 from apps.common.http import install_error_handlers
 from apps.common.settings import get_settings
 
 
-def create_app(settings: BalancerSettings | None = None) -> FastAPI:
+def create_app(
+    settings: BalancerSettings | None = None, resolver: Resolver = system_resolver
+) -> FastAPI:
     settings = settings or get_settings(BalancerSettings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # No read timeout: a generation may sit in a backend's queue for long; the worker bounds it.
         timeout = httpx.Timeout(None, connect=settings.balancer_connect_timeout_s)
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=100)
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=200)
         async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
-            app.state.client = client
-            app.state.pool = BackendPool(settings.balancer_backends)
-            yield
+            pool = BackendPool(
+                settings.balancer_backends,
+                policy=settings.balancer_policy,
+                unhealthy_after=settings.balancer_unhealthy_after,
+                healthy_after=settings.balancer_healthy_after,
+                eject_base_s=settings.balancer_eject_base_s,
+                eject_max_s=settings.balancer_eject_max_s,
+                queue_factor=settings.balancer_queue_factor,
+            )
+            checker = HealthChecker(
+                pool,
+                client,
+                interval_s=settings.balancer_health_interval_s,
+                timeout_s=settings.balancer_health_timeout_s,
+            )
+            loops = [asyncio.create_task(checker.run_forever())]
+            if settings.balancer_discovery_dns:
+                discovery = DnsDiscovery(
+                    pool,
+                    settings.balancer_discovery_dns,
+                    interval_s=settings.balancer_discovery_interval_s,
+                    resolver=resolver,
+                )
+                discovery.refresh()
+                loops.append(asyncio.create_task(discovery.run_forever()))
+            app.state.pool = pool
+            app.state.forwarder = Forwarder(pool, client, settings.balancer_max_attempts)
+            try:
+                yield
+            finally:
+                for loop in loops:
+                    loop.cancel()
+                await asyncio.gather(*loops, return_exceptions=True)
 
     app = FastAPI(title="Fluxgate balancer", lifespan=lifespan)
     install_error_handlers(app)
@@ -42,26 +78,22 @@ def create_app(settings: BalancerSettings | None = None) -> FastAPI:
     @app.get("/readyz")
     async def readyz(request: Request) -> dict[str, object]:
         pool: BackendPool = request.app.state.pool
-        if not pool.backends:
-            raise Unavailable("no inference backends configured")
-        return {"status": "ready", "backends": len(pool.backends)}
+        now = time.monotonic()
+        healthy = [b for b in pool.backends.values() if b.state(now) is BackendState.HEALTHY]
+        if not healthy:
+            raise Unavailable("no healthy inference backend")
+        return {"status": "ready", "healthy_backends": len(healthy)}
 
     @app.get("/backends")
     async def backends(request: Request) -> list[dict[str, object]]:
+        """Every backend's state, load, capacity, recent latency and failures."""
         pool: BackendPool = request.app.state.pool
-        return [
-            {"url": b.url, "in_flight": b.in_flight, "served": b.served, "failures": b.failures}
-            for b in pool.backends
-        ]
+        now = time.monotonic()
+        return [b.describe(now) for b in pool.backends.values()]
 
     @app.post("/v1/infer/{model}")
-    async def infer(model: str, request: Request) -> StreamingResponse:
-        return await forward(
-            request.app.state.pool,
-            request.app.state.client,
-            path=f"/v1/infer/{model}",
-            body=await request.body(),
-            headers=dict(request.headers),
-        )
+    async def infer(model: str, request: Request) -> Response:
+        forwarder: Forwarder = request.app.state.forwarder
+        return await forwarder.forward(model, await request.body(), dict(request.headers))
 
     return app

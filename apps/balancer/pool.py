@@ -1,36 +1,216 @@
-"""The pool of inference backends and the choice of one for each request."""
+"""The pool of inference backends: their health, their load, and the choice of one per request.
+
+A backend is usable when active checks passed (`healthy`) and no recent error ejected it. After an
+ejection's back-off it is half-open: one request may probe it; success closes the breaker, failure
+ejects it again for twice as long.
+"""
 
 from __future__ import annotations
 
+import itertools
 import random
-from dataclasses import dataclass
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from prometheus_client import Counter, Gauge
+
+from apps.common.contracts import BackendLoad
+
+EJECTIONS = Counter("fluxgate_balancer_ejections_total", "Backends ejected", ["backend", "reason"])
+IN_FLIGHT = Gauge("fluxgate_balancer_in_flight", "Requests in flight", ["backend"])
+
+
+class BackendState(StrEnum):
+    STARTING = "starting"  # not checked yet
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"  # failed active checks
+    EJECTED = "ejected"  # failed requests; waiting out its back-off
+    HALF_OPEN = "half_open"  # back-off over; one probe request allowed
 
 
 @dataclass
 class Backend:
     url: str
+    source: str = "static"
+    healthy: bool = False
+    was_healthy: bool = False
+    check_failures: int = 0
+    check_successes: int = 0
+    ejected_until: float = 0.0
+    eject_backoff_s: float = 0.0
+    probing: bool = False
     in_flight: int = 0
+    capacity: int = 1
+    queued_seconds: float = 0.0
+    models: list[str] = field(default_factory=list)
     served: int = 0
     failures: int = 0
+    latency_ms: float = 0.0
+
+    def state(self, now: float) -> BackendState:
+        if self.ejected_until:
+            return BackendState.EJECTED if now < self.ejected_until else BackendState.HALF_OPEN
+        if self.healthy:
+            return BackendState.HEALTHY
+        return (
+            BackendState.UNHEALTHY
+            if self.was_healthy or self.check_failures
+            else (BackendState.STARTING)
+        )
+
+    def describe(self, now: float) -> dict[str, object]:
+        return {
+            "url": self.url,
+            "source": self.source,
+            "state": self.state(now).value,
+            "in_flight": self.in_flight,
+            "capacity": self.capacity,
+            "models": self.models,
+            "queued_seconds": self.queued_seconds,
+            "latency_ms": round(self.latency_ms, 1),
+            "served": self.served,
+            "failures": self.failures,
+        }
 
 
 class BackendPool:
-    """Backends from a static list; requests go to the one with the fewest in flight."""
+    def __init__(
+        self,
+        urls: Iterable[str] = (),
+        *,
+        policy: str = "least_outstanding",
+        unhealthy_after: int = 2,
+        healthy_after: int = 2,
+        eject_base_s: float = 1.0,
+        eject_max_s: float = 30.0,
+        queue_factor: float = 2.0,
+    ) -> None:
+        self.backends: dict[str, Backend] = {}
+        self._policy = policy
+        self._unhealthy_after = unhealthy_after
+        self._healthy_after = healthy_after
+        self._eject_base_s = eject_base_s
+        self._eject_max_s = eject_max_s
+        self._queue_factor = queue_factor
+        self._round_robin = itertools.count()
+        for url in urls:
+            self.add(url)
 
-    def __init__(self, urls: list[str]) -> None:
-        self.backends = [Backend(url=url) for url in urls]
+    # --- membership ----------------------------------------------------------------------------
 
-    def choose(self, *, exclude: set[str] | None = None) -> Backend | None:
-        """The least-loaded backend not in `exclude` (ties broken at random), or None."""
-        candidates = [b for b in self.backends if not exclude or b.url not in exclude]
+    def add(self, url: str, source: str = "static") -> Backend:
+        if url not in self.backends:
+            self.backends[url] = Backend(url=url, source=source)
+        return self.backends[url]
+
+    def sync_source(self, source: str, urls: set[str]) -> None:
+        """Make the backends of one discovery source exactly `urls`; requests in flight on a
+        removed backend finish on their own."""
+        for url in urls:
+            self.add(url, source)
+        for url in [u for u, b in self.backends.items() if b.source == source and u not in urls]:
+            del self.backends[url]
+
+    # --- choice ---------------------------------------------------------------------------------
+
+    def _limit(self, backend: Backend) -> int:
+        return max(1, int(backend.capacity * self._queue_factor))
+
+    def usable(self, model: str, now: float | None = None) -> list[Backend]:
+        """Backends that may take a request for `model` now (half-open ones only for a probe)."""
+        now = time.monotonic() if now is None else now
+        found = []
+        for backend in self.backends.values():
+            state = backend.state(now)
+            if backend.models and model not in backend.models:
+                continue
+            if state is BackendState.HEALTHY or (
+                state is BackendState.HALF_OPEN and not backend.probing
+            ):
+                found.append(backend)
+        return found
+
+    def choose(self, model: str, *, exclude: set[str] | None = None) -> Backend | None:
+        """A backend with room for one more request, or None when all are full or unusable."""
+        candidates = [b for b in self.usable(model) if not exclude or b.url not in exclude]
+        candidates = [b for b in candidates if b.in_flight < self._limit(b)]
         if not candidates:
             return None
-        fewest = min(b.in_flight for b in candidates)
-        return random.choice([b for b in candidates if b.in_flight == fewest])
+        if self._policy == "round_robin":
+            ordered = sorted(candidates, key=lambda b: b.url)
+            return ordered[next(self._round_robin) % len(ordered)]
+        # Least outstanding requests relative to what each backend can batch.
+        load = {b.url: b.in_flight / b.capacity for b in candidates}
+        fewest = min(load.values())
+        tied = [b for b in candidates if load[b.url] == fewest]
+        if len(tied) == 1:
+            return tied[0]
+        # Power of two choices among equals: of two at random, the one that answered faster.
+        first, second = random.sample(tied, 2)
+        return first if first.latency_ms <= second.latency_ms else second
+
+    def retry_after_s(self, model: str) -> int:
+        """A fair wait for a client refused because every backend is full."""
+        waits = [b.queued_seconds for b in self.usable(model)]
+        return max(1, int(min(waits))) if waits else 1
+
+    # --- request accounting ---------------------------------------------------------------------
 
     def acquire(self, backend: Backend) -> None:
-        """Count a request against `backend` until `release`."""
         backend.in_flight += 1
+        if backend.state(time.monotonic()) is BackendState.HALF_OPEN:
+            backend.probing = True
+        IN_FLIGHT.labels(backend.url).set(backend.in_flight)
 
-    def release(self, backend: Backend) -> None:
+    def release(
+        self, backend: Backend, *, ok: bool, latency_ms: float | None = None, reason: str = "error"
+    ) -> None:
         backend.in_flight -= 1
+        IN_FLIGHT.labels(backend.url).set(backend.in_flight)
+        if ok:
+            backend.served += 1
+            if latency_ms is not None:
+                backend.latency_ms = (
+                    latency_ms
+                    if not backend.latency_ms
+                    else (0.8 * backend.latency_ms + 0.2 * latency_ms)
+                )
+            if backend.probing or backend.ejected_until:
+                backend.ejected_until = 0.0
+                backend.eject_backoff_s = 0.0
+            backend.probing = False
+        else:
+            backend.failures += 1
+            self.eject(backend, reason)
+
+    def eject(self, backend: Backend, reason: str) -> None:
+        """Keep requests away from `backend` for a back-off that doubles while it keeps failing."""
+        backend.probing = False
+        backend.eject_backoff_s = min(
+            self._eject_max_s, backend.eject_backoff_s * 2 or self._eject_base_s
+        )
+        backend.ejected_until = time.monotonic() + backend.eject_backoff_s
+        EJECTIONS.labels(backend.url, reason).inc()
+
+    # --- active health checks -------------------------------------------------------------------
+
+    def check_passed(self, backend: Backend, load: BackendLoad) -> None:
+        backend.capacity = max(1, load.capacity)
+        backend.models = list(load.models)
+        backend.queued_seconds = load.queued_seconds
+        backend.check_failures = 0
+        backend.check_successes += 1
+        # A new backend joins on its first good check; a failed one must prove itself M times.
+        if not backend.healthy and (
+            not backend.was_healthy or backend.check_successes >= self._healthy_after
+        ):
+            backend.healthy = backend.was_healthy = True
+
+    def check_failed(self, backend: Backend) -> None:
+        backend.check_successes = 0
+        backend.check_failures += 1
+        if backend.healthy and backend.check_failures >= self._unhealthy_after:
+            backend.healthy = False
+            EJECTIONS.labels(backend.url, "health_check").inc()

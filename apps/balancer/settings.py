@@ -2,24 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
 from apps.common.settings import CommonSettings
 
 
+def _comma_list(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
+    return value
+
+
 class BalancerSettings(CommonSettings):
     balancer_host: str = "127.0.0.1"
     balancer_port: int = 8100
-    # Comma-separated base URLs of the inference servers.
+    # Static backends: comma-separated base URLs of inference servers.
     balancer_backends: Annotated[list[str], NoDecode] = ["http://127.0.0.1:8200"]
-    balancer_connect_timeout_s: float = 2.0
+    # DNS discovery: comma-separated `host:port` names (a Kubernetes headless Service), resolved
+    # every `balancer_discovery_interval_s` to all their addresses.
+    balancer_discovery_dns: Annotated[list[str], NoDecode] = []
+    balancer_discovery_interval_s: float = Field(default=5.0, gt=0)
+    balancer_policy: Literal["least_outstanding", "round_robin"] = "least_outstanding"
+    balancer_connect_timeout_s: float = Field(default=2.0, gt=0)
+    # Active checks of /readyz and /load: eject after N failures, re-admit after M successes.
+    balancer_health_interval_s: float = Field(default=2.0, gt=0)
+    balancer_health_timeout_s: float = Field(default=1.0, gt=0)
+    balancer_unhealthy_after: int = Field(default=2, ge=1)
+    balancer_healthy_after: int = Field(default=2, ge=1)
+    # Passive ejection: errors eject a backend for a back-off that doubles up to the maximum.
+    balancer_eject_base_s: float = Field(default=1.0, gt=0)
+    balancer_eject_max_s: float = Field(default=30.0, gt=0)
+    # Tries per request (the first one included) before answering 503.
+    balancer_max_attempts: int = Field(default=3, ge=1)
+    # A backend takes up to capacity x this many requests: one batch running, one forming.
+    balancer_queue_factor: float = Field(default=2.0, ge=1)
 
-    @field_validator("balancer_backends", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
-        return value
+    _split_backends = field_validator("balancer_backends", mode="before")(_comma_list)
+    _split_dns = field_validator("balancer_discovery_dns", mode="before")(_comma_list)

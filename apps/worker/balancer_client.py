@@ -10,10 +10,19 @@ from pydantic import TypeAdapter, ValidationError
 from apps.common.contracts import InferenceLine, InferenceRequest
 
 _LINE = TypeAdapter(InferenceLine)
+REFUSED = "x-fluxgate-refused"
 
 
 class InferenceRetryable(Exception):
     """No backend took the job, or the stream broke before a result: running it again may work."""
+
+
+class InferenceBusy(InferenceRetryable):
+    """Every backend is at capacity: wait `retry_after_s` and try again; not a failure."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class InferenceRejected(Exception):
@@ -37,6 +46,12 @@ class BalancerClient:
                 content=request.model_dump_json(),
                 headers={"content-type": "application/json", "x-request-id": request.task_id},
             ) as response:
+                if response.status_code == 503 and response.headers.get(REFUSED) == "full":
+                    retry_after = response.headers.get("retry-after", "1")
+                    raise InferenceBusy(
+                        "every inference backend is at capacity",
+                        float(retry_after) if retry_after.isdigit() else 1.0,
+                    )
                 if response.status_code in (502, 503, 504):
                     raise InferenceRetryable(f"balancer answered {response.status_code}")
                 if response.status_code >= 400:

@@ -15,7 +15,12 @@ from apps.common.contracts import WebhookMessage
 from apps.common.jobs import SyncJobStore
 from apps.common.logging import get_logger
 from apps.common.queues import QUEUE_WEBHOOKS, TASK_FLUX, TASK_WEBHOOK
-from apps.worker.balancer_client import BalancerClient, InferenceRejected, InferenceRetryable
+from apps.worker.balancer_client import (
+    BalancerClient,
+    InferenceBusy,
+    InferenceRejected,
+    InferenceRetryable,
+)
 from apps.worker.celery_app import app, settings
 from apps.worker.event_sender import EventSender
 from apps.worker.outputs import LocalOutputStore
@@ -58,15 +63,23 @@ def retry_delay_s(retries: int) -> float:
 
 
 @app.task(name=TASK_FLUX, bind=True, max_retries=None)
-def flux(self: Task, task_id: str) -> None:
+def flux(self: Task, task_id: str, failures: int = 0) -> None:
+    """Run one FLUX job; `failures` counts the retries that used up the retry budget."""
     deps = job_deps()
     try:
         run_flux_job(task_id, deps)
+    except InferenceBusy as exc:
+        # Backpressure, not failure: wait in the durable queue, without spending the budget.
+        raise self.retry(
+            args=[task_id, failures], exc=exc, countdown=exc.retry_after_s * random.uniform(1, 1.5)
+        ) from exc
     except InferenceRetryable as exc:
-        if self.request.retries >= settings.worker_max_retries:
+        if failures >= settings.worker_max_retries:
             fail(deps, task_id, "inference_unavailable", str(exc))
             return
-        raise self.retry(exc=exc, countdown=retry_delay_s(self.request.retries)) from exc
+        raise self.retry(
+            args=[task_id, failures + 1], exc=exc, countdown=retry_delay_s(failures)
+        ) from exc
     except InferenceRejected as exc:
         fail(deps, task_id, "pipeline_error", str(exc))
     except SoftTimeLimitExceeded:
@@ -78,7 +91,9 @@ def flux(self: Task, task_id: str) -> None:
         )
     except RedisError as exc:
         # The job store is unreachable: nothing was lost, run the job again once it is back.
-        raise self.retry(exc=exc, countdown=retry_delay_s(self.request.retries)) from exc
+        raise self.retry(
+            args=[task_id, failures + 1], exc=exc, countdown=retry_delay_s(failures)
+        ) from exc
     except Exception as exc:
         # A bug must end the job visibly, not leave it `running` forever.
         log.exception("job crashed", task_id=task_id)
