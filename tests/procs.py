@@ -177,14 +177,36 @@ def start_stack(
     *,
     extra_env: dict[str, str] | None = None,
     worker_concurrency: int = 2,
+    backends: list[dict[str, str]] | None = None,
 ) -> tuple[dict[str, int], dict[str, str], dict[str, Proc]]:
-    """Start every service and one worker on free ports; returns ports, env and processes."""
+    """Start every service and one worker on free ports; returns ports, env and processes.
+
+    `backends` starts one inference server per entry (`inference-0`, `inference-1`, ...), each
+    with that extra environment, all behind the balancer; by default there is one, `inference`.
+    """
     ports = {name: free_port() for name in SERVICES}
     env = {**stack_env(redis_url, tmp, ports), **(extra_env or {})}
-    procs = {
-        name: Proc(name, python_module(f"apps.{name}"), env, tmp / f"{name}.log").start()
-        for name in SERVICES
-    }
+    procs: dict[str, Proc] = {}
+    if backends is None:
+        procs["inference"] = Proc(
+            "inference", python_module("apps.inference"), env, tmp / "inference.log"
+        ).start()
+    else:
+        del ports["inference"]
+        for index, backend_env in enumerate(backends):
+            name = f"inference-{index}"
+            ports[name] = free_port()
+            procs[name] = Proc(
+                name,
+                python_module("apps.inference"),
+                {**env, **backend_env, "FLUXGATE_INFERENCE_PORT": str(ports[name])},
+                tmp / f"{name}.log",
+            ).start()
+        env["FLUXGATE_BALANCER_BACKENDS"] = ",".join(
+            f"http://127.0.0.1:{ports[f'inference-{i}']}" for i in range(len(backends))
+        )
+    for name in ("balancer", "notifier", "gateway"):
+        procs[name] = Proc(name, python_module(f"apps.{name}"), env, tmp / f"{name}.log").start()
     procs["worker"] = Proc(
         "worker",
         python_module("apps.worker", "--concurrency", str(worker_concurrency)),
@@ -195,10 +217,11 @@ def start_stack(
 
 
 def wait_stack_ready(ports: dict[str, int], procs: dict[str, Proc]) -> None:
-    for name in SERVICES:
-        # The inference server is ready only once its pipeline is loaded (slow on a cold machine).
+    # Inference servers first: the balancer is ready only once one of them is.
+    for name in sorted(ports, key=lambda n: not n.startswith("inference")):
+        # An inference server is ready only once its pipeline is loaded (slow on a cold machine).
         wait_http_ok(
             f"http://127.0.0.1:{ports[name]}/readyz",
-            timeout=180 if name == "inference" else 60,
+            timeout=180 if name.startswith("inference") else 60,
             proc=procs[name],
         )

@@ -50,15 +50,13 @@ class Backend:
     latency_ms: float = 0.0
 
     def state(self, now: float) -> BackendState:
-        if self.ejected_until:
-            return BackendState.EJECTED if now < self.ejected_until else BackendState.HALF_OPEN
-        if self.healthy:
-            return BackendState.HEALTHY
-        return (
-            BackendState.UNHEALTHY
-            if self.was_healthy or self.check_failures
-            else (BackendState.STARTING)
-        )
+        if self.ejected_until and now < self.ejected_until:
+            return BackendState.EJECTED
+        if not self.healthy:
+            failed_before = self.was_healthy or self.check_failures
+            return BackendState.UNHEALTHY if failed_before else BackendState.STARTING
+        # Back-off over and the health checks pass: one request may find out if it works again.
+        return BackendState.HALF_OPEN if self.ejected_until else BackendState.HEALTHY
 
     def describe(self, now: float) -> dict[str, object]:
         return {
@@ -207,6 +205,8 @@ class BackendPool:
             not backend.was_healthy or backend.check_successes >= self._healthy_after
         ):
             backend.healthy = backend.was_healthy = True
+            # Re-admitted after a real outage: start afresh rather than as a suspect.
+            backend.ejected_until = backend.eject_backoff_s = 0.0
 
     def check_failed(self, backend: Backend) -> None:
         backend.check_successes = 0

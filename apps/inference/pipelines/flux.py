@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from diffusers import FluxPipeline
+from diffusers.utils import logging as diffusers_logging
 
 from apps.common.contracts import (
     FluxInput,
@@ -73,6 +74,7 @@ class FluxEngine:
         tiny = not settings.flux_model
         source = str(ensure_tiny_flux(settings.model_cache_dir)) if tiny else settings.flux_model
         started = time.perf_counter()
+        diffusers_logging.disable_progress_bar()  # keep the shared log stream readable
         # The tiny model goes through from_pretrained too, so the real loading path always runs.
         pipe = FluxPipeline.from_pretrained(source, dtype=dtype)
         if settings.inference_cpu_offload and device.type == "cuda":
