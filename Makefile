@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fluxgate-installed
 
-.PHONY: help setup up test lint format clean bench bench-submit_to_result bench-batching bench-sync_facade
+.PHONY: help setup up test lint format clean bench bench-submit_to_result bench-batching bench-sync_facade bench-balancer
 
 help:  ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -29,7 +29,7 @@ format: setup  ## apply ruff's formatting and fixes
 	$(VENV)/bin/ruff format apps tests benchmarks
 	$(VENV)/bin/ruff check --fix apps tests benchmarks
 
-bench: bench-submit_to_result bench-batching bench-sync_facade  ## run every benchmark (results in benchmarks/results/)
+bench: bench-submit_to_result bench-batching bench-sync_facade bench-balancer  ## run every benchmark (results in benchmarks/results/)
 
 bench-submit_to_result: setup  ## submit -> WebSocket result of one 256x256 4-step job at a time
 	$(PY) benchmarks/submit_to_result.py
@@ -39,6 +39,9 @@ bench-batching: setup  ## inference server images/s, batching on vs max_batch_si
 
 bench-sync_facade: setup  ## /sync/flux through nginx vs submit + WebSocket wait, 20 clients
 	$(PY) benchmarks/sync_facade.py
+
+bench-balancer: setup  ## least-outstanding vs round-robin, 3 backends one 5x slower; then one killed
+	$(PY) benchmarks/balancer.py
 
 clean:  ## remove local data (outputs, redis, model cache)
 	rm -rf .data

@@ -8,6 +8,7 @@ ejects it again for twice as long.
 from __future__ import annotations
 
 import itertools
+import math
 import random
 import time
 from collections.abc import Iterable
@@ -139,15 +140,23 @@ class BackendPool:
         if self._policy == "round_robin":
             ordered = sorted(candidates, key=lambda b: b.url)
             return ordered[next(self._round_robin) % len(ordered)]
-        # Least outstanding requests relative to what each backend can batch.
-        load = {b.url: b.in_flight / b.capacity for b in candidates}
-        fewest = min(load.values())
-        tied = [b for b in candidates if load[b.url] == fewest]
+        # Least outstanding work: how many batches this request would wait for (the requests in
+        # flight plus this one, per batch slot), times how long a batch has recently taken there
+        # (an EWMA, in the spirit of Finagle's peak-EWMA). A backend five times slower gets work
+        # only once the fast ones have five batches' worth queued.
+        known = [b.latency_ms for b in candidates if b.latency_ms]
+        default_ms = sum(known) / len(known) if known else 1.0
+        cost = {
+            b.url: math.ceil((b.in_flight + 1) / b.capacity) * (b.latency_ms or default_ms)
+            for b in candidates
+        }
+        cheapest = min(cost.values())
+        tied = [b for b in candidates if cost[b.url] == cheapest]
         if len(tied) == 1:
             return tied[0]
-        # Power of two choices among equals: of two at random, the one that answered faster.
+        # Power of two choices among equals: of two at random, the one with fewer in flight.
         first, second = random.sample(tied, 2)
-        return first if first.latency_ms <= second.latency_ms else second
+        return first if first.in_flight <= second.in_flight else second
 
     def retry_after_s(self, model: str) -> int:
         """A fair wait for a client refused because every backend is full."""

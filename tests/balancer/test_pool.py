@@ -34,21 +34,35 @@ def test_new_backends_wait_for_their_first_good_check() -> None:
     assert pool.choose("flux") is pool.backends["http://a"]
 
 
-def test_least_outstanding_relative_to_capacity() -> None:
+def test_least_outstanding_counts_batches_not_requests() -> None:
     pool = healthy_pool("http://a", "http://b")
     a, b = pool.backends["http://a"], pool.backends["http://b"]
     pool.check_passed(b, load(capacity=4))
+    a.latency_ms = b.latency_ms = 100
+    for _ in range(3):
+        pool.acquire(b)
     pool.acquire(a)
-    pool.acquire(b)
-    # a is at 1/2 of its capacity, b at 1/4: b is less loaded.
+    pool.acquire(a)
+    # b's fourth request still rides in its first batch; a's third would need a second one.
     assert pool.choose("flux") is b
 
 
-def test_ties_are_broken_by_recent_latency() -> None:
+def test_a_slower_backend_gets_work_only_when_the_fast_one_is_busier() -> None:
+    pool = healthy_pool("http://fast", "http://slow", queue_factor=10.0)
+    fast, slow = pool.backends["http://fast"], pool.backends["http://slow"]
+    for backend in (fast, slow):
+        pool.check_passed(backend, load(capacity=1))  # one per batch; room for all
+    fast.latency_ms, slow.latency_ms = 100, 500
+    for _ in range(4):
+        assert pool.choose("flux") is fast
+        pool.acquire(fast)
+    # Now the fast one costs (4 + 1) x 100 ms, as much as the idle slow one's 1 x 500 ms.
+    assert pool.choose("flux") is slow
+
+
+def test_ties_are_spread_over_equal_backends() -> None:
     pool = healthy_pool("http://a", "http://b")
-    pool.backends["http://a"].latency_ms = 500
-    pool.backends["http://b"].latency_ms = 50
-    assert {pool.choose("flux").url for _ in range(20)} == {"http://b"}  # type: ignore[union-attr]
+    assert {pool.choose("flux").url for _ in range(40)} == {"http://a", "http://b"}  # type: ignore[union-attr]
 
 
 def test_capacity_is_respected_and_models_filtered() -> None:
