@@ -180,6 +180,8 @@ class WebhookMessage(BaseModel):
     url: str
     body: str
     attempt: int = 0
+    # The API key whose webhook secrets sign it (the global secret when None or unset).
+    owner: str | None = None
 
 
 class JobView(BaseModel):

@@ -62,3 +62,16 @@ class Unavailable(FluxgateError):
 class ModelNotConfigured(FluxgateError):
     code = "model_not_configured"
     status_code = 503
+
+
+class RateLimited(FluxgateError):
+    code = "rate_limited"
+    status_code = 429
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class TooManyJobs(RateLimited):
+    code = "too_many_jobs"

@@ -7,7 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from apps.common.errors import FluxgateError
+from apps.common.errors import FluxgateError, RateLimited, Unauthorized
 from apps.common.logging import get_logger
 
 log = get_logger(__name__)
@@ -37,7 +37,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(FluxgateError)
     async def _fluxgate_error(_request: Request, exc: FluxgateError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status_code)
+        headers: dict[str, str] = {}
+        if isinstance(exc, RateLimited):
+            headers["Retry-After"] = str(exc.retry_after_s)
+        if isinstance(exc, Unauthorized):
+            headers["WWW-Authenticate"] = "Bearer"
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

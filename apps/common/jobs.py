@@ -28,6 +28,7 @@ from apps.common.contracts import (
 # Applies one event to a job hash in one step. Moves only forward: nothing after a terminal state,
 # no state earlier than the current one, no progress lower than the current. Returns {-1} for an
 # unknown task, {0, hash} when nothing changed and {1, hash} with the new `seq` when it did.
+# A job that ends leaves its owner's set of active jobs (keys.active_jobs_key) in the same step.
 APPLY_EVENT_LUA = """
 local key = KEYS[1]
 local event, progress, result, err = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -55,6 +56,10 @@ if not terminal[status] then
     if status == 'queued' then
       redis.call('HSET', key, 'status', 'expired', 'finished_at', now)
       if err ~= '' then redis.call('HSET', key, 'error', err) end
+      local owner = redis.call('HGET', key, 'owner')
+      if owner then
+        redis.call('ZREM', 'fluxgate:active:' .. owner, redis.call('HGET', key, 'task_id'))
+      end
       changed = true
     end
   elseif event == 'succeeded' or event == 'failed' or event == 'canceled' then
@@ -63,6 +68,10 @@ if not terminal[status] then
       redis.call('HSET', key, 'started_at', now)
     end
     if event == 'succeeded' then redis.call('HSET', key, 'progress', 100) end
+    local owner = redis.call('HGET', key, 'owner')
+    if owner then
+      redis.call('ZREM', 'fluxgate:active:' .. owner, redis.call('HGET', key, 'task_id'))
+    end
     if result ~= '' then redis.call('HSET', key, 'result', result) end
     if err ~= '' then redis.call('HSET', key, 'error', err) end
     changed = true

@@ -53,3 +53,30 @@ def webhook_progress_gate(task_id: str) -> str:
 
 def idempotency_key(scope: str, key_digest: str) -> str:
     return f"{PREFIX}:idempotency:{scope}:{key_digest}"
+
+
+APIKEY_IDS = f"{PREFIX}:apikeys"
+
+
+def apikey_key(token_digest: str) -> str:
+    """Hash of one API key, found by the SHA-256 of its token (the token is never stored)."""
+    return f"{PREFIX}:apikey:{token_digest}"
+
+
+def apikey_id_key(key_id: str) -> str:
+    """The token digest of a key id (for listing and revoking by id)."""
+    return f"{PREFIX}:apikey-id:{key_id}"
+
+
+def rate_bucket_key(owner: str) -> str:
+    return f"{PREFIX}:ratelimit:{owner}"
+
+
+def active_jobs_key(owner: str) -> str:
+    """Sorted set of an owner's queued and running task ids (score: created time)."""
+    return f"{PREFIX}:active:{owner}"
+
+
+def owner_tasks_key(owner: str) -> str:
+    """Sorted set of an owner's task ids by created time, for `GET /tasks`."""
+    return f"{PREFIX}:tasks:{owner}"

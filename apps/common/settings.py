@@ -34,6 +34,10 @@ class CommonSettings(BaseSettings):
     job_ttl_s: int = Field(default=24 * 3600, ge=60)
     # An unacked Celery message is redelivered after this; it must exceed the longest job.
     broker_visibility_timeout_s: int = Field(default=3600, ge=5)
+    # API keys on every public route. Off in `dev` for a frictionless start; `prod` requires it.
+    auth: bool = False
+    # Guards the /admin routes (key management); empty turns them off.
+    admin_token: str = ""
     # Who may be called back although private: host names, addresses, CIDRs, `loopback`, `private`.
     webhook_allow: str = ""
     log_level: str = "INFO"
@@ -42,6 +46,8 @@ class CommonSettings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_dev_secrets_in_prod(self) -> Self:
         if self.env is Environment.PROD:
+            if not self.auth:
+                raise ValueError("FLUXGATE_AUTH must be true when FLUXGATE_ENV=prod")
             for name, default in (
                 ("internal_secret", DEV_INTERNAL_SECRET),
                 ("webhook_secret", DEV_WEBHOOK_SECRET),

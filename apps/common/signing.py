@@ -60,12 +60,16 @@ def _webhook_signature(key: bytes, msg_id: str, timestamp: str, body: bytes) -> 
 
 
 def sign_webhook(
-    msg_id: str, body: bytes, secret: str, *, now: float | None = None
+    msg_id: str, body: bytes, secret: str | list[str], *, now: float | None = None
 ) -> dict[str, str]:
-    """The three Standard Webhooks headers for one delivery attempt of a message."""
+    """The three Standard Webhooks headers for one delivery attempt of a message. With several
+    secrets (a rotation in progress) the header carries one signature per secret."""
     timestamp = str(int(time.time() if now is None else now))
-    signature = _webhook_signature(webhook_key(secret), msg_id, timestamp, body)
-    return {WEBHOOK_ID: msg_id, WEBHOOK_TIMESTAMP: timestamp, WEBHOOK_SIGNATURE: f"v1,{signature}"}
+    signatures = " ".join(
+        "v1," + _webhook_signature(webhook_key(each), msg_id, timestamp, body)
+        for each in ([secret] if isinstance(secret, str) else secret)
+    )
+    return {WEBHOOK_ID: msg_id, WEBHOOK_TIMESTAMP: timestamp, WEBHOOK_SIGNATURE: signatures}
 
 
 def verify_webhook(

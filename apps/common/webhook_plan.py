@@ -36,4 +36,5 @@ def plan_webhook(record: JobRecord, view: JobView) -> WebhookMessage | None:
         task_id=record.task_id,
         url=str(record.webhook["url"]),
         body=orjson.dumps(body).decode(),
+        owner=record.owner,
     )

@@ -9,20 +9,22 @@ from pathlib import Path
 import httpx
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import make_asgi_app
 from redis.exceptions import RedisError
 
 from apps.common.announce import Announcer
+from apps.common.apikeys import KeyStore
 from apps.common.http import install_error_handlers
 from apps.common.jobs import JobStore
 from apps.common.logging import get_logger
 from apps.common.queues import make_producer
 from apps.common.settings import get_settings
-from apps.gateway.body_limit import BodyLimitMiddleware
+from apps.gateway.body_limit import BodyLimitMiddleware, SecurityHeadersMiddleware
 from apps.gateway.enqueue import JobQueue
-from apps.gateway.routes import flux, health, tasks
+from apps.gateway.routes import admin, flux, health, tasks
 from apps.gateway.service import TaskService
 from apps.gateway.settings import GatewaySettings
 from apps.gateway.waiter import ResultWaiter
@@ -46,6 +48,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         store = JobStore(client, ttl_s=settings.job_ttl_s)
         app.state.settings = settings
         app.state.redis = client
+        app.state.keys = KeyStore(client)
         announcer = Announcer(store, client, producer)
         app.state.service = TaskService(store, JobQueue(producer), client, announcer, settings)
         http = httpx.AsyncClient(limits=httpx.Limits(max_connections=None))
@@ -79,9 +82,26 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         )
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.gateway_max_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)
+    if settings.cors_origins:
+        # Off unless asked for: browsers elsewhere may not call the API with a user's key.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "Cancel-After",
+                "Prefer",
+            ],
+            expose_headers=["Location", "Retry-After", "Idempotent-Replayed"],
+        )
     app.include_router(health.router)
     app.include_router(flux.router)
     app.include_router(tasks.router)
+    app.include_router(admin.router)
     # Output names are random and unguessable, so files need no API key (browsers, webhooks).
     app.mount("/files", StaticFiles(directory=output_dir, check_dir=False), name="files")
     app.mount("/metrics", make_asgi_app())

@@ -1,4 +1,8 @@
-"""What the gateway does with tasks: accept, look up, cancel. Routes only map HTTP onto it."""
+"""What the gateway does with tasks: accept, look up, list, cancel. Routes only map HTTP onto it.
+
+Every lookup is scoped to the caller's key: another key's task is "not found", as is a task that
+never existed, so ids cannot be probed.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from apps.common import keys
 from apps.common.announce import Announcer
+from apps.common.apikeys import ApiKey
 from apps.common.contracts import (
     ErrorInfo,
     EventKind,
@@ -23,16 +28,26 @@ from apps.common.contracts import (
     WebhookAttempt,
     WebhookInfo,
 )
-from apps.common.errors import Conflict, InvalidInput, NotFound, Unavailable
+from apps.common.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    TooManyJobs,
+    Unavailable,
+)
 from apps.common.jobs import JobRecord, JobStore, job_view, new_job
 from apps.common.logging import get_logger
 from apps.common.url_guard import AllowList, UnsafeUrl, check_url
+from apps.gateway.auth import ANONYMOUS, owner_of
 from apps.gateway.enqueue import JobQueue
 from apps.gateway.idempotency import IdempotencyKeys
+from apps.gateway.limits import KeyLimits
 from apps.gateway.settings import GatewaySettings
 
 log = get_logger(__name__)
-ANONYMOUS = "anonymous"  # the idempotency scope until API keys exist
+# A key at its cap of active jobs is told to come back after about this long.
+TOO_MANY_JOBS_RETRY_S = 5
 
 
 @dataclass(frozen=True)
@@ -64,6 +79,7 @@ class TaskService:
         self._announcer = announcer
         self._settings = settings
         self._idempotency = IdempotencyKeys(client)
+        self._limits = KeyLimits(client, job_ttl_s=settings.job_ttl_s)
         self._allow = AllowList.parse(settings.webhook_allow)
 
     def view(self, record: JobRecord, event: str | None = None) -> JobView:
@@ -86,8 +102,74 @@ class TaskService:
             )
         return view
 
-    async def submit_flux(self, request: FluxRequest, options: SubmitOptions) -> Submitted:
-        """Write the record, then enqueue: a worker never sees a task without its record."""
+    # --- submit -------------------------------------------------------------------------------
+
+    async def submit_flux(
+        self, request: FluxRequest, options: SubmitOptions, caller: ApiKey | None
+    ) -> Submitted:
+        """Check limits, write the record, then enqueue: a worker never sees a task without
+        its record, and a refused submit leaves nothing behind."""
+        if caller is not None:
+            verdict = await self._limits.take_token(
+                caller.id, rate_per_s=caller.rate_per_s, burst=caller.burst
+            )
+            if not verdict.allowed:
+                raise RateLimited(
+                    f"rate limit of key {caller.id} exceeded", retry_after_s=verdict.retry_after_s
+                )
+        record = await self._new_flux_record(request, options, owner_of(caller))
+        scope = owner_of(caller) or ANONYMOUS
+        if options.idempotency_key is not None:
+            bound = await self._idempotency.claim(
+                scope,
+                options.idempotency_key,
+                body=request.model_dump_json(),
+                task_id=record.task_id,
+            )
+            if bound is not None:
+                return Submitted(await self._wait_for_record(bound), replayed=True)
+        counted = False
+        try:
+            if caller is not None:
+                counted = await self._limits.start_job(
+                    caller.id,
+                    record.task_id,
+                    created_at=record.created_at,
+                    max_active=caller.max_active,
+                )
+                if not counted:
+                    raise TooManyJobs(
+                        f"key {caller.id} already has {caller.max_active} jobs queued or running",
+                        retry_after_s=TOO_MANY_JOBS_RETRY_S,
+                    )
+            await self._store.create(record)
+        except Exception:
+            if counted and caller is not None:
+                await self._limits.forget_job(caller.id, record.task_id)
+            if options.idempotency_key is not None:
+                await self._idempotency.release(scope, options.idempotency_key)
+            raise
+        await self._index(record, scope)
+        try:
+            await self._queue.enqueue(record)
+        except Exception as exc:
+            log.error("enqueue failed", task_id=record.task_id, error=repr(exc))
+            # Applying `failed` also takes the job out of the key's active set.
+            await self._store.apply(
+                TaskEvent(
+                    task_id=record.task_id,
+                    event=EventKind.FAILED,
+                    error=ErrorInfo(code="enqueue_failed", message="the job could not be queued"),
+                )
+            )
+            if options.idempotency_key is not None:
+                await self._idempotency.release(scope, options.idempotency_key)
+            raise Unavailable("the job queue is unavailable; retry later") from exc
+        return Submitted(record, replayed=False)
+
+    async def _new_flux_record(
+        self, request: FluxRequest, options: SubmitOptions, owner: str | None
+    ) -> JobRecord:
         task_input = request.task_input()
         delivery = request.delivery()
         webhook: dict[str, Any] | None = None
@@ -98,43 +180,28 @@ class TaskService:
         if task_input.seed is None:
             # Fixed at submit so a rerun after a crash makes the same image.
             task_input.seed = secrets.randbelow(2**32)
-        deadline_at = (
-            None if options.cancel_after_s is None else time.time() + options.cancel_after_s
-        )
-        record = new_job(
+        deadline_at = None
+        if options.cancel_after_s is not None:
+            deadline_at = time.time() + options.cancel_after_s
+        return new_job(
             "flux",
             task_input.model_dump(mode="json"),
             priority=delivery.priority,
+            owner=owner,
             webhook=webhook,
             deadline_at=deadline_at,
         )
-        if options.idempotency_key is not None:
-            bound = await self._idempotency.claim(
-                ANONYMOUS,
-                options.idempotency_key,
-                body=request.model_dump_json(),
-                task_id=record.task_id,
-            )
-            if bound is not None:
-                return Submitted(await self._wait_for_record(bound), replayed=True)
-        await self._store.create(record)
-        if deadline_at is not None:
-            await self._redis.zadd(keys.DEADLINES, {record.task_id: deadline_at})
-        try:
-            await self._queue.enqueue(record)
-        except Exception as exc:
-            log.error("enqueue failed", task_id=record.task_id, error=repr(exc))
-            await self._store.apply(
-                TaskEvent(
-                    task_id=record.task_id,
-                    event=EventKind.FAILED,
-                    error=ErrorInfo(code="enqueue_failed", message="the job could not be queued"),
-                )
-            )
-            if options.idempotency_key is not None:
-                await self._idempotency.release(ANONYMOUS, options.idempotency_key)
-            raise Unavailable("the job queue is unavailable; retry later") from exc
-        return Submitted(record, replayed=False)
+
+    async def _index(self, record: JobRecord, scope: str) -> None:
+        tasks_key = keys.owner_tasks_key(scope)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            if record.deadline_at is not None:
+                pipe.zadd(keys.DEADLINES, {record.task_id: record.deadline_at})
+            pipe.zadd(tasks_key, {record.task_id: record.created_at})
+            # Records expire after the TTL; so do their entries in the listing.
+            pipe.zremrangebyscore(tasks_key, "-inf", time.time() - self._settings.job_ttl_s)
+            pipe.expire(tasks_key, self._settings.job_ttl_s)
+            await pipe.execute()
 
     async def _check_webhook_url(self, url: str) -> None:
         try:
@@ -155,15 +222,41 @@ class TaskService:
             field="Idempotency-Key",
         )
 
-    async def get(self, task_id: str) -> JobRecord:
+    # --- read ---------------------------------------------------------------------------------
+
+    async def get(self, task_id: str, caller: ApiKey | None) -> JobRecord:
         record = await self._store.get(task_id)
-        if record is None:
+        if record is None or (caller is not None and record.owner != caller.id):
             raise NotFound(f"task {task_id} not found")
         return record
 
-    async def cancel(self, task_id: str) -> tuple[JobRecord, bool]:
+    async def list_tasks(
+        self, caller: ApiKey | None, *, status: TaskStatus | None, limit: int, cursor: float | None
+    ) -> tuple[list[JobRecord], str | None]:
+        """The caller's tasks, newest first; the cursor is the created time to continue below."""
+        tasks_key = keys.owner_tasks_key(owner_of(caller) or ANONYMOUS)
+        found: list[JobRecord] = []
+        upper = "+inf" if cursor is None else f"({cursor}"
+        while len(found) < limit:
+            page = await self._redis.zrevrangebyscore(
+                tasks_key, upper, "-inf", start=0, num=limit * 2, withscores=True
+            )
+            if not page:
+                return found, None
+            for task_id, score in page:  # type: ignore[str-unpack]
+                upper = f"({score}"
+                record = await self._store.get(str(task_id))
+                if record is not None and (status is None or record.status is status):
+                    found.append(record)
+                    if len(found) == limit:
+                        return found, repr(score)
+        return found, None
+
+    # --- change -------------------------------------------------------------------------------
+
+    async def cancel(self, task_id: str, caller: ApiKey | None) -> tuple[JobRecord, bool]:
         """Cancel a task; returns the record and whether this call changed anything."""
-        record = await self.get(task_id)
+        record = await self.get(task_id, caller)
         if record.status is TaskStatus.QUEUED:
             outcome = await self._store.apply(TaskEvent(task_id=task_id, event=EventKind.CANCELED))
             if outcome.applied and outcome.record is not None:
@@ -171,7 +264,7 @@ class TaskService:
                     outcome.record, self.view(outcome.record, EventKind.CANCELED)
                 )
                 return outcome.record, True
-            record = await self.get(task_id)  # it started meanwhile: treat it as running
+            record = await self.get(task_id, caller)  # it started meanwhile: treat it as running
         if record.status is TaskStatus.RUNNING:
             await self._store.request_cancel(task_id)
             return record, True
@@ -182,9 +275,9 @@ class TaskService:
             task=self.view(record).model_dump(mode="json"),
         )
 
-    async def redeliver_webhook(self, task_id: str) -> str:
+    async def redeliver_webhook(self, task_id: str, caller: ApiKey | None) -> str:
         """Send the task's last dead-lettered (else last) webhook message again; its id."""
-        record = await self.get(task_id)
+        record = await self.get(task_id, caller)
         if not record.webhook:
             raise NotFound(f"task {task_id} has no webhook", field="webhook_url")
         raw = await self._redis.rpop(keys.webhook_dead_key(task_id))

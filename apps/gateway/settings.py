@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
 
 from apps.common.settings import CommonSettings
 
@@ -14,3 +17,12 @@ class GatewaySettings(CommonSettings):
     gateway_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # For `Prefer: wait=N`: the notifier's long-poll wait, shared with the nginx sync facade.
     notifier_url: str = "http://127.0.0.1:8300"
+    # Browser origins allowed to call the API (comma-separated); empty means CORS off.
+    cors_origins: Annotated[list[str], NoDecode] = []
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value

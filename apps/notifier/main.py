@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from apps.common.announce import Announcer
+from apps.common.apikeys import KeyStore
 from apps.common.errors import Unavailable
 from apps.common.http import install_error_handlers
 from apps.common.jobs import JobRecord, JobStore
@@ -29,6 +30,7 @@ from apps.notifier.waits import wait_for_terminal
 
 WS_CONNECTIONS = Gauge("fluxgate_notifier_websockets", "Open WebSocket subscriptions")
 CLOSE_NOT_FOUND = 4404
+CLOSE_UNAUTHORIZED = 4401
 JSON = "application/json"
 
 
@@ -60,6 +62,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
             interval_s=settings.notifier_sweep_interval_s,
         )
         sweeping = asyncio.create_task(sweeper.run_forever())
+        app.state.keys = KeyStore(client)
         app.state.redis, app.state.store, app.state.ingest, app.state.hub = (
             client,
             store,
@@ -125,15 +128,21 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     @app.websocket("/ws/tasks/{task_id}")
     async def task_socket(websocket: WebSocket, task_id: str) -> None:
         await websocket.accept()
+        owner: str | None = None
+        if settings.auth:
+            # Browsers cannot set headers on a WebSocket: `?token=` works too.
+            token = _bearer(websocket.headers.get("authorization")) or (
+                websocket.query_params.get("token")
+            )
+            key = await websocket.app.state.keys.authenticate(token) if token else None
+            if key is None:
+                await websocket.close(code=CLOSE_UNAUTHORIZED, reason="API key required")
+                return
+            owner = key.id
         WS_CONNECTIONS.inc()
         try:
-            await _stream_task(
-                websocket,
-                task_id,
-                websocket.app.state.hub,
-                websocket.app.state.store,
-                websocket.app.state.ingest,
-            )
+            state = websocket.app.state
+            await _stream_task(websocket, task_id, state.hub, state.store, state.ingest, owner)
         except (WebSocketDisconnect, RuntimeError):
             pass  # the client left; nothing to clean but the subscription, done by the hub
         finally:
@@ -142,13 +151,25 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     return app
 
 
+def _bearer(header: str | None) -> str | None:
+    if not header or not header.lower().startswith("bearer "):
+        return None
+    return header[7:].strip() or None
+
+
 async def _stream_task(
-    websocket: WebSocket, task_id: str, hub: EventHub, store: JobStore, ingest: EventIngest
+    websocket: WebSocket,
+    task_id: str,
+    hub: EventHub,
+    store: JobStore,
+    ingest: EventIngest,
+    owner: str | None,
 ) -> None:
-    """Snapshot first, then only newer views; close after a terminal one (ARCHITECTURE.md)."""
+    """Snapshot first, then only newer views; close after a terminal one (ARCHITECTURE.md).
+    With auth on, another key's task is "not found", like one that never existed."""
     async with hub.subscribe(task_id) as queue:
         record = await store.get(task_id)
-        if record is None:
+        if record is None or (owner is not None and record.owner != owner):
             await websocket.close(code=CLOSE_NOT_FOUND, reason="task not found")
             return
         await websocket.send_text(ingest.view_of(record, "snapshot").model_dump_json())

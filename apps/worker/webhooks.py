@@ -16,6 +16,7 @@ import httpx
 import redis
 
 from apps.common import keys
+from apps.common.apikeys import ApiKey
 from apps.common.contracts import WebhookAttempt, WebhookMessage
 from apps.common.logging import get_logger
 from apps.common.signing import sign_webhook
@@ -97,7 +98,7 @@ class WebhookDelivery:
         headers = {
             "content-type": "application/json",
             "user-agent": "Fluxgate-Webhooks/1",
-            **sign_webhook(message.message_id, body, self._settings.webhook_secret),
+            **sign_webhook(message.message_id, body, self._secrets_for(message.owner)),
         }
         try:
             response = self._http.post(message.url, content=body, headers=headers)
@@ -112,6 +113,17 @@ class WebhookDelivery:
             return Outcome(False, False, status, "HTTP 410: the receiver is gone")
         # Other 4xx (and 3xx) rarely heal: one more try, in case it was a deploy in progress.
         return Outcome(False, message.attempt == 0, status, f"HTTP {status}")
+
+    def _secrets_for(self, owner: str | None) -> list[str]:
+        """The owner key's webhook secrets (two during a rotation), else the global one."""
+        if owner is not None:
+            digest = self._redis.get(keys.apikey_id_key(owner))
+            raw = self._redis.get(keys.apikey_key(str(digest))) if digest else None
+            if raw:
+                found = ApiKey.model_validate_json(raw).webhook_secrets()
+                if found:
+                    return found
+        return [self._settings.webhook_secret]
 
     def _next_attempt_at(
         self, message: WebhookMessage, outcome: Outcome, now: float

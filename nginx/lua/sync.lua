@@ -58,6 +58,12 @@ if body == nil and ngx.req.get_body_file() ~= nil then
   return respond(413, error_body("body_too_large", "request body is too large"))
 end
 
+-- Browsers and simple clients may pass the key as ?token= instead of a header.
+local token = ngx.var.arg_token
+if token ~= nil and ngx.var.http_authorization == nil then
+  ngx.req.set_header("Authorization", "Bearer " .. ngx.unescape_uri(token))
+end
+
 -- Subrequests inherit the client's headers. Auth and Idempotency-Key must reach the gateway;
 -- Prefer and Accept must not, or the gateway would wait (or answer) in our place.
 ngx.req.clear_header("Prefer")

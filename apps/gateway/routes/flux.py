@@ -8,12 +8,13 @@ from fastapi import APIRouter, Header
 from fastapi.responses import Response
 
 from apps.common.contracts import FluxRequest, SubmitAnswer
+from apps.gateway.auth import Caller
 from apps.gateway.deps import Service, Settings, Waiter
 from apps.gateway.headers import parse_cancel_after, parse_prefer_wait
 from apps.gateway.idempotency import IdempotencyKeys
 from apps.gateway.service import SubmitOptions
 
-router = APIRouter()
+router = APIRouter(tags=["tasks"])
 
 
 @router.post(
@@ -33,6 +34,7 @@ async def submit_flux(
     service: Service,
     settings: Settings,
     waiter: Waiter,
+    caller: Caller,
     idempotency_key: Annotated[str | None, Header()] = None,
     cancel_after: Annotated[str | None, Header()] = None,
     prefer: Annotated[str | None, Header()] = None,
@@ -44,7 +46,7 @@ async def submit_flux(
         else IdempotencyKeys.validate(idempotency_key),
         cancel_after_s=parse_cancel_after(cancel_after, max_s=settings.job_ttl_s),
     )
-    submitted = await service.submit_flux(body, options)
+    submitted = await service.submit_flux(body, options, caller)
     record = submitted.record
     view = service.view(record)
     answer = SubmitAnswer(task_id=record.task_id, status=record.status, urls=view.urls)

@@ -1,23 +1,54 @@
-"""`GET /tasks/{id}` and `POST /tasks/{id}/cancel`."""
+"""`GET /tasks`, `GET /tasks/{id}`, `POST /tasks/{id}/cancel`, webhook redelivery."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
+from pydantic import BaseModel
 
-from apps.common.contracts import JobView
+from apps.common.contracts import JobView, TaskStatus
+from apps.common.errors import InvalidInput
+from apps.gateway.auth import Caller
 from apps.gateway.deps import Service
+from apps.gateway.errors_doc import error_responses
 
-router = APIRouter()
+router = APIRouter(tags=["tasks"])
 JSON = "application/json"
 
 
-@router.get(
-    "/tasks/{task_id}", response_model=JobView, responses={404: {"description": "no such task"}}
-)
-async def get_task(task_id: str, service: Service) -> Response:
+class TaskPage(BaseModel):
+    tasks: list[JobView]
+    next_cursor: str | None
+
+
+@router.get("/tasks", response_model=TaskPage, responses=error_responses(401, 422, 503))
+async def list_tasks(
+    service: Service,
+    caller: Caller,
+    status: TaskStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: str | None = None,
+) -> Response:
+    """The caller's own tasks, newest first; pass `next_cursor` back as `cursor` for more."""
+    try:
+        after = None if cursor is None else float(cursor)
+    except ValueError as exc:
+        raise InvalidInput("cursor is not one this API gave out", field="cursor") from exc
+    records, next_cursor = await service.list_tasks(
+        caller, status=status, limit=limit, cursor=after
+    )
+    page = TaskPage(tasks=[service.view(r) for r in records], next_cursor=next_cursor)
+    return Response(
+        page.model_dump_json(exclude={"tasks": {"__all__": {"event"}}}), media_type=JSON
+    )
+
+
+@router.get("/tasks/{task_id}", response_model=JobView, responses=error_responses(401, 404, 503))
+async def get_task(task_id: str, service: Service, caller: Caller) -> Response:
     """The job view: status, progress, timestamps, result or error, and webhook attempts."""
-    view = await service.owner_view(await service.get(task_id))
+    view = await service.owner_view(await service.get(task_id, caller))
     return Response(view.model_dump_json(exclude={"event"}), media_type=JSON)
 
 
@@ -26,14 +57,13 @@ async def get_task(task_id: str, service: Service) -> Response:
     status_code=202,
     response_model=JobView,
     responses={
-        200: {"description": "already canceled"},
-        404: {"description": "no such task"},
-        409: {"description": "already succeeded, failed or expired"},
+        200: {"description": "already canceled", "model": JobView},
+        **error_responses(401, 404, 409, 503),
     },
 )
-async def cancel_task(task_id: str, service: Service) -> Response:
+async def cancel_task(task_id: str, service: Service, caller: Caller) -> Response:
     """Cancel a queued job at once, or stop a running one at its next step."""
-    record, changed = await service.cancel(task_id)
+    record, changed = await service.cancel(task_id, caller)
     return Response(
         service.view(record).model_dump_json(exclude={"event"}),
         status_code=202 if changed else 200,
@@ -41,15 +71,18 @@ async def cancel_task(task_id: str, service: Service) -> Response:
     )
 
 
+class Redelivery(BaseModel):
+    message_id: str
+    status: str
+
+
 @router.post(
     "/tasks/{task_id}/webhook/redeliver",
     status_code=202,
-    responses={
-        404: {"description": "no such task, or it has no webhook"},
-        409: {"description": "no webhook message was sent yet"},
-    },
+    response_model=Redelivery,
+    responses=error_responses(401, 404, 409, 503),
 )
-async def redeliver_webhook(task_id: str, service: Service) -> dict[str, str]:
+async def redeliver_webhook(task_id: str, service: Service, caller: Caller) -> Redelivery:
     """Send the last dead-lettered (or else the last) webhook message of a task again."""
-    message_id = await service.redeliver_webhook(task_id)
-    return {"message_id": message_id, "status": "queued"}
+    message_id = await service.redeliver_webhook(task_id, caller)
+    return Redelivery(message_id=message_id, status="queued")

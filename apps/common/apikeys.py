@@ -1,0 +1,144 @@
+"""API keys: created with a rate and a quota, stored by the SHA-256 of the token only.
+
+A token is `fg_` + 32 random bytes (URL-safe base64): a fast hash is enough for a secret of that
+entropy (as GitHub does for its tokens). The key record holds what limits the key and its webhook
+secrets; the token itself is shown once, at creation.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel, Field
+
+from apps.common import keys
+
+TOKEN_PREFIX = "fg_"  # noqa: S105
+# After a rotation the previous webhook secret keeps signing for this long (both are sent).
+WEBHOOK_SECRET_OVERLAP_S = 24 * 3600
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
+_PER_S = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+
+
+def parse_rate(text: str) -> float:
+    """Requests per second from `5/s`, `300/m` or `1000/h`."""
+    match = _RATE.match(text.lower())
+    if match is None:
+        raise ValueError(f"rate must look like 5/s, 300/m or 1000/h, not {text!r}")
+    return float(match.group(1)) / _PER_S[match.group(2)]
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_webhook_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+class ApiKey(BaseModel):
+    """A key as stored (never the token)."""
+
+    id: str
+    name: str
+    created_at: float
+    rate_per_s: float = Field(gt=0)
+    burst: int = Field(ge=1)
+    max_active: int = Field(ge=1)
+    webhook_secret: str | None = None
+    previous_webhook_secret: str | None = None
+    previous_valid_until: float | None = None
+
+    def webhook_secrets(self, now: float | None = None) -> list[str]:
+        """Secrets to sign with, newest first; the previous one only during its overlap."""
+        found = [self.webhook_secret] if self.webhook_secret else []
+        now = time.time() if now is None else now
+        if self.previous_webhook_secret and (self.previous_valid_until or 0) > now:
+            found.append(self.previous_webhook_secret)
+        return found
+
+    def public(self) -> dict[str, Any]:
+        """What the admin routes show: everything but secrets."""
+        return self.model_dump(exclude={"webhook_secret", "previous_webhook_secret"}) | {
+            "has_webhook_secret": bool(self.webhook_secret)
+        }
+
+
+class KeyStore:
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._redis = client
+
+    async def create(
+        self, *, name: str, rate_per_s: float, burst: int | None, max_active: int
+    ) -> tuple[ApiKey, str]:
+        """A new key and its token (shown once)."""
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        key = ApiKey(
+            id="key_" + secrets.token_hex(8),
+            name=name,
+            created_at=time.time(),
+            rate_per_s=rate_per_s,
+            burst=burst or max(1, int(rate_per_s * 2)),
+            max_active=max_active,
+        )
+        digest = token_digest(token)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(keys.apikey_key(str(digest)), key.model_dump_json())
+            pipe.set(keys.apikey_id_key(key.id), digest)
+            pipe.sadd(keys.APIKEY_IDS, key.id)
+            await pipe.execute()
+        return key, token
+
+    async def authenticate(self, token: str) -> ApiKey | None:
+        if not token.startswith(TOKEN_PREFIX):
+            return None
+        raw = await self._redis.get(keys.apikey_key(token_digest(token)))
+        return None if raw is None else ApiKey.model_validate_json(raw)
+
+    async def by_id(self, key_id: str) -> ApiKey | None:
+        digest = await self._redis.get(keys.apikey_id_key(key_id))
+        if digest is None:
+            return None
+        raw = await self._redis.get(keys.apikey_key(str(digest)))
+        return None if raw is None else ApiKey.model_validate_json(raw)
+
+    async def all(self) -> list[ApiKey]:
+        found = [
+            await self.by_id(str(key_id))
+            for key_id in sorted(await self._redis.smembers(keys.APIKEY_IDS))
+        ]
+        return sorted((k for k in found if k is not None), key=lambda k: k.created_at)
+
+    async def revoke(self, key_id: str) -> bool:
+        digest = await self._redis.get(keys.apikey_id_key(key_id))
+        if digest is None:
+            return False
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.apikey_key(str(digest)), keys.apikey_id_key(key_id))
+            pipe.srem(keys.APIKEY_IDS, key_id)
+            await pipe.execute()
+        return True
+
+    async def rotate_webhook_secret(self, key_id: str) -> str | None:
+        """A new webhook secret; the old one keeps signing during the overlap."""
+        digest = await self._redis.get(keys.apikey_id_key(key_id))
+        raw = None if digest is None else await self._redis.get(keys.apikey_key(str(digest)))
+        if raw is None:
+            return None
+        key = ApiKey.model_validate_json(raw)
+        secret = new_webhook_secret()
+        updated = key.model_copy(
+            update={
+                "webhook_secret": secret,
+                "previous_webhook_secret": key.webhook_secret,
+                "previous_valid_until": time.time() + WEBHOOK_SECRET_OVERLAP_S,
+            }
+        )
+        await self._redis.set(keys.apikey_key(str(digest)), updated.model_dump_json())
+        return secret

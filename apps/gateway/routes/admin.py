@@ -1,0 +1,68 @@
+"""`/admin/keys`: create, list and revoke API keys; rotate a key's webhook secret."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from apps.common.apikeys import KeyStore, parse_rate
+from apps.common.errors import NotFound
+from apps.gateway.auth import Admin
+from apps.gateway.errors_doc import error_responses
+
+router = APIRouter(prefix="/admin", tags=["admin"], responses=error_responses(401, 404, 422))
+
+
+class NewKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    rate: str = Field(default="5/s", description="submits allowed, e.g. 5/s, 300/m, 1000/h")
+    burst: int | None = Field(default=None, ge=1, le=10_000)
+    max_queued: int = Field(
+        default=100, ge=1, le=1_000_000, description="jobs queued or running at once"
+    )
+
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        parse_rate(value)
+        return value
+
+
+def _store(request: Request) -> KeyStore:
+    return request.app.state.keys
+
+
+@router.post("/keys", status_code=201)
+async def create_key(body: NewKey, request: Request, _admin: Admin) -> dict[str, Any]:
+    """Create a key; its token is in this answer only."""
+    key, token = await _store(request).create(
+        name=body.name,
+        rate_per_s=parse_rate(body.rate),
+        burst=body.burst,
+        max_active=body.max_queued,
+    )
+    return key.public() | {"token": token}
+
+
+@router.get("/keys")
+async def list_keys(request: Request, _admin: Admin) -> list[dict[str, Any]]:
+    return [key.public() for key in await _store(request).all()]
+
+
+@router.delete("/keys/{key_id}", status_code=204)
+async def revoke_key(key_id: str, request: Request, _admin: Admin) -> None:
+    if not await _store(request).revoke(key_id):
+        raise NotFound(f"key {key_id} not found")
+
+
+@router.post("/keys/{key_id}/webhook-secret")
+async def rotate_webhook_secret(key_id: str, request: Request, _admin: Admin) -> dict[str, str]:
+    """A new webhook secret for the key's tasks; the previous one also signs for 24 h."""
+    secret = await _store(request).rotate_webhook_secret(key_id)
+    if secret is None:
+        raise NotFound(f"key {key_id} not found")
+    return {"key_id": key_id, "webhook_secret": secret}
