@@ -6,6 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from apps.common.errors import FluxgateError, RateLimited, Unauthorized
 from apps.common.logging import get_logger
@@ -14,6 +15,9 @@ log = get_logger(__name__)
 
 
 def _field_of(loc: tuple[int | str, ...]) -> str:
+    if len(loc) == 2 and loc[0] == "header":
+        # Name a header the way the API documents it: `Cancel-After`, not `cancel_after`.
+        return "-".join(part.capitalize() for part in str(loc[1]).replace("_", "-").split("-"))
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
 
@@ -54,12 +58,37 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"error": {"code": "internal", "message": "internal error"}}, 500)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 400:
+            # FastAPI's "error parsing the body" (bytes that are not JSON): the body is invalid.
+            return JSONResponse(
+                {
+                    "error": {
+                        "code": "invalid_input",
+                        "message": "body is not valid JSON",
+                        "field": "body",
+                    }
+                },
+                status_code=422,
+            )
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(request))
         code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(
             exc.status_code, "http_error"
         )
         return JSONResponse(
             {"error": {"code": code, "message": str(exc.detail)}},
             status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
+            headers=headers,
         )
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "__none__"})
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)

@@ -7,12 +7,15 @@ import re
 from apps.common.errors import InvalidInput
 
 CANCEL_AFTER = "Cancel-After"
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
+# A positive number of seconds, or with a unit: 30, 30s, 5m, 1h (declared in the OpenAPI document).
+CANCEL_AFTER_PATTERN = r"^\s*(\d*[1-9]\d*(\.\d+)?|\d*\.\d*[1-9]\d*)\s*[smhSMH]?\s*$"
+_DURATION = re.compile(r"^\s*(\d*\.?\d+)\s*([smh]?)\s*$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600}
 
 
 def parse_cancel_after(value: str | None, *, max_s: float) -> float | None:
-    """Seconds from `30`, `30s`, `5m` or `1h`; None when the header is absent."""
+    """Seconds from `30`, `30s`, `5m` or `1h`; None when the header is absent. A deadline past
+    the record's lifetime is that lifetime: the job cannot outlive its record anyway."""
     if value is None:
         return None
     match = _DURATION.match(value.lower())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 import orjson
 import redis.asyncio as aioredis
@@ -13,6 +14,8 @@ from apps.common.errors import Conflict, InvalidInput
 HEADER = "Idempotency-Key"
 TTL_S = 24 * 3600
 MAX_KEY_LENGTH = 255
+# Printable ASCII, not starting with a space (declared in the OpenAPI document).
+KEY_PATTERN = r"^[\x21-\x7e][\x20-\x7e]{0,254}$"
 
 
 def _digest(text: str) -> str:
@@ -25,7 +28,7 @@ class IdempotencyKeys:
 
     @staticmethod
     def validate(key: str) -> str:
-        if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        if re.match(KEY_PATTERN, key) is None:
             raise InvalidInput(
                 f"{HEADER} must be 1..{MAX_KEY_LENGTH} printable characters", field=HEADER
             )

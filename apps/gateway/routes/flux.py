@@ -10,8 +10,8 @@ from fastapi.responses import Response
 from apps.common.contracts import FluxRequest, SubmitAnswer
 from apps.gateway.auth import Caller
 from apps.gateway.deps import Service, Settings, Waiter
-from apps.gateway.headers import parse_cancel_after, parse_prefer_wait
-from apps.gateway.idempotency import IdempotencyKeys
+from apps.gateway.headers import CANCEL_AFTER_PATTERN, parse_cancel_after, parse_prefer_wait
+from apps.gateway.idempotency import KEY_PATTERN, IdempotencyKeys
 from apps.gateway.service import SubmitOptions
 
 router = APIRouter(tags=["tasks"])
@@ -35,8 +35,8 @@ async def submit_flux(
     settings: Settings,
     waiter: Waiter,
     caller: Caller,
-    idempotency_key: Annotated[str | None, Header()] = None,
-    cancel_after: Annotated[str | None, Header()] = None,
+    idempotency_key: Annotated[str | None, Header(pattern=KEY_PATTERN)] = None,
+    cancel_after: Annotated[str | None, Header(pattern=CANCEL_AFTER_PATTERN)] = None,
     prefer: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Queue a FLUX text-to-image job; progress and result are pushed on `urls.ws`."""

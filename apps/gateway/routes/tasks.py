@@ -29,7 +29,7 @@ async def list_tasks(
     caller: Caller,
     status: TaskStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: str | None = None,
+    cursor: Annotated[str | None, Query(pattern=r"^\d+(\.\d+)?$")] = None,
 ) -> Response:
     """The caller's own tasks, newest first; pass `next_cursor` back as `cursor` for more."""
     try:
