@@ -184,13 +184,17 @@ class BackendPool:
                     if not backend.latency_ms
                     else (0.8 * backend.latency_ms + 0.2 * latency_ms)
                 )
-            if backend.probing or backend.ejected_until:
+            # Only the half-open probe closes the breaker: a request that started before the
+            # ejection and ends well now says nothing about the backend's state since.
+            if backend.probing:
                 backend.ejected_until = 0.0
                 backend.eject_backoff_s = 0.0
-            backend.probing = False
+                backend.probing = False
         else:
             backend.failures += 1
-            self.eject(backend, reason)
+            # Several requests in flight fail together: that is one ejection, not one each.
+            if backend.probing or backend.ejected_until <= time.monotonic():
+                self.eject(backend, reason)
 
     def eject(self, backend: Backend, reason: str) -> None:
         """Keep requests away from `backend` for a back-off that doubles while it keeps failing."""

@@ -65,7 +65,7 @@ class Forwarder:
         return JSONResponse(
             {"error": {"code": "unavailable", "message": message}},
             status_code=503,
-            headers={"Retry-After": str(self.pool.retry_after_s(model))},
+            headers={"Retry-After": str(self.pool.retry_after_s(model)), BUSY_HEADER: reason},
         )
 
     async def _try(

@@ -55,12 +55,16 @@ class ApiKey(BaseModel):
     previous_webhook_secret: str | None = None
     previous_valid_until: float | None = None
 
-    def webhook_secrets(self, now: float | None = None) -> list[str]:
-        """Secrets to sign with, newest first; the previous one only during its overlap."""
-        found = [self.webhook_secret] if self.webhook_secret else []
+    def webhook_secrets(self, fallback: str, now: float | None = None) -> list[str]:
+        """Secrets to sign with, newest first; the previous one only during its overlap. Until
+        the first rotation, and during the overlap after it, `fallback` (the global secret) is
+        the previous one."""
+        if not self.webhook_secret:
+            return [fallback]
+        found = [self.webhook_secret]
         now = time.time() if now is None else now
-        if self.previous_webhook_secret and (self.previous_valid_until or 0) > now:
-            found.append(self.previous_webhook_secret)
+        if (self.previous_valid_until or 0) > now:
+            found.append(self.previous_webhook_secret or fallback)
         return found
 
     def public(self) -> dict[str, Any]:

@@ -32,8 +32,11 @@ from apps.common.contracts import (
 APPLY_EVENT_LUA = """
 local key = KEYS[1]
 local event, progress, result, err = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local only_from = ARGV[5]
 local status = redis.call('HGET', key, 'status')
 if not status then return {-1} end
+-- A caller that decided from what it read earlier (cancel a queued job) applies only from then.
+if only_from ~= '' and status ~= only_from then return {0, redis.call('HGETALL', key)} end
 local terminal = {succeeded=true, failed=true, canceled=true, expired=true}
 local t = redis.call('TIME')
 local now = string.format('%d.%06d', t[1], t[2])
@@ -156,12 +159,13 @@ def new_job(
     )
 
 
-def _event_args(event: TaskEvent) -> list[str]:
+def _event_args(event: TaskEvent, only_from: TaskStatus | None = None) -> list[str]:
     return [
         event.event.value,
         "" if event.progress is None else str(event.progress),
         "" if event.result is None else event.result.model_dump_json(),
         "" if event.error is None else event.error.model_dump_json(),
+        "" if only_from is None else only_from.value,
     ]
 
 
@@ -199,8 +203,11 @@ class JobStore:
         raw = await self._redis.hgetall(keys.job_key(task_id))
         return JobRecord.from_hash(_decode(raw)) if raw else None
 
-    async def apply(self, event: TaskEvent) -> ApplyOutcome:
-        reply = await self._apply(keys=[keys.job_key(event.task_id)], args=_event_args(event))
+    async def apply(self, event: TaskEvent, *, only_from: TaskStatus | None = None) -> ApplyOutcome:
+        """Apply `event`; with `only_from`, only if the job is still in that state."""
+        reply = await self._apply(
+            keys=[keys.job_key(event.task_id)], args=_event_args(event, only_from)
+        )
         return _outcome(reply)
 
     async def publish(self, view: JobView) -> None:

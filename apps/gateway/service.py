@@ -258,7 +258,9 @@ class TaskService:
         """Cancel a task; returns the record and whether this call changed anything."""
         record = await self.get(task_id, caller)
         if record.status is TaskStatus.QUEUED:
-            outcome = await self._store.apply(TaskEvent(task_id=task_id, event=EventKind.CANCELED))
+            outcome = await self._store.apply(
+                TaskEvent(task_id=task_id, event=EventKind.CANCELED), only_from=TaskStatus.QUEUED
+            )
             if outcome.applied and outcome.record is not None:
                 await self._announcer.announce(
                     outcome.record, self.view(outcome.record, EventKind.CANCELED)

@@ -54,4 +54,10 @@ class EventIngest:
         view = self.view_of(outcome.record, event.event.value if outcome.applied else None)
         if outcome.applied:
             await self._announcer.announce(outcome.record, view)
+        elif event.event.value == outcome.record.status.value:
+            # A retried terminal event whose first announce may have failed after the apply:
+            # announce again. Subscribers drop the repeated `seq`; the webhook keeps its id.
+            await self._announcer.announce(
+                outcome.record, self.view_of(outcome.record, event.event.value)
+            )
         return IngestOutcome(applied=outcome.applied, view=view)

@@ -11,7 +11,6 @@ import uuid
 
 import redis.asyncio as aioredis
 from celery import Celery
-from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from apps.common import keys
@@ -66,22 +65,31 @@ class Sweeper:
             try:
                 if await self._lease(keys=[keys.SWEEPER_LOCK], args=[self._instance, lease_ms]):
                     await self.sweep_once()
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # the loop must outlive any one bad sweep
                 log.warning("sweep failed; will retry", error=repr(exc))
             await asyncio.sleep(self._interval_s)
 
     async def sweep_once(self) -> None:
         now = time.time()
+        later = now + self._interval_s
+        # Items are taken out before they are handled: one that fails goes back, alone.
         for task_id in await self._pop_due(keys=[keys.DEADLINES], args=[now, BATCH]):
-            await self._deadline_passed(str(task_id))
+            try:
+                await self._deadline_passed(str(task_id))
+            except Exception as exc:
+                log.warning("deadline not applied; will retry", task_id=task_id, error=repr(exc))
+                await self._redis.zadd(keys.DEADLINES, {task_id: later})
         for raw in await self._pop_due(keys=[keys.WEBHOOK_RETRIES], args=[now, BATCH]):
-            message = WebhookMessage.model_validate_json(raw)
+            try:
+                message = WebhookMessage.model_validate_json(raw)
+            except ValueError:
+                log.error("dropping an unreadable webhook retry", raw=str(raw)[:200])
+                continue
             try:
                 await run_in_threadpool(send_webhook, self._producer, message)
-            except Exception:
-                # Put it back: a retry is never dropped because the broker hiccupped.
-                await self._redis.zadd(keys.WEBHOOK_RETRIES, {raw: now + self._interval_s})
-                raise
+            except Exception as exc:
+                log.warning("webhook retry not queued; will retry", error=repr(exc))
+                await self._redis.zadd(keys.WEBHOOK_RETRIES, {raw: later})
 
     async def _deadline_passed(self, task_id: str) -> None:
         record: JobRecord | None = await self._store.get(task_id)

@@ -27,6 +27,10 @@ class _NotifierDown(Exception):
     pass
 
 
+class _NotifierRefused(Exception):
+    pass
+
+
 class EventSender:
     def __init__(self, settings: WorkerSettings, store: SyncJobStore, *, producer: Celery) -> None:
         self._settings = settings
@@ -42,12 +46,12 @@ class EventSender:
         if event.event is EventKind.PROGRESS:
             try:
                 self._post(body)
-            except _NotifierDown as exc:
+            except (_NotifierDown, _NotifierRefused) as exc:
                 log.info("progress event dropped", task_id=event.task_id, error=str(exc))
             return
         try:
             self._post_with_retries(body)
-        except RetryError:
+        except (RetryError, _NotifierRefused):
             # The notifier stayed down: write the event ourselves so the result is never lost.
             # Subscribers still see it through pub/sub; only the notifier's own side effects wait.
             log.error(
@@ -78,10 +82,12 @@ class EventSender:
             raise _NotifierDown(repr(exc)) from exc
         if response.status_code >= 500:
             raise _NotifierDown(f"notifier answered {response.status_code}")
-        if response.status_code >= 400:
-            # 404 (record expired) or 401 (secrets differ) will not get better by retrying.
-            log.error(
-                "notifier refused event", status=response.status_code, body=response.text[:300]
+        if response.status_code == 404:
+            log.error("event for a task that no longer exists", body=response.text[:300])
+        elif response.status_code >= 400:
+            # 401 (secrets or clocks differ), 413, 422: retrying will not help, writing will.
+            raise _NotifierRefused(
+                f"notifier answered {response.status_code}: {response.text[:300]}"
             )
 
     def _post_with_retries(self, body: bytes) -> None:

@@ -28,6 +28,7 @@ from apps.worker.run_job import JobDeps, fail, run_flux_job
 from apps.worker.webhooks import WebhookDelivery
 
 log = get_logger(__name__)
+MAX_RETRY_DELAY_S = 300.0
 
 
 @lru_cache(maxsize=1)
@@ -59,7 +60,7 @@ def webhook_delivery() -> WebhookDelivery:
 
 def retry_delay_s(retries: int) -> float:
     """Exponential backoff with full jitter, so retrying workers do not stampede together."""
-    return random.uniform(0, settings.worker_retry_backoff_s * 2**retries)
+    return random.uniform(0, min(MAX_RETRY_DELAY_S, settings.worker_retry_backoff_s * 2**retries))
 
 
 @app.task(name=TASK_FLUX, bind=True, max_retries=None)

@@ -116,14 +116,13 @@ class WebhookDelivery:
 
     def _secrets_for(self, owner: str | None) -> list[str]:
         """The owner key's webhook secrets (two during a rotation), else the global one."""
+        fallback = self._settings.webhook_secret
         if owner is not None:
             digest = self._redis.get(keys.apikey_id_key(owner))
             raw = self._redis.get(keys.apikey_key(str(digest))) if digest else None
             if raw:
-                found = ApiKey.model_validate_json(raw).webhook_secrets()
-                if found:
-                    return found
-        return [self._settings.webhook_secret]
+                return ApiKey.model_validate_json(raw).webhook_secrets(fallback)
+        return [fallback]
 
     def _next_attempt_at(
         self, message: WebhookMessage, outcome: Outcome, now: float

@@ -150,3 +150,26 @@ def test_view_renders_the_public_shape(store: SyncJobStore, redis_client: redis.
     assert view.urls.ws == f"wss://ws.example/ws/tasks/{record.task_id}"
     assert view.created_at is not None and view.created_at.endswith("Z")
     assert view.started_at is None and view.result is None and view.timings.queued_ms is None
+
+
+def test_cancel_of_a_queued_job_does_not_hit_one_that_just_started(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    from redis.asyncio import Redis as AsyncRedis
+
+    from apps.common.jobs import JobStore
+
+    task = created(redis_client).task_id
+    SyncJobStore(redis_client, ttl_s=600).apply(ev(task, EventKind.STARTED))
+
+    async def cancel_if_queued() -> bool:
+        client = AsyncRedis.from_url(redis_url)
+        outcome = await JobStore(client, ttl_s=600).apply(
+            ev(task, EventKind.CANCELED), only_from=TaskStatus.QUEUED
+        )
+        await client.aclose()
+        return outcome.applied
+
+    assert asyncio.run(cancel_if_queued()) is False
+    record = SyncJobStore(redis_client, ttl_s=600).get(task)
+    assert record is not None and record.status is TaskStatus.RUNNING

@@ -205,8 +205,8 @@ def test_webhook_secret_rotation_signs_with_both_during_overlap(auth_stack: Auth
     client = redis.Redis.from_url(auth_stack.redis_url, decode_responses=True)
     digest = client.get(keys.apikey_id_key(key_id))
     stored = ApiKey.model_validate_json(client.get(keys.apikey_key(str(digest))))  # type: ignore[arg-type]
-    assert stored.webhook_secrets() == [new, old]
-    headers = sign_webhook("msg_1", b"{}", stored.webhook_secrets())
+    assert stored.webhook_secrets("whsec_global") == [new, old]
+    headers = sign_webhook("msg_1", b"{}", stored.webhook_secrets("whsec_global"))
     assert verify_webhook(b"{}", headers, new) and verify_webhook(b"{}", headers, old)
 
 
