@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import httpx
 import pytest
@@ -51,6 +52,30 @@ class Stack:
     env: dict[str, str]
     procs: dict[str, Proc]
     tmp: Path
+
+    @classmethod
+    def at(
+        cls,
+        ports: dict[str, int],
+        *,
+        redis_url: str,
+        env: dict[str, str],
+        procs: dict[str, Proc],
+        tmp: Path,
+    ) -> Self:
+        """The URLs of a stack that `start_stack` started on `ports`."""
+        inference = ports.get("inference")
+        return cls(
+            gateway=f"http://127.0.0.1:{ports['gateway']}",
+            notifier=f"http://127.0.0.1:{ports['notifier']}",
+            notifier_ws=f"ws://127.0.0.1:{ports['notifier']}",
+            balancer=f"http://127.0.0.1:{ports['balancer']}",
+            inference="" if inference is None else f"http://127.0.0.1:{inference}",
+            redis_url=redis_url,
+            env=env,
+            procs=procs,
+            tmp=tmp,
+        )
 
     def submit(self, **overrides: object) -> dict[str, object]:
         body = {
@@ -108,17 +133,7 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             **FAST_DELIVERY_ENV,
         },
     )
-    stack = Stack(
-        gateway=f"http://127.0.0.1:{ports['gateway']}",
-        notifier=f"http://127.0.0.1:{ports['notifier']}",
-        notifier_ws=f"ws://127.0.0.1:{ports['notifier']}",
-        balancer=f"http://127.0.0.1:{ports['balancer']}",
-        inference=f"http://127.0.0.1:{ports['inference']}",
-        redis_url=redis_url,
-        env=env,
-        procs=procs,
-        tmp=tmp,
-    )
+    stack = Stack.at(ports, redis_url=redis_url, env=env, procs=procs, tmp=tmp)
     try:
         wait_stack_ready(ports, procs)
         # One job through everything proves the worker is consuming before any test runs.

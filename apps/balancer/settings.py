@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import NoDecode
+from pydantic import Field
 
-from apps.common.settings import CommonSettings
-
-
-def _comma_list(value: object) -> object:
-    if isinstance(value, str):
-        return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
-    return value
+from apps.common.settings import CommaList, CommonSettings
 
 
 class BalancerSettings(CommonSettings):
     balancer_host: str = "127.0.0.1"
     balancer_port: int = 8100
     # Static backends: comma-separated base URLs of inference servers.
-    balancer_backends: Annotated[list[str], NoDecode] = ["http://127.0.0.1:8200"]
+    balancer_backends: CommaList = ["http://127.0.0.1:8200"]
     # DNS discovery: comma-separated `host:port` names (a Kubernetes headless Service), resolved
     # every `balancer_discovery_interval_s` to all their addresses.
-    balancer_discovery_dns: Annotated[list[str], NoDecode] = []
+    balancer_discovery_dns: CommaList = []
     balancer_discovery_interval_s: float = Field(default=5.0, gt=0)
     balancer_policy: Literal["least_outstanding", "round_robin"] = "least_outstanding"
     balancer_connect_timeout_s: float = Field(default=2.0, gt=0)
@@ -39,6 +32,3 @@ class BalancerSettings(CommonSettings):
     balancer_max_attempts: int = Field(default=3, ge=1)
     # A backend takes up to capacity x this many requests: one batch running, one forming.
     balancer_queue_factor: float = Field(default=2.0, ge=1)
-
-    _split_backends = field_validator("balancer_backends", mode="before")(_comma_list)
-    _split_dns = field_validator("balancer_discovery_dns", mode="before")(_comma_list)

@@ -4,14 +4,26 @@ from __future__ import annotations
 
 from enum import StrEnum
 from functools import lru_cache
-from typing import Self, TypeVar
+from typing import Annotated, Self, TypeVar
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Dev defaults: the stack runs with no configuration at all, and `prod` refuses to start with them.
 DEV_INTERNAL_SECRET = "dev-internal-secret-change-me"  # noqa: S105
 DEV_WEBHOOK_SECRET = "whsec_ZGV2LXdlYmhvb2stc2VjcmV0LWNoYW5nZS1tZQ=="  # noqa: S105
+
+
+def split_commas(value: object) -> object:
+    """`a, b/,c` from the environment becomes ["a", "b", "c"] (a trailing slash dropped)."""
+    if isinstance(value, str):
+        return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
+    return value
+
+
+# A list setting written in the environment as comma-separated values.
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(split_commas)]
+CommaFloats = Annotated[list[float], NoDecode, BeforeValidator(split_commas)]
 
 
 class Environment(StrEnum):

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pydantic import Field
 
-from pydantic import Field, field_validator
-from pydantic_settings import NoDecode
-
-from apps.common.settings import CommonSettings
+from apps.common.settings import CommaList, CommonSettings
 
 
 class GatewaySettings(CommonSettings):
@@ -18,11 +15,4 @@ class GatewaySettings(CommonSettings):
     # For `Prefer: wait=N`: the notifier's long-poll wait, shared with the nginx sync facade.
     notifier_url: str = "http://127.0.0.1:8300"
     # Browser origins allowed to call the API (comma-separated); empty means CORS off.
-    cors_origins: Annotated[list[str], NoDecode] = []
-
-    @field_validator("cors_origins", mode="before")
-    @classmethod
-    def _split_origins(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+    cors_origins: CommaList = []

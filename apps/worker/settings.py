@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Self
+from typing import Self
 
-from pydantic import Field, field_validator, model_validator
-from pydantic_settings import NoDecode
+from pydantic import Field, model_validator
 
-from apps.common.settings import CommonSettings
+from apps.common.settings import CommaFloats, CommonSettings
 
 
 class WorkerSettings(CommonSettings):
@@ -27,7 +26,7 @@ class WorkerSettings(CommonSettings):
 
     webhook_timeout_s: float = Field(default=15.0, gt=0)
     # Waits before each retry of a failed webhook delivery; after the last one it is dead-lettered.
-    webhook_retry_schedule_s: Annotated[list[float], NoDecode] = [
+    webhook_retry_schedule_s: CommaFloats = [
         5,
         30,
         120,
@@ -37,13 +36,6 @@ class WorkerSettings(CommonSettings):
         10800,
         21600,
     ]
-
-    @field_validator("webhook_retry_schedule_s", mode="before")
-    @classmethod
-    def _split_schedule(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [float(part) for part in value.split(",") if part.strip()]
-        return value
 
     @model_validator(mode="after")
     def _limits_in_order(self) -> Self:

@@ -53,17 +53,7 @@ def pool_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PoolStack]:
             {"FLUXGATE_INFERENCE_STEP_DELAY_MS": str(SLOW_MS)},
         ],
     )
-    stack = PoolStack(
-        gateway=f"http://127.0.0.1:{ports['gateway']}",
-        notifier=f"http://127.0.0.1:{ports['notifier']}",
-        notifier_ws=f"ws://127.0.0.1:{ports['notifier']}",
-        balancer=f"http://127.0.0.1:{ports['balancer']}",
-        inference="",
-        redis_url=redis_url,
-        env=env,
-        procs=procs,
-        tmp=tmp,
-    )
+    stack = PoolStack.at(ports, redis_url=redis_url, env=env, procs=procs, tmp=tmp)
     try:
         wait_stack_ready(ports, procs)
         poll_until(

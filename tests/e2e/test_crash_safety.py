@@ -58,17 +58,7 @@ def crash_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrashStack
     (tmp / "redis").mkdir()
     redis_proc, redis_url = start_redis(tmp / "redis", aof=True)
     ports, env, procs = start_stack(redis_url, tmp, extra_env=CRASH_ENV)
-    stack = CrashStack(
-        gateway=f"http://127.0.0.1:{ports['gateway']}",
-        notifier=f"http://127.0.0.1:{ports['notifier']}",
-        notifier_ws=f"ws://127.0.0.1:{ports['notifier']}",
-        balancer=f"http://127.0.0.1:{ports['balancer']}",
-        inference=f"http://127.0.0.1:{ports['inference']}",
-        redis_url=redis_url,
-        env=env,
-        procs=procs,
-        tmp=tmp,
-    )
+    stack = CrashStack.at(ports, redis_url=redis_url, env=env, procs=procs, tmp=tmp)
     stack.redis_proc = redis_proc
     try:
         for name, port in ports.items():
