@@ -45,9 +45,10 @@ def make_producer(redis_url: str, *, visibility_timeout_s: int) -> Celery:
             visibility_timeout_s=visibility_timeout_s
         ),
         broker_connection_timeout=3,
-        # Fail fast so a client gets a 503 instead of a hung request when Redis is gone.
+        # Ride out a reconnect (a Redis restart leaves stale connections), yet fail within
+        # about a second so a client gets a 503 instead of a hung request when Redis is gone.
         task_publish_retry_policy={
-            "max_retries": 2,
+            "max_retries": 3,
             "interval_start": 0,
             "interval_step": 0.2,
             "interval_max": 0.5,

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import FAST_DELIVERY_ENV, STEP_DELAY_MS, Stack
 from tests.e2e.wsclient import watch
-from tests.procs import Proc, start_redis, start_stack, wait_http_ok
+from tests.procs import Proc, poll_until, start_redis, start_stack, wait_http_ok
 from tests.webhook_receiver import WebhookReceiver
 
 CRASH_ENV = {
@@ -150,7 +150,14 @@ def test_accepted_jobs_survive_a_redis_restart(crash_stack: CrashStack) -> None:
     for task_id in accepted:
         view = crash_stack.wait_status(task_id, "succeeded", timeout=90)
         assert view["result"]["images"][0]["seed"] in (21, 22)  # type: ignore[index]
-    # The services reconnected on their own: a new job goes through too.
-    fresh = str(crash_stack.submit()["task_id"])
+
+    # The services reconnected on their own: a new job goes through too. (Right after the
+    # restart a submit may meet a stale connection and get the documented 503 + Retry-After.)
+    def submitted() -> str | None:
+        body = {"prompt": "after restart", "width": 64, "height": 64, "num_inference_steps": 2}
+        answer = httpx.post(f"{crash_stack.gateway}/flux", json=body)
+        return str(answer.json()["task_id"]) if answer.status_code == 202 else None
+
+    fresh = poll_until(submitted, timeout=15, interval=0.5, what="a submit after the restart")
     crash_stack.wait_status(fresh, "succeeded", timeout=60)
     assert httpx.get(f"{crash_stack.gateway}/readyz").status_code == 200
