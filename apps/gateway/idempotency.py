@@ -34,6 +34,16 @@ class IdempotencyKeys:
             )
         return key
 
+    async def bound_task(self, scope: str, key: str, *, body: str) -> str | None:
+        """The task `key` is already bound to, or None. Raises Conflict for another body."""
+        existing = await self._redis.get(keys.idempotency_key(scope, _digest(key)))
+        if existing is None:
+            return None
+        bound = orjson.loads(existing)
+        if bound["body"] != _digest(body):
+            raise Conflict(f"this {HEADER} was already used with a different body", field=HEADER)
+        return str(bound["task_id"])
+
     async def claim(self, scope: str, key: str, *, body: str, task_id: str) -> str | None:
         """Bind `key` to `task_id`. Returns None when it is ours now, else the task it is bound to.
 

@@ -109,6 +109,14 @@ class TaskService:
     ) -> Submitted:
         """Check limits, write the record, then enqueue: a worker never sees a task without
         its record, and a refused submit leaves nothing behind."""
+        scope = owner_of(caller) or ANONYMOUS
+        if options.idempotency_key is not None:
+            # A replay is an answer about a job already accepted: it spends no rate.
+            bound = await self._idempotency.bound_task(
+                scope, options.idempotency_key, body=request.model_dump_json()
+            )
+            if bound is not None:
+                return Submitted(await self._wait_for_record(bound), replayed=True)
         if caller is not None:
             verdict = await self._limits.take_token(
                 caller.id, rate_per_s=caller.rate_per_s, burst=caller.burst
@@ -118,7 +126,6 @@ class TaskService:
                     f"rate limit of key {caller.id} exceeded", retry_after_s=verdict.retry_after_s
                 )
         record = await self._new_flux_record(request, options, owner_of(caller))
-        scope = owner_of(caller) or ANONYMOUS
         if options.idempotency_key is not None:
             bound = await self._idempotency.claim(
                 scope,
@@ -142,6 +149,9 @@ class TaskService:
                         f"key {caller.id} already has {caller.max_active} jobs queued or running",
                         retry_after_s=TOO_MANY_JOBS_RETRY_S,
                     )
+            # Index first: an index entry without its record is skipped by every reader, while
+            # a record without its index entries would be a job nobody can list or expire.
+            await self._index(record, scope)
             await self._store.create(record)
         except Exception:
             if counted and caller is not None:
@@ -149,7 +159,6 @@ class TaskService:
             if options.idempotency_key is not None:
                 await self._idempotency.release(scope, options.idempotency_key)
             raise
-        await self._index(record, scope)
         try:
             await self._queue.enqueue(record)
         except Exception as exc:

@@ -176,6 +176,16 @@ def test_rate_limit_answers_429_with_retry_after(auth_stack: AuthStack) -> None:
     assert 1 <= int(limited.headers["retry-after"]) <= 60
 
 
+def test_an_idempotent_replay_spends_no_rate(auth_stack: AuthStack) -> None:
+    token = auth_stack.new_key("replayer", rate="1/m", burst=1)
+    key = {"Idempotency-Key": f"order-{uuid.uuid4()}"}
+    first = httpx.post(f"{auth_stack.gateway}/flux", json=FLUX, headers={**bearer(token), **key})
+    assert first.status_code == 202
+    replay = httpx.post(f"{auth_stack.gateway}/flux", json=FLUX, headers={**bearer(token), **key})
+    assert replay.status_code == 200 and replay.json()["task_id"] == first.json()["task_id"]
+    assert auth_stack.submit(token).status_code == 429, "a new job still meets the limit"
+
+
 def test_active_job_cap_answers_429_until_one_ends(auth_stack: AuthStack) -> None:
     token = auth_stack.new_key("capped", rate="100/s", max_queued=2)
     first, _second = (auth_stack.submit(token).json()["task_id"] for _ in range(2))
