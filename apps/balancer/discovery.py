@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import Callable
 
 from apps.balancer.pool import BackendPool
 from apps.common.logging import get_logger
+from apps.common.url_guard import Resolver, system_resolver
 
 log = get_logger(__name__)
-
-# host -> its addresses; tests pass their own.
-Resolver = Callable[[str], list[str]]
-
-
-def system_resolver(host: str) -> list[str]:
-    infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    return sorted({str(info[4][0]) for info in infos})
 
 
 def _url(address: str, port: str) -> str:

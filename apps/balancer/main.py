@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import make_asgi_app
 
-from apps.balancer.discovery import DnsDiscovery, Resolver, system_resolver
+from apps.balancer.discovery import DnsDiscovery
 from apps.balancer.health import HealthChecker
 from apps.balancer.pool import BackendPool, BackendState
 from apps.balancer.proxy import Forwarder
@@ -20,6 +20,7 @@ from apps.balancer.settings import BalancerSettings
 from apps.common.errors import Unavailable
 from apps.common.http import install_error_handlers
 from apps.common.settings import get_settings
+from apps.common.url_guard import Resolver, system_resolver
 
 
 def create_app(

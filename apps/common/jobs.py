@@ -243,12 +243,15 @@ class SyncJobStore:
         return reason.decode() if isinstance(reason, bytes) else reason
 
 
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
+def iso_utc(ts: float) -> str:
+    """An epoch time as the API writes timestamps: ISO 8601, UTC, milliseconds, `Z`."""
     return (
         datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     )
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else iso_utc(ts)
 
 
 def _span_ms(start: float | None, end: float | None) -> float | None:

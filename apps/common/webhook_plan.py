@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
 
 import orjson
 
 from apps.common.contracts import EventKind, JobView, WebhookEvent, WebhookMessage
-from apps.common.jobs import JobRecord
+from apps.common.jobs import JobRecord, iso_utc
 
 
 def plan_webhook(record: JobRecord, view: JobView) -> WebhookMessage | None:
@@ -26,7 +26,7 @@ def plan_webhook(record: JobRecord, view: JobView) -> WebhookMessage | None:
         return None
     body = {
         "type": f"task.{kind.value}",
-        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "timestamp": iso_utc(time.time()),
         "data": view.model_dump(mode="json", exclude={"event", "webhook"}),
     }
     return WebhookMessage(

@@ -7,17 +7,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from apps.common.apikeys import ApiKey, KeyStore
+from apps.common.apikeys import ApiKey, KeyStore, bearer_token
 from apps.common.errors import NotFound, Unauthorized
 
 ANONYMOUS = "anonymous"
-
-
-def bearer_token(header: str | None) -> str | None:
-    if not header:
-        return None
-    scheme, _, token = header.partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 async def authenticate(request: Request) -> ApiKey | None:

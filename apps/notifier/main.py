@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from apps.common.announce import Announcer
-from apps.common.apikeys import KeyStore
+from apps.common.apikeys import KeyStore, bearer_token
 from apps.common.errors import Unavailable
 from apps.common.http import install_error_handlers
 from apps.common.jobs import JobRecord, JobStore
@@ -131,7 +131,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         owner: str | None = None
         if settings.auth:
             # Browsers cannot set headers on a WebSocket: `?token=` works too.
-            token = _bearer(websocket.headers.get("authorization")) or (
+            token = bearer_token(websocket.headers.get("authorization")) or (
                 websocket.query_params.get("token")
             )
             key = await websocket.app.state.keys.authenticate(token) if token else None
@@ -149,12 +149,6 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
             WS_CONNECTIONS.dec()
 
     return app
-
-
-def _bearer(header: str | None) -> str | None:
-    if not header or not header.lower().startswith("bearer "):
-        return None
-    return header[7:].strip() or None
 
 
 async def _stream_task(

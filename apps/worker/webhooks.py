@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import httpx
 import redis
@@ -18,6 +17,7 @@ import redis
 from apps.common import keys
 from apps.common.apikeys import ApiKey
 from apps.common.contracts import WebhookAttempt, WebhookMessage
+from apps.common.jobs import iso_utc
 from apps.common.logging import get_logger
 from apps.common.signing import sign_webhook
 from apps.common.url_guard import AllowList, UnsafeUrl, check_url
@@ -27,12 +27,6 @@ log = get_logger(__name__)
 
 MAX_ATTEMPTS_KEPT = 50
 _GONE = 410
-
-
-def _iso(ts: float) -> str:
-    return (
-        datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
 
 
 def _retry_after_s(response: httpx.Response | None) -> float:
@@ -139,10 +133,10 @@ class WebhookDelivery:
         attempt = WebhookAttempt(
             message_id=message.message_id,
             attempt=message.attempt,
-            at=_iso(now),
+            at=iso_utc(now),
             status_code=outcome.status_code,
             error=outcome.error,
-            next_retry_at=None if next_at is None else _iso(next_at),
+            next_retry_at=None if next_at is None else iso_utc(next_at),
         )
         key = keys.webhook_attempts_key(message.task_id)
         with self._redis.pipeline() as pipe:

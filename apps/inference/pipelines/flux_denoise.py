@@ -106,29 +106,25 @@ def denoise_batch(
         )
     scheduler.set_begin_index(0)
 
-    for step, t in enumerate(timesteps):
-        timestep = t.expand(latents.shape[0]).to(latents.dtype)
-        noise = pipe.transformer(
+    def predict(timestep: torch.Tensor, pooled_: Any, embeds: Any, ids: Any) -> torch.Tensor:
+        """One transformer pass over the rows still in the batch (the current `latents`,
+        `guidance`) with the given prompt encoding."""
+        return pipe.transformer(
             hidden_states=latents,
             timestep=timestep / 1000,
             guidance=guidance,
-            pooled_projections=pooled,
-            encoder_hidden_states=prompt_embeds,
-            txt_ids=text_ids,
+            pooled_projections=pooled_,
+            encoder_hidden_states=embeds,
+            txt_ids=ids,
             img_ids=image_ids,
             return_dict=False,
         )[0]
+
+    for step, t in enumerate(timesteps):
+        timestep = t.expand(latents.shape[0]).to(latents.dtype)
+        noise = predict(timestep, pooled, prompt_embeds, text_ids)
         if shape.true_cfg:
-            neg_noise = pipe.transformer(
-                hidden_states=latents,
-                timestep=timestep / 1000,
-                guidance=guidance,
-                pooled_projections=neg_pooled,
-                encoder_hidden_states=neg_embeds,
-                txt_ids=neg_text_ids,
-                img_ids=image_ids,
-                return_dict=False,
-            )[0]
+            neg_noise = predict(timestep, neg_pooled, neg_embeds, neg_text_ids)
             noise = neg_noise + TRUE_CFG_SCALE * (noise - neg_noise)
         latents = scheduler.step(noise, t, latents, return_dict=False)[0]
 
