@@ -52,6 +52,7 @@ class Stack:
     env: dict[str, str]
     procs: dict[str, Proc]
     tmp: Path
+    worker_metrics: str = ""
 
     @classmethod
     def at(
@@ -75,6 +76,9 @@ class Stack:
             env=env,
             procs=procs,
             tmp=tmp,
+            worker_metrics=f"http://127.0.0.1:{ports['worker_metrics']}"
+            if "worker_metrics" in ports
+            else "",
         )
 
     def submit(self, **overrides: object) -> dict[str, object]:

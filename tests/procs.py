@@ -161,6 +161,7 @@ def stack_env(redis_url: str, tmp: Path, ports: dict[str, int]) -> dict[str, str
             "FLUXGATE_NOTIFIER_URL": f"http://127.0.0.1:{ports['notifier']}",
             "FLUXGATE_BALANCER_BACKENDS": f"http://127.0.0.1:{ports['inference']}",
             "FLUXGATE_WORKER_EVENT_RETRY_S": "5",
+            "FLUXGATE_WORKER_METRICS_PORT": str(ports.get("worker_metrics", 0)),
             "HF_HUB_OFFLINE": "1",
             "PYTHONUNBUFFERED": "1",
         }
@@ -185,6 +186,7 @@ def start_stack(
     with that extra environment, all behind the balancer; by default there is one, `inference`.
     """
     ports = {name: free_port() for name in SERVICES}
+    ports["worker_metrics"] = free_port()
     env = {**stack_env(redis_url, tmp, ports), **(extra_env or {})}
     procs: dict[str, Proc] = {}
     if backends is None:
@@ -218,7 +220,8 @@ def start_stack(
 
 def wait_stack_ready(ports: dict[str, int], procs: dict[str, Proc]) -> None:
     # Inference servers first: the balancer is ready only once one of them is.
-    for name in sorted(ports, key=lambda n: not n.startswith("inference")):
+    http_services = [name for name in ports if name != "worker_metrics"]
+    for name in sorted(http_services, key=lambda n: not n.startswith("inference")):
         # An inference server is ready only once its pipeline is loaded (slow on a cold machine).
         wait_http_ok(
             f"http://127.0.0.1:{ports[name]}/readyz",

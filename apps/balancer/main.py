@@ -19,7 +19,9 @@ from apps.balancer.proxy import Forwarder
 from apps.balancer.settings import BalancerSettings
 from apps.common.errors import Unavailable
 from apps.common.http import install_error_handlers
+from apps.common.request_context import RequestContextMiddleware
 from apps.common.settings import get_settings
+from apps.common.tracing import instrument_app
 from apps.common.url_guard import Resolver, system_resolver
 
 
@@ -71,6 +73,9 @@ def create_app(
     app = FastAPI(title="Fluxgate balancer", lifespan=lifespan)
     install_error_handlers(app)
     app.mount("/metrics", make_asgi_app())
+    # Outermost: ids and timing cover every other layer.
+    app.add_middleware(RequestContextMiddleware, service="balancer")
+    instrument_app(app, "balancer", settings)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

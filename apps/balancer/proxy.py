@@ -31,7 +31,7 @@ LATENCY = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
 
-_PASSED_HEADERS = ("content-type", "x-request-id")
+_PASSED_HEADERS = ("content-type", "x-request-id", "x-fluxgate-task-id")
 # Tells the worker why it was refused: `full` (wait and retry) or `no_backend`.
 BUSY_HEADER = "X-Fluxgate-Refused"
 

@@ -8,14 +8,17 @@ from starlette.concurrency import run_in_threadpool
 
 from apps.common import keys
 from apps.common.contracts import EventKind, JobView
+from apps.common.job_metrics import observe_final, observe_started
 from apps.common.jobs import JobRecord, JobStore
 from apps.common.logging import get_logger
 from apps.common.queues import send_webhook
+from apps.common.usage import UsageMeter
 from apps.common.webhook_plan import plan_webhook
 
 log = get_logger(__name__)
 
 PROGRESS_WEBHOOK_INTERVAL_MS = 1000
+FINAL_EVENTS = (EventKind.SUCCEEDED, EventKind.FAILED, EventKind.CANCELED, EventKind.EXPIRED)
 
 
 class Announcer:
@@ -23,10 +26,18 @@ class Announcer:
         self._store = store
         self._redis = client
         self._producer = producer
+        self._usage = UsageMeter(client, job_ttl_s=store.ttl_s)
 
     async def announce(self, record: JobRecord, view: JobView) -> None:
-        """Tell WebSocket subscribers (every notifier) and the task's webhook about `view`."""
+        """Tell WebSocket subscribers (every notifier) and the task's webhook about `view`;
+        meter and time the job when this is its final state."""
         await self._store.publish(view)
+        observe_started(record, view)
+        is_final = record.status.value == view.event and view.event in FINAL_EVENTS
+        # Metered once: a repeated announce of the same final state counts nothing.
+        if is_final and await self._usage.meter_final(record):
+            observe_final(record)
+            log.info("job finished", task_id=record.task_id, status=record.status.value)
         message = plan_webhook(record, view)
         if message is None:
             return

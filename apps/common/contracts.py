@@ -139,6 +139,9 @@ class TaskEvent(StrictModel):
     progress: int | None = Field(default=None, ge=0, le=100)
     result: JobResult | None = None
     error: ErrorInfo | None = None
+    # When the producer finished the work (its clock, epoch seconds): the job view splits the
+    # time after it (delivery) from the work before it (running).
+    at: float | None = None
 
 
 class TaskUrls(BaseModel):

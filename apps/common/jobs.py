@@ -33,6 +33,7 @@ APPLY_EVENT_LUA = """
 local key = KEYS[1]
 local event, progress, result, err = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local only_from = ARGV[5]
+local done_at = ARGV[6]
 local status = redis.call('HGET', key, 'status')
 if not status then return {-1} end
 -- A caller that decided from what it read earlier (cancel a queued job) applies only from then.
@@ -77,6 +78,7 @@ if not terminal[status] then
     end
     if result ~= '' then redis.call('HSET', key, 'result', result) end
     if err ~= '' then redis.call('HSET', key, 'error', err) end
+    if done_at ~= '' then redis.call('HSET', key, 'done_at', done_at) end
     changed = true
   end
 end
@@ -111,6 +113,12 @@ class JobRecord(BaseModel):
     owner: str | None = None
     webhook: dict[str, Any] | None = None
     deadline_at: float | None = None
+    # When the worker finished the work, by its clock (set with the terminal event).
+    done_at: float | None = None
+    # The submit request's id, so logs of every service can be joined on it.
+    request_id: str | None = None
+    # Place in the order of its queue lane (set at enqueue), for `queue_position`.
+    queue_ticket: int | None = None
 
     def to_hash(self) -> dict[str, str]:
         data = self.model_dump(mode="json", exclude_none=True)
@@ -144,6 +152,7 @@ def new_job(
     owner: str | None = None,
     webhook: dict[str, Any] | None = None,
     deadline_at: float | None = None,
+    request_id: str | None = None,
 ) -> JobRecord:
     """A fresh `queued` record with a random task id."""
     return JobRecord(
@@ -156,6 +165,7 @@ def new_job(
         owner=owner,
         webhook=webhook,
         deadline_at=deadline_at,
+        request_id=request_id,
     )
 
 
@@ -166,6 +176,7 @@ def _event_args(event: TaskEvent, only_from: TaskStatus | None = None) -> list[s
         "" if event.result is None else event.result.model_dump_json(),
         "" if event.error is None else event.error.model_dump_json(),
         "" if only_from is None else only_from.value,
+        "" if event.at is None else f"{event.at:.6f}",
     ]
 
 
@@ -191,6 +202,10 @@ class JobStore:
         self._redis = client
         self._ttl_s = ttl_s
         self._apply = client.register_script(APPLY_EVENT_LUA)
+
+    @property
+    def ttl_s(self) -> int:
+        return self._ttl_s
 
     async def create(self, record: JobRecord) -> None:
         key = keys.job_key(record.task_id)
@@ -255,7 +270,8 @@ def _iso(ts: float | None) -> str | None:
 
 
 def _span_ms(start: float | None, end: float | None) -> float | None:
-    return None if start is None or end is None else round((end - start) * 1000, 1)
+    # Spans may join two clocks (a worker's and Redis's): never report a negative one.
+    return None if start is None or end is None else max(0.0, round((end - start) * 1000, 1))
 
 
 def task_urls(task_id: str, *, public_base: str, public_ws_base: str) -> TaskUrls:
@@ -272,8 +288,14 @@ def job_view(
     public_base: str,
     public_ws_base: str,
     event: EventKind | str | None = None,
+    queue_position: int | None = None,
 ) -> JobView:
-    """The public view of a record (ARCHITECTURE.md "Job view")."""
+    """The public view of a record (ARCHITECTURE.md "Job view").
+
+    Stage timings: `queued_ms` from submit to start, `running_ms` from start to the end of the
+    work, `delivery_ms` from there until the final state was recorded and published.
+    """
+    work_end = record.done_at if record.done_at is not None else record.finished_at
     return JobView(
         task_id=record.task_id,
         type=record.type,
@@ -285,10 +307,12 @@ def job_view(
         finished_at=_iso(record.finished_at),
         result=record.result,
         error=record.error,
+        queue_position=queue_position if record.status is TaskStatus.QUEUED else None,
         urls=task_urls(record.task_id, public_base=public_base, public_ws_base=public_ws_base),
         timings=StageTimings(
             queued_ms=_span_ms(record.created_at, record.started_at),
-            running_ms=_span_ms(record.started_at, record.finished_at),
+            running_ms=_span_ms(record.started_at, work_end),
+            delivery_ms=_span_ms(record.done_at, record.finished_at),
         ),
         event=event,
     )

@@ -80,3 +80,22 @@ def active_jobs_key(owner: str) -> str:
 def owner_tasks_key(owner: str) -> str:
     """Sorted set of an owner's task ids by created time, for `GET /tasks`."""
     return f"{PREFIX}:tasks:{owner}"
+
+
+def queue_ticket_key(lane: str) -> str:
+    """Counter of messages ever put on one Celery queue lane (a queue at one priority)."""
+    return f"{PREFIX}:queue-tickets:{lane}"
+
+
+USAGE_OWNERS = f"{PREFIX}:usage-owners"
+
+
+def usage_key(owner: str, day: str) -> str:
+    """Hash of one owner's usage on one UTC day: `<type>:jobs`, `<type>:<status>`,
+    `<type>:compute_ms`."""
+    return f"{PREFIX}:usage:{owner}:{day}"
+
+
+def usage_counted_key(task_id: str) -> str:
+    """Set once a job's final state is metered, so a repeated announce counts nothing."""
+    return f"{PREFIX}:usage-counted:{task_id}"

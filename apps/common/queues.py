@@ -14,14 +14,28 @@ QUEUE_GPU = "gpu"
 QUEUE_CPU = "cpu"
 QUEUE_WEBHOOKS = "webhooks"
 ALL_QUEUES = (QUEUE_GPU, QUEUE_CPU, QUEUE_WEBHOOKS)
+# Task type -> (Celery task name, queue).
+JOB_TASKS = {"flux": (TASK_FLUX, QUEUE_GPU)}
+# kombu's Redis transport names a queue's priority lanes `<queue><sep><priority>`.
+LANE_SEPARATOR = ":"
+PRIORITY_LANES = 10
+
+
+def queue_of(task_type: str) -> str:
+    return JOB_TASKS[task_type][1]
+
+
+def lane_name(queue: str, celery_priority: int) -> str:
+    """The Redis list holding `queue`'s messages at one priority (lane 0 is the bare name)."""
+    return queue if celery_priority == 0 else f"{queue}{LANE_SEPARATOR}{celery_priority}"
 
 
 def broker_transport_options(*, visibility_timeout_s: int) -> dict[str, Any]:
     """Options both ends of the Redis broker must agree on (priority lanes, visibility)."""
     return {
         # Ten lanes per queue so API priorities 0..9 are kept apart; lane 0 is served first.
-        "priority_steps": list(range(10)),
-        "sep": ":",
+        "priority_steps": list(range(PRIORITY_LANES)),
+        "sep": LANE_SEPARATOR,
         "queue_order_strategy": "priority",
         # An unacked message is redelivered after this; it must exceed the longest job.
         "visibility_timeout": visibility_timeout_s,

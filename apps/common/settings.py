@@ -54,6 +54,9 @@ class CommonSettings(BaseSettings):
     webhook_allow: str = ""
     log_level: str = "INFO"
     log_json: bool = False
+    # OpenTelemetry traces go to this OTLP/HTTP collector (e.g. http://otel-collector:4318);
+    # empty turns tracing off. The standard OTEL_* variables tune the exporter and sampler.
+    otel_endpoint: str = ""
 
     @model_validator(mode="after")
     def _refuse_dev_secrets_in_prod(self) -> Self:

@@ -7,18 +7,21 @@ from starlette.concurrency import run_in_threadpool
 
 from apps.common.contracts import WebhookMessage
 from apps.common.jobs import JobRecord
-from apps.common.queues import QUEUE_GPU, TASK_FLUX, celery_priority, send_webhook
-
-_TASKS = {"flux": (TASK_FLUX, QUEUE_GPU)}
+from apps.common.queue_position import QueuePositions
+from apps.common.queues import JOB_TASKS, celery_priority, send_webhook
 
 
 class JobQueue:
-    def __init__(self, producer: Celery) -> None:
+    def __init__(self, producer: Celery, positions: QueuePositions) -> None:
         self._producer = producer
+        self._positions = positions
 
     async def enqueue(self, record: JobRecord) -> None:
         """Publish the job's message; only the task id travels, the input stays in the record."""
-        name, queue = _TASKS[record.type]
+        name, queue = JOB_TASKS[record.type]
+        # The ticket is taken just before the publish: two submits racing in the same lane may
+        # swap their positions by one, never more.
+        await self._positions.take_ticket(record)
         await run_in_threadpool(
             self._producer.send_task,
             name,

@@ -20,11 +20,14 @@ from apps.common.apikeys import KeyStore
 from apps.common.http import install_error_handlers
 from apps.common.jobs import JobStore
 from apps.common.logging import get_logger
+from apps.common.queue_position import QueuePositions
 from apps.common.queues import make_producer
+from apps.common.request_context import RequestContextMiddleware
 from apps.common.settings import get_settings
+from apps.common.tracing import instrument_app, instrument_celery
 from apps.gateway.body_limit import BodyLimitMiddleware, SecurityHeadersMiddleware
 from apps.gateway.enqueue import JobQueue
-from apps.gateway.routes import admin, flux, health, tasks
+from apps.gateway.routes import admin, flux, health, tasks, usage
 from apps.gateway.service import TaskService
 from apps.gateway.settings import GatewaySettings
 from apps.gateway.waiter import ResultWaiter
@@ -50,7 +53,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.redis = client
         app.state.keys = KeyStore(client)
         announcer = Announcer(store, client, producer)
-        app.state.service = TaskService(store, JobQueue(producer), client, announcer, settings)
+        queue = JobQueue(producer, QueuePositions(client))
+        app.state.service = TaskService(store, queue, client, announcer, settings)
         http = httpx.AsyncClient(limits=httpx.Limits(max_connections=None))
         app.state.waiter = ResultWaiter(http, settings.notifier_url)
         try:
@@ -102,7 +106,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(flux.router)
     app.include_router(tasks.router)
     app.include_router(admin.router)
+    app.include_router(usage.router)
     # Output names are random and unguessable, so files need no API key (browsers, webhooks).
     app.mount("/files", StaticFiles(directory=output_dir, check_dir=False), name="files")
     app.mount("/metrics", make_asgi_app())
+    # Outermost: ids and timing cover every other layer.
+    app.add_middleware(RequestContextMiddleware, service="gateway")
+    instrument_app(app, "gateway", settings)
+    # The gateway publishes Celery messages: their headers carry the trace on.
+    instrument_celery()
     return app

@@ -10,6 +10,7 @@ import asyncio
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -38,7 +39,10 @@ from apps.common.errors import (
 )
 from apps.common.jobs import JobRecord, JobStore, job_view, new_job
 from apps.common.logging import get_logger
+from apps.common.queue_position import QueuePositions
+from apps.common.request_context import bind_ids, current_ids
 from apps.common.url_guard import AllowList, UnsafeUrl, check_url
+from apps.common.usage import UsageMeter
 from apps.gateway.auth import ANONYMOUS, owner_of
 from apps.gateway.enqueue import JobQueue
 from apps.gateway.idempotency import IdempotencyKeys
@@ -78,21 +82,30 @@ class TaskService:
         self._redis = client
         self._announcer = announcer
         self._settings = settings
+        self._positions = QueuePositions(client)
+        self._usage = UsageMeter(client, job_ttl_s=settings.job_ttl_s)
         self._idempotency = IdempotencyKeys(client)
         self._limits = KeyLimits(client, job_ttl_s=settings.job_ttl_s)
         self._allow = AllowList.parse(settings.webhook_allow)
 
-    def view(self, record: JobRecord, event: str | None = None) -> JobView:
+    def view(
+        self, record: JobRecord, event: str | None = None, *, queue_position: int | None = None
+    ) -> JobView:
         return job_view(
             record,
             public_base=self._settings.public_base,
             public_ws_base=self._settings.public_ws_base,
             event=event,
+            queue_position=queue_position,
         )
 
+    async def live_view(self, record: JobRecord) -> JobView:
+        """The view with the job's current place in its queue (while queued)."""
+        return self.view(record, queue_position=await self._positions.of(record))
+
     async def owner_view(self, record: JobRecord) -> JobView:
-        """The view plus the owner-only `webhook` block with its delivery attempts."""
-        view = self.view(record)
+        """The live view plus the owner-only `webhook` block with its delivery attempts."""
+        view = await self.live_view(record)
         if record.webhook:
             raw = await self._redis.lrange(keys.webhook_attempts_key(record.task_id), 0, -1)
             view.webhook = WebhookInfo(
@@ -126,6 +139,7 @@ class TaskService:
                     f"rate limit of key {caller.id} exceeded", retry_after_s=verdict.retry_after_s
                 )
         record = await self._new_flux_record(request, options, owner_of(caller))
+        bind_ids(task_id=record.task_id)
         if options.idempotency_key is not None:
             bound = await self._idempotency.claim(
                 scope,
@@ -195,6 +209,7 @@ class TaskService:
         return new_job(
             "flux",
             task_input.model_dump(mode="json"),
+            request_id=current_ids().get("request_id"),
             priority=delivery.priority,
             owner=owner,
             webhook=webhook,
@@ -234,6 +249,7 @@ class TaskService:
     # --- read ---------------------------------------------------------------------------------
 
     async def get(self, task_id: str, caller: ApiKey | None) -> JobRecord:
+        bind_ids(task_id=task_id)
         record = await self._store.get(task_id)
         if record is None or (caller is not None and record.owner != caller.id):
             raise NotFound(f"task {task_id} not found")
@@ -297,3 +313,11 @@ class TaskService:
         if raw is None:
             raise Conflict(f"task {task_id} has sent no webhook message yet")
         return await self._queue.redeliver(str(raw))
+
+    # --- usage --------------------------------------------------------------------------------
+
+    async def usage(self, owner: str, since: date, until: date) -> dict[str, Any]:
+        return await self._usage.report(owner, since, until)
+
+    async def usage_owners(self) -> list[str]:
+        return await self._usage.owners()

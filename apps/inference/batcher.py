@@ -34,6 +34,11 @@ BATCH_IMAGES = Histogram(
     "fluxgate_inference_batch_images", "Images per pipeline call", buckets=(1, 2, 4, 8, 16, 32, 64)
 )
 BATCH_SECONDS = Histogram("fluxgate_inference_batch_seconds", "Wall time of one pipeline call")
+STEP_SECONDS = Histogram(
+    "fluxgate_inference_step_seconds",
+    "Time between two denoising steps of a request (its batch's step time)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 _DONE = object()
 
 
@@ -46,11 +51,16 @@ class Waiting:
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
     left: threading.Event = field(default_factory=threading.Event)
+    last_step_at: float | None = None
 
     def push(self, item: object) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, item)
 
     def on_step(self, step: int, total: int) -> bool:
+        now = time.perf_counter()
+        if self.last_step_at is not None:
+            STEP_SECONDS.observe(now - self.last_step_at)
+        self.last_step_at = now
         self.push(InferenceProgress(step=step, total=total))
         return not self.left.is_set()
 

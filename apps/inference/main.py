@@ -22,7 +22,9 @@ from apps.common.contracts import BackendLoad, InferenceRequest
 from apps.common.errors import NotFound, Unavailable
 from apps.common.http import install_error_handlers
 from apps.common.logging import get_logger
+from apps.common.request_context import RequestContextMiddleware
 from apps.common.settings import get_settings
+from apps.common.tracing import instrument_app
 from apps.inference.batcher import Batcher
 from apps.inference.settings import InferenceSettings
 
@@ -77,6 +79,9 @@ def create_app(settings: InferenceSettings | None = None) -> FastAPI:
     app = FastAPI(title="Fluxgate inference", lifespan=lifespan)
     install_error_handlers(app)
     app.mount("/metrics", make_asgi_app())
+    # Outermost: ids and timing cover every other layer.
+    app.add_middleware(RequestContextMiddleware, service="inference")
+    instrument_app(app, "inference", settings)
 
     def batcher_of(request: Request) -> Batcher:
         batcher: Batcher | None = request.app.state.batcher

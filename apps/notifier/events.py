@@ -10,6 +10,8 @@ from apps.common.announce import Announcer
 from apps.common.contracts import JobView, TaskEvent
 from apps.common.errors import InvalidInput, NotFound, Unauthorized
 from apps.common.jobs import JobRecord, JobStore, job_view
+from apps.common.queue_position import QueuePositions
+from apps.common.request_context import bind_ids
 from apps.common.signing import verify_internal
 from apps.notifier.settings import NotifierSettings
 
@@ -21,10 +23,28 @@ class IngestOutcome:
 
 
 class EventIngest:
-    def __init__(self, store: JobStore, settings: NotifierSettings, announcer: Announcer) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        settings: NotifierSettings,
+        announcer: Announcer,
+        positions: QueuePositions,
+    ) -> None:
         self._store = store
         self._settings = settings
         self._announcer = announcer
+        self._positions = positions
+
+    async def live_view(self, record: JobRecord, event: str | None = None) -> JobView:
+        """The view with the job's current place in its queue (while queued)."""
+        position = await self._positions.of(record)
+        return job_view(
+            record,
+            public_base=self._settings.public_base,
+            public_ws_base=self._settings.public_ws_base,
+            event=event,
+            queue_position=position,
+        )
 
     def view_of(self, record: JobRecord, event: str | None = None) -> JobView:
         return job_view(
@@ -48,6 +68,7 @@ class EventIngest:
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first.get("loc", ())) or "body"
             raise InvalidInput(f"{field}: {first['msg']}", field=field) from exc
+        bind_ids(task_id=event.task_id)
         outcome = await self._store.apply(event)
         if outcome.record is None:
             raise NotFound(f"task {event.task_id} not found")

@@ -19,9 +19,12 @@ from apps.common.apikeys import KeyStore, bearer_token
 from apps.common.errors import Unavailable
 from apps.common.http import install_error_handlers
 from apps.common.jobs import JobRecord, JobStore
+from apps.common.queue_position import QueuePositions
 from apps.common.queues import make_producer
+from apps.common.request_context import RequestContextMiddleware, bind_ids
 from apps.common.settings import get_settings
 from apps.common.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from apps.common.tracing import instrument_app
 from apps.notifier.events import EventIngest
 from apps.notifier.hub import EventHub, Published
 from apps.notifier.settings import NotifierSettings
@@ -45,11 +48,13 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         )
         store = JobStore(client, ttl_s=settings.job_ttl_s)
         announcer = Announcer(store, client, producer)
-        ingest = EventIngest(store, settings, announcer)
+        ingest = EventIngest(store, settings, announcer, QueuePositions(client))
 
         async def resync(task_id: str) -> str | None:
             record = await store.get(task_id)
-            return None if record is None else ingest.view_of(record, "snapshot").model_dump_json()
+            if record is None:
+                return None
+            return (await ingest.live_view(record, "snapshot")).model_dump_json()
 
         hub = EventHub(client, resync)
         await hub.start()
@@ -81,6 +86,9 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     app = FastAPI(title="Fluxgate notifier", lifespan=lifespan)
     install_error_handlers(app)
     app.mount("/metrics", make_asgi_app())
+    # Outermost: ids and timing cover every other layer.
+    app.add_middleware(RequestContextMiddleware, service="notifier")
+    instrument_app(app, "notifier", settings)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -128,6 +136,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     @app.websocket("/ws/tasks/{task_id}")
     async def task_socket(websocket: WebSocket, task_id: str) -> None:
         await websocket.accept()
+        bind_ids(task_id=task_id)
         owner: str | None = None
         if settings.auth:
             # Browsers cannot set headers on a WebSocket: `?token=` works too.
@@ -166,7 +175,8 @@ async def _stream_task(
         if record is None or (owner is not None and record.owner != owner):
             await websocket.close(code=CLOSE_NOT_FOUND, reason="task not found")
             return
-        await websocket.send_text(ingest.view_of(record, "snapshot").model_dump_json())
+        snapshot = await ingest.live_view(record, "snapshot")
+        await websocket.send_text(snapshot.model_dump_json())
         if record.status.is_terminal:
             await websocket.close(code=1000)
             return

@@ -29,6 +29,10 @@ def main() -> None:
     parser.add_argument("--loglevel", default="INFO")
     args = parser.parse_args()
 
+    # Before anything imports prometheus-client: pool processes then count into shared files.
+    from apps.worker.metrics_dir import prepare_multiprocess_dir
+
+    prepare_multiprocess_dir()
     from apps.worker.celery_app import app
 
     argv = [

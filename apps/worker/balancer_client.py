@@ -8,6 +8,7 @@ import httpx
 from pydantic import TypeAdapter, ValidationError
 
 from apps.common.contracts import InferenceLine, InferenceRequest
+from apps.common.request_context import outgoing_headers
 
 _LINE = TypeAdapter(InferenceLine)
 REFUSED = "x-fluxgate-refused"
@@ -44,7 +45,7 @@ class BalancerClient:
                 "POST",
                 f"/v1/infer/{model}",
                 content=request.model_dump_json(),
-                headers={"content-type": "application/json", "x-request-id": request.task_id},
+                headers={"content-type": "application/json", **outgoing_headers()},
             ) as response:
                 if response.status_code == 503 and response.headers.get(REFUSED) == "full":
                     retry_after = response.headers.get("retry-after", "1")

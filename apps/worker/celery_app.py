@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from celery import Celery
-from celery.signals import setup_logging
+import os
+
+import structlog
+from celery import Celery, Task
+from celery.signals import (
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+)
 from kombu import Queue
 
 from apps.common.logging import configure_logging
 from apps.common.queues import ALL_QUEUES, QUEUE_GPU, broker_transport_options
 from apps.common.settings import get_settings
+from apps.common.tracing import instrument_celery, setup_tracing
+from apps.worker import metrics
 from apps.worker.settings import WorkerSettings
 
 settings = get_settings(WorkerSettings)
@@ -38,6 +50,40 @@ app.conf.update(
     worker_send_task_events=True,
     task_send_sent_event=False,
 )
+
+
+@task_prerun.connect
+def _task_started(task_id: str = "", **_kwargs: object) -> None:
+    # Pool processes run task after task: ids bound for one job must not leak into the next.
+    structlog.contextvars.clear_contextvars()
+    metrics.task_started(task_id)
+
+
+@task_postrun.connect
+def _task_finished(
+    task_id: str = "", task: Task | None = None, state: str | None = None, **_kwargs: object
+) -> None:
+    metrics.task_finished(task.name if task is not None else "unknown", task_id, state)
+
+
+@worker_init.connect
+def _serve_metrics(**_kwargs: object) -> None:
+    if settings.worker_metrics_port:
+        metrics.serve(
+            settings.worker_metrics_host, settings.worker_metrics_port, settings.redis_url
+        )
+
+
+@worker_process_init.connect
+def _trace_pool_process(**_kwargs: object) -> None:
+    # The exporter's thread does not survive a fork: each pool process sets up its own.
+    if setup_tracing("worker", settings):
+        instrument_celery()
+
+
+@worker_process_shutdown.connect
+def _pool_process_exited(pid: int | None = None, **_kwargs: object) -> None:
+    metrics.process_exited(pid or os.getpid())
 
 
 @setup_logging.connect

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 from celery import Celery
 from tenacity import (
@@ -13,10 +15,13 @@ from tenacity import (
 )
 
 from apps.common.contracts import EventKind, TaskEvent
+from apps.common.job_metrics import observe_final
 from apps.common.jobs import SyncJobStore, job_view
 from apps.common.logging import get_logger
 from apps.common.queues import send_webhook
+from apps.common.request_context import outgoing_headers
 from apps.common.signing import sign_internal
+from apps.common.usage import SyncUsageMeter
 from apps.common.webhook_plan import plan_webhook
 from apps.worker.settings import WorkerSettings
 
@@ -32,16 +37,27 @@ class _NotifierRefused(Exception):
 
 
 class EventSender:
-    def __init__(self, settings: WorkerSettings, store: SyncJobStore, *, producer: Celery) -> None:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        store: SyncJobStore,
+        *,
+        producer: Celery,
+        usage: SyncUsageMeter,
+    ) -> None:
         self._settings = settings
         self._store = store
         self._producer = producer
+        self._usage = usage
         self._client = httpx.Client(
             base_url=settings.notifier_url.rstrip("/"), timeout=httpx.Timeout(5.0, connect=2.0)
         )
 
     def send(self, event: TaskEvent) -> None:
         """Progress is best effort (a newer one follows); every other event must land."""
+        if event.event not in (EventKind.STARTED, EventKind.PROGRESS) and event.at is None:
+            # Stamped here so the job view can tell the work's time from the delivery's.
+            event = event.model_copy(update={"at": time.time()})
         body = event.model_dump_json(exclude_none=True).encode()
         if event.event is EventKind.PROGRESS:
             try:
@@ -68,6 +84,10 @@ class EventSender:
                     event=event.event,
                 )
                 self._store.publish(view)
+                if outcome.record.status.value == event.event.value and self._usage.meter_final(
+                    outcome.record
+                ):
+                    observe_final(outcome.record)
                 if (message := plan_webhook(outcome.record, view)) is not None:
                     send_webhook(self._producer, message)
 
@@ -75,6 +95,7 @@ class EventSender:
         headers = {
             "content-type": "application/json",
             **sign_internal(body, self._settings.internal_secret),
+            **outgoing_headers(),
         }
         try:
             response = self._client.post("/internal/events", content=body, headers=headers)

@@ -21,6 +21,7 @@ from apps.common.contracts import (
 )
 from apps.common.jobs import CANCEL_BY_DEADLINE, DEADLINE_EXCEEDED, SyncJobStore
 from apps.common.logging import get_logger
+from apps.common.request_context import bind_ids
 from apps.worker.balancer_client import BalancerClient
 from apps.worker.event_sender import EventSender
 from apps.worker.outputs import OutputStore
@@ -49,10 +50,13 @@ def stop_event(task_id: str, reason: str) -> TaskEvent:
 
 def run_flux_job(task_id: str, deps: JobDeps) -> None:
     """Run the job unless it is gone, finished, canceled or past its deadline; report events."""
+    bind_ids(task_id=task_id)
     record = deps.store.get(task_id)
     if record is None:
-        log.warning("job record missing (expired?); dropping message", task_id=task_id)
+        log.warning("job record missing (expired?); dropping message")
         return
+    bind_ids(request_id=record.request_id)
+    log.info("job picked up", status=record.status.value)
     if record.status.is_terminal:
         log.info("job already finished; skipping", task_id=task_id, status=record.status.value)
         return

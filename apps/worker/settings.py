@@ -13,6 +13,9 @@ class WorkerSettings(CommonSettings):
     balancer_url: str = "http://127.0.0.1:8100"
     notifier_url: str = "http://127.0.0.1:8300"
     worker_concurrency: int = Field(default=4, ge=1)
+    # `/metrics` of the worker (all pool processes, plus queue depths); port 0 turns it off.
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = Field(default=9808, ge=0, le=65535)
     # A job past the soft limit fails with `timeout`; the hard limit kills a stuck process.
     job_soft_time_limit_s: int = Field(default=540, ge=1)
     job_time_limit_s: int = Field(default=600, ge=2)

@@ -15,6 +15,8 @@ from apps.common.contracts import WebhookMessage
 from apps.common.jobs import SyncJobStore
 from apps.common.logging import get_logger
 from apps.common.queues import QUEUE_WEBHOOKS, TASK_FLUX, TASK_WEBHOOK
+from apps.common.request_context import bind_ids
+from apps.common.usage import SyncUsageMeter
 from apps.worker.balancer_client import (
     BalancerClient,
     InferenceBusy,
@@ -42,7 +44,12 @@ def job_deps() -> JobDeps:
     store = SyncJobStore(redis_client(), ttl_s=settings.job_ttl_s)
     return JobDeps(
         store=store,
-        events=EventSender(settings, store, producer=app),
+        events=EventSender(
+            settings,
+            store,
+            producer=app,
+            usage=SyncUsageMeter(redis_client(), job_ttl_s=settings.job_ttl_s),
+        ),
         balancer=BalancerClient(settings.balancer_url, read_timeout_s=settings.job_time_limit_s),
         outputs=LocalOutputStore(
             Path(settings.output_dir),
@@ -104,4 +111,6 @@ def flux(self: Task, task_id: str, failures: int = 0) -> None:
 @app.task(name=TASK_WEBHOOK, queue=QUEUE_WEBHOOKS)
 def webhook(message: dict[str, object]) -> None:
     """One delivery attempt; the next one, if any, is scheduled by `WebhookDelivery`."""
-    webhook_delivery().deliver(WebhookMessage.model_validate(message))
+    parsed = WebhookMessage.model_validate(message)
+    bind_ids(task_id=parsed.task_id)
+    webhook_delivery().deliver(parsed)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import httpx
 import redis
+from prometheus_client import Counter, Histogram
 
 from apps.common import keys
 from apps.common.apikeys import ApiKey
@@ -43,6 +44,24 @@ class Outcome:
     retry_after_s: float = 0.0
 
 
+WEBHOOK_ATTEMPTS = Counter(
+    "fluxgate_webhook_attempts_total",
+    "Webhook delivery attempts by outcome: delivered, retrying, dead (gave up), refused",
+    ["outcome"],
+)
+WEBHOOK_SECONDS = Histogram(
+    "fluxgate_webhook_delivery_seconds", "Time of a successful webhook call to the receiver"
+)
+
+
+def _outcome_label(outcome: Outcome, next_at: float | None) -> str:
+    if outcome.delivered:
+        return "delivered"
+    if outcome.error is not None and outcome.error.startswith("refused"):
+        return "refused"
+    return "retrying" if next_at is not None else "dead"
+
+
 class WebhookDelivery:
     def __init__(self, settings: WorkerSettings, client: redis.Redis) -> None:
         self._settings = settings
@@ -58,6 +77,7 @@ class WebhookDelivery:
             message.model_dump_json(),
             ex=self._settings.job_ttl_s,
         )
+        started = time.perf_counter()
         outcome = self._attempt(message)
         now = time.time()
         next_at: float | None = None
@@ -70,6 +90,9 @@ class WebhookDelivery:
                 retry = message.model_copy(update={"attempt": message.attempt + 1})
                 self._redis.zadd(keys.WEBHOOK_RETRIES, {retry.model_dump_json(): next_at})
         self._record(message, outcome, now, next_at)
+        WEBHOOK_ATTEMPTS.labels(_outcome_label(outcome, next_at)).inc()
+        if outcome.delivered:
+            WEBHOOK_SECONDS.observe(time.perf_counter() - started)
         log.info(
             "webhook attempt",
             task_id=message.task_id,

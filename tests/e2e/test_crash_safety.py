@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import FAST_DELIVERY_ENV, STEP_DELAY_MS, Stack
 from tests.e2e.wsclient import watch
-from tests.procs import Proc, poll_until, start_redis, start_stack, wait_http_ok
+from tests.procs import Proc, poll_until, start_redis, start_stack, wait_http_ok, wait_stack_ready
 from tests.webhook_receiver import WebhookReceiver
 
 CRASH_ENV = {
@@ -61,8 +61,7 @@ def crash_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrashStack
     stack = CrashStack.at(ports, redis_url=redis_url, env=env, procs=procs, tmp=tmp)
     stack.redis_proc = redis_proc
     try:
-        for name, port in ports.items():
-            wait_http_ok(f"http://127.0.0.1:{port}/readyz", timeout=180, proc=procs[name])
+        wait_stack_ready(ports, procs)
         stack.wait_status(str(stack.submit()["task_id"]), "succeeded", timeout=90)
         yield stack
     finally:

@@ -39,7 +39,7 @@ async def list_tasks(
     records, next_cursor = await service.list_tasks(
         caller, status=status, limit=limit, cursor=after
     )
-    page = TaskPage(tasks=[service.view(r) for r in records], next_cursor=next_cursor)
+    page = TaskPage(tasks=[await service.live_view(r) for r in records], next_cursor=next_cursor)
     return Response(
         page.model_dump_json(exclude={"tasks": {"__all__": {"event"}}}), media_type=JSON
     )

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from diffusers import FluxPipeline
 from diffusers.utils import logging as diffusers_logging
+from prometheus_client import Gauge
 
 from apps.common.contracts import (
     FluxInput,
@@ -49,6 +50,20 @@ def _oom_types() -> tuple[type[BaseException], ...]:
     return (torch.cuda.OutOfMemoryError,) if hasattr(torch.cuda, "OutOfMemoryError") else ()
 
 
+GPU_MEMORY = Gauge(
+    "fluxgate_inference_gpu_memory_bytes",
+    "GPU memory held by this server's torch allocator (CUDA only)",
+    ["kind"],
+)
+
+
+def _watch_gpu_memory(device: torch.device) -> None:
+    """Read at scrape time: allocated (live tensors), reserved (cached), peak since start."""
+    GPU_MEMORY.labels("allocated").set_function(lambda: torch.cuda.memory_allocated(device))
+    GPU_MEMORY.labels("reserved").set_function(lambda: torch.cuda.memory_reserved(device))
+    GPU_MEMORY.labels("peak").set_function(lambda: torch.cuda.max_memory_allocated(device))
+
+
 class FluxEngine:
     """FLUX on one device. Compatible requests (size, steps, guidance, true CFG) share a batch."""
 
@@ -66,6 +81,8 @@ class FluxEngine:
         self._device = device
         self._max_sequence_length = max_sequence_length
         self._step_delay_s = step_delay_s
+        if device.type == "cuda":
+            _watch_gpu_memory(device)
 
     @classmethod
     def load(cls, settings: InferenceSettings) -> FluxEngine:

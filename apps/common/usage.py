@@ -1,0 +1,173 @@
+"""Usage metering per API key: jobs and compute seconds by task type and UTC day.
+
+A job is metered once, when its final state is first announced; a repeated announce (a retried
+terminal event) finds the job's guard key set and counts nothing. Totals live in one Redis hash
+per owner and day (kept `USAGE_TTL_S`) and in Prometheus counters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from prometheus_client import Counter
+
+from apps.common import keys
+from apps.common.jobs import JobRecord
+
+ANONYMOUS_OWNER = "anonymous"
+USAGE_TTL_S = 400 * 86400
+FINAL_STATES = ("succeeded", "failed", "canceled", "expired")
+
+USAGE_JOBS = Counter(
+    "fluxgate_usage_jobs_total", "Jobs metered by API key", ["key", "type", "status"]
+)
+USAGE_COMPUTE = Counter(
+    "fluxgate_usage_compute_seconds_total",
+    "Model compute metered by API key (a batch's time shared among its jobs)",
+    ["key", "type"],
+)
+
+METER_LUA = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+local t = ARGV[2]
+redis.call('HINCRBY', KEYS[2], t .. ':jobs', 1)
+redis.call('HINCRBY', KEYS[2], t .. ':' .. ARGV[3], 1)
+redis.call('HINCRBYFLOAT', KEYS[2], t .. ':compute_ms', ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('SADD', KEYS[3], ARGV[6])
+return 1
+"""
+
+
+def compute_share_ms(record: JobRecord) -> float:
+    """The job's share of the model's time: a batch's compute split among its requests."""
+    if record.result is None:
+        return 0.0
+    timings = record.result.timings
+    compute = float(timings.get("compute_ms", 0.0))
+    return compute / max(1, int(timings.get("batch_size", 1)))
+
+
+def utc_day(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).date().isoformat()
+
+
+def meter_args(record: JobRecord, *, guard_ttl_s: int) -> tuple[list[str], list[str]]:
+    owner = record.owner or ANONYMOUS_OWNER
+    day = utc_day(record.finished_at or record.created_at)
+    return (
+        [keys.usage_counted_key(record.task_id), keys.usage_key(owner, day), keys.USAGE_OWNERS],
+        [
+            str(guard_ttl_s),
+            record.type,
+            record.status.value,
+            f"{compute_share_ms(record):.3f}",
+            str(USAGE_TTL_S),
+            owner,
+        ],
+    )
+
+
+def count_in_metrics(record: JobRecord) -> None:
+    owner = record.owner or ANONYMOUS_OWNER
+    USAGE_JOBS.labels(owner, record.type, record.status.value).inc()
+    USAGE_COMPUTE.labels(owner, record.type).inc(compute_share_ms(record) / 1000)
+
+
+@dataclass
+class TypeUsage:
+    jobs: int = 0
+    compute_seconds: float = 0.0
+    by_status: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: TypeUsage) -> None:
+        self.jobs += other.jobs
+        self.compute_seconds += other.compute_seconds
+        for status, count in other.by_status.items():
+            self.by_status[status] = self.by_status.get(status, 0) + count
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "jobs": self.jobs,
+            "compute_seconds": round(self.compute_seconds, 3),
+            **{status: self.by_status.get(status, 0) for status in FINAL_STATES},
+        }
+
+
+def parse_day_hash(raw: dict[str, str]) -> dict[str, TypeUsage]:
+    by_type: dict[str, TypeUsage] = {}
+    for name, value in raw.items():
+        task_type, _, what = name.rpartition(":")
+        usage = by_type.setdefault(task_type, TypeUsage())
+        if what == "jobs":
+            usage.jobs = int(value)
+        elif what == "compute_ms":
+            usage.compute_seconds = float(value) / 1000
+        else:
+            usage.by_status[what] = int(value)
+    return by_type
+
+
+class UsageMeter:
+    """Writes and reads usage over an asyncio Redis client."""
+
+    def __init__(self, client: aioredis.Redis, *, job_ttl_s: int) -> None:
+        self._redis = client
+        self._meter = client.register_script(METER_LUA)
+        self._guard_ttl_s = job_ttl_s
+
+    async def meter_final(self, record: JobRecord) -> bool:
+        """Count a job that just ended; False when it was already counted."""
+        key_names, args = meter_args(record, guard_ttl_s=self._guard_ttl_s)
+        if not await self._meter(keys=key_names, args=args):
+            return False
+        count_in_metrics(record)
+        return True
+
+    async def owners(self) -> list[str]:
+        return sorted(str(owner) for owner in await self._redis.smembers(keys.USAGE_OWNERS))
+
+    async def report(self, owner: str, since: date, until: date) -> dict[str, Any]:
+        """`{"key", "since", "until", "totals": {type: ...}, "days": [{"day", "types"}]}`."""
+        days = [since + timedelta(days=n) for n in range((until - since).days + 1)]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for day in days:
+                pipe.hgetall(keys.usage_key(owner, day.isoformat()))
+            raws = await pipe.execute()
+        totals: dict[str, TypeUsage] = {}
+        per_day = []
+        for day, raw in zip(days, raws, strict=True):
+            if not raw:
+                continue
+            by_type = parse_day_hash(raw)
+            for task_type, usage in by_type.items():
+                totals.setdefault(task_type, TypeUsage()).add(usage)
+            per_day.append(
+                {"day": day.isoformat(), "types": {t: u.as_json() for t, u in by_type.items()}}
+            )
+        return {
+            "key": owner,
+            "since": since.isoformat(),
+            "until": until.isoformat(),
+            "totals": {t: u.as_json() for t, u in sorted(totals.items())},
+            "days": per_day,
+        }
+
+
+class SyncUsageMeter:
+    """Metering over a blocking client (a worker writing a final state itself)."""
+
+    def __init__(self, client: redis.Redis, *, job_ttl_s: int) -> None:
+        self._meter = client.register_script(METER_LUA)
+        self._guard_ttl_s = job_ttl_s
+
+    def meter_final(self, record: JobRecord) -> bool:
+        key_names, args = meter_args(record, guard_ttl_s=self._guard_ttl_s)
+        if not self._meter(keys=key_names, args=args):
+            return False
+        count_in_metrics(record)
+        return True
