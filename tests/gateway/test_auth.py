@@ -265,3 +265,38 @@ def test_the_api_matches_its_openapi_document(auth_stack: AuthStack, tmp_path: P
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+
+
+def test_usage_is_metered_per_key_and_readable_by_its_owner_and_the_admin(
+    auth_stack: AuthStack,
+) -> None:
+    metered, other = auth_stack.new_key("metered"), auth_stack.new_key("other")
+    for _ in range(2):
+        task_id = auth_stack.submit(metered).json()["task_id"]
+        cancel = httpx.post(f"{auth_stack.gateway}/tasks/{task_id}/cancel", headers=bearer(metered))
+        assert cancel.status_code == 202, cancel.text
+
+    own = httpx.get(f"{auth_stack.gateway}/usage", headers=bearer(metered)).json()
+    assert own["totals"]["flux"]["jobs"] == 2
+    assert own["totals"]["flux"]["canceled"] == 2
+    assert own["totals"]["flux"]["compute_seconds"] == 0
+    assert len(own["days"]) == 1
+    assert httpx.get(f"{auth_stack.gateway}/usage", headers=bearer(other)).json()["totals"] == {}
+
+    assert (
+        httpx.get(f"{auth_stack.gateway}/admin/usage", headers=bearer(metered)).status_code == 401
+    )
+    everyone = httpx.get(f"{auth_stack.gateway}/admin/usage", headers=admin()).json()
+    assert own in everyone["keys"]
+    one = httpx.get(
+        f"{auth_stack.gateway}/admin/usage", params={"key": own["key"]}, headers=admin()
+    ).json()
+    assert one["keys"] == [own]
+
+    backwards = httpx.get(
+        f"{auth_stack.gateway}/usage",
+        params={"since": "2026-02-01", "until": "2026-01-01"},
+        headers=bearer(metered),
+    )
+    assert backwards.status_code == 422
+    assert backwards.json()["error"]["field"] == "since"
