@@ -16,7 +16,7 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
-from prometheus_client import make_asgi_app
+from prometheus_client import Gauge, make_asgi_app
 
 from apps.common.contracts import BackendLoad, InferenceRequest
 from apps.common.errors import NotFound, Unavailable
@@ -58,7 +58,17 @@ async def _load_engine(app: FastAPI, settings: InferenceSettings) -> None:
     )
     batcher.start()
     app.state.batcher = batcher
+    LOAD.labels("queued").set_function(lambda: batcher.load().queued)
+    LOAD.labels("running").set_function(lambda: batcher.load().running)
+    LOAD.labels("capacity").set_function(lambda: batcher.load().capacity)
     log.info("ready", max_batch_size=max_batch, max_wait_ms=settings.inference_max_wait_ms)
+
+
+LOAD = Gauge(
+    "fluxgate_inference_load",
+    "Images waiting for a batch (queued), in the running batch, and the batch capacity",
+    ["kind"],
+)
 
 
 def create_app(settings: InferenceSettings | None = None) -> FastAPI:
