@@ -14,6 +14,8 @@ QUEUE_GPU = "gpu"
 QUEUE_CPU = "cpu"
 QUEUE_WEBHOOKS = "webhooks"
 ALL_QUEUES = (QUEUE_GPU, QUEUE_CPU, QUEUE_WEBHOOKS)
+# Celery message header carrying the submit's request id (read as `task.request.<name>`).
+REQUEST_ID_MESSAGE_HEADER = "fluxgate_request_id"
 # Task type -> (Celery task name, queue).
 JOB_TASKS = {"flux": (TASK_FLUX, QUEUE_GPU)}
 # kombu's Redis transport names a queue's priority lanes `<queue><sep><priority>`.

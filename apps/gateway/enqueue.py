@@ -8,7 +8,12 @@ from starlette.concurrency import run_in_threadpool
 from apps.common.contracts import WebhookMessage
 from apps.common.jobs import JobRecord
 from apps.common.queue_position import QueuePositions
-from apps.common.queues import JOB_TASKS, celery_priority, send_webhook
+from apps.common.queues import (
+    JOB_TASKS,
+    REQUEST_ID_MESSAGE_HEADER,
+    celery_priority,
+    send_webhook,
+)
 
 
 class JobQueue:
@@ -29,6 +34,8 @@ class JobQueue:
             queue=queue,
             priority=celery_priority(record.priority),
             task_id=record.task_id,
+            # The worker binds it to its log lines before it even reads the record.
+            headers={REQUEST_ID_MESSAGE_HEADER: record.request_id} if record.request_id else None,
         )
 
     async def redeliver(self, raw_message: str) -> str:

@@ -17,7 +17,13 @@ from celery.signals import (
 from kombu import Queue
 
 from apps.common.logging import configure_logging
-from apps.common.queues import ALL_QUEUES, QUEUE_GPU, broker_transport_options
+from apps.common.queues import (
+    ALL_QUEUES,
+    QUEUE_GPU,
+    REQUEST_ID_MESSAGE_HEADER,
+    broker_transport_options,
+)
+from apps.common.request_context import bind_ids
 from apps.common.settings import get_settings
 from apps.common.tracing import instrument_celery, setup_tracing
 from apps.worker import metrics
@@ -53,9 +59,11 @@ app.conf.update(
 
 
 @task_prerun.connect
-def _task_started(task_id: str = "", **_kwargs: object) -> None:
+def _task_started(task_id: str = "", task: Task | None = None, **_kwargs: object) -> None:
     # Pool processes run task after task: ids bound for one job must not leak into the next.
     structlog.contextvars.clear_contextvars()
+    request_id = getattr(task.request, REQUEST_ID_MESSAGE_HEADER, None) if task else None
+    bind_ids(request_id=request_id if isinstance(request_id, str) else None)
     metrics.task_started(task_id)
 
 

@@ -16,11 +16,27 @@ router = APIRouter(tags=["usage"])
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
 
-Since = Annotated[date | None, Query(description="first UTC day (default: 30 days ago)")]
-Until = Annotated[date | None, Query(description="last UTC day (default: today)")]
+_DAY = r"^\d{4}-\d{2}-\d{2}$"
+# Strings, not `date`: pydantic would also take a number as a Unix time, which no one means here.
+Since = Annotated[
+    str | None, Query(pattern=_DAY, description="first UTC day, YYYY-MM-DD (default: 30 days ago)")
+]
+Until = Annotated[
+    str | None, Query(pattern=_DAY, description="last UTC day, YYYY-MM-DD (default: today)")
+]
 
 
-def _window(since: date | None, until: date | None) -> tuple[date, date]:
+def _day(value: str | None, field: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidInput(f"{field}: {value!r} is not a calendar day", field=field) from exc
+
+
+def _window(since_text: str | None, until_text: str | None) -> tuple[date, date]:
+    since, until = _day(since_text, "since"), _day(until_text, "until")
     last = until or datetime.now(UTC).date()
     first = since or last - timedelta(days=DEFAULT_DAYS - 1)
     if first > last:
