@@ -1,0 +1,57 @@
+"""Server-sent events: the same job views as the WebSocket, for clients that cannot open one.
+
+Same guarantees: subscribe first, then the snapshot, then only newer views, and the stream ends
+after the final state. Each event's `id` is the view's `seq`, its `event` the event kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import orjson
+
+from apps.common.jobs import JobStore
+from apps.notifier.events import EventIngest
+from apps.notifier.hub import EventHub, Published
+
+# Comment lines keep proxies and load balancers from closing a quiet stream.
+KEEPALIVE_S = 15.0
+
+
+def frame(text: str, *, seq: int) -> bytes:
+    event = orjson.loads(text).get("event") or "message"
+    return f"id: {seq}\nevent: {event}\ndata: {text}\n\n".encode()
+
+
+async def task_event_stream(
+    task_id: str,
+    hub: EventHub,
+    store: JobStore,
+    ingest: EventIngest,
+    *,
+    keepalive_s: float = KEEPALIVE_S,
+) -> AsyncIterator[bytes]:
+    """Frames for one task; the caller has checked that it exists and who may see it."""
+    async with hub.subscribe(task_id) as queue:
+        record = await store.get(task_id)
+        if record is None:
+            yield b'event: error\ndata: {"error":{"code":"not_found","message":"task not found"}}\n\n'
+            return
+        snapshot = await ingest.live_view(record, "snapshot")
+        yield frame(snapshot.model_dump_json(), seq=record.seq)
+        if record.status.is_terminal:
+            return
+        last_seq = record.seq
+        while True:
+            try:
+                message: Published = await asyncio.wait_for(queue.get(), keepalive_s)
+            except TimeoutError:
+                yield b": keepalive\n\n"
+                continue
+            if message.seq <= last_seq:
+                continue  # already covered by the snapshot or an earlier view
+            last_seq = message.seq
+            yield frame(message.text, seq=message.seq)
+            if message.terminal:
+                return
