@@ -148,6 +148,8 @@ class TaskUrls(BaseModel):
     status: str
     cancel: str
     ws: str
+    # Server-sent events: the same views as `ws`, for clients that cannot open a WebSocket.
+    events: str
 
 
 class StageTimings(BaseModel):

@@ -279,6 +279,7 @@ def task_urls(task_id: str, *, public_base: str, public_ws_base: str) -> TaskUrl
         status=f"{public_base}/tasks/{task_id}",
         cancel=f"{public_base}/tasks/{task_id}/cancel",
         ws=f"{public_ws_base}/ws/tasks/{task_id}",
+        events=f"{public_base}/tasks/{task_id}/events",
     )
 
 

@@ -27,7 +27,8 @@ from apps.common.settings import get_settings
 from apps.common.tracing import instrument_app, instrument_celery
 from apps.gateway.body_limit import BodyLimitMiddleware, SecurityHeadersMiddleware
 from apps.gateway.enqueue import JobQueue
-from apps.gateway.routes import admin, flux, health, tasks, usage
+from apps.gateway.event_relay import EventRelay
+from apps.gateway.routes import admin, demo, flux, health, tasks, usage
 from apps.gateway.service import TaskService
 from apps.gateway.settings import GatewaySettings
 from apps.gateway.waiter import ResultWaiter
@@ -57,6 +58,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.service = TaskService(store, queue, client, announcer, settings)
         http = httpx.AsyncClient(limits=httpx.Limits(max_connections=None))
         app.state.waiter = ResultWaiter(http, settings.notifier_url)
+        app.state.event_relay = EventRelay(http, settings.notifier_url)
         try:
             yield
         finally:
@@ -102,6 +104,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             ],
             expose_headers=["Location", "Retry-After", "Idempotent-Replayed"],
         )
+    app.include_router(demo.router)
+    app.mount("/static", StaticFiles(directory=demo.STATIC_DIR), name="static")
     app.include_router(health.router)
     app.include_router(flux.router)
     app.include_router(tasks.router)

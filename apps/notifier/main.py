@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Query, Request, WebSocket
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from prometheus_client import Gauge, make_asgi_app
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
@@ -28,6 +28,7 @@ from apps.common.tracing import instrument_app
 from apps.notifier.events import EventIngest
 from apps.notifier.hub import EventHub, Published
 from apps.notifier.settings import NotifierSettings
+from apps.notifier.sse import EVENT_STREAM, EVENT_STREAM_HEADERS, task_event_stream
 from apps.notifier.sweeper import Sweeper
 from apps.notifier.waits import wait_for_terminal
 
@@ -132,6 +133,17 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
             render=render,
         )
         return Response(outcome.text, status_code=200 if outcome.terminal else 202, media_type=JSON)
+
+    @app.get("/internal/stream/{task_id}")
+    async def stream(task_id: str, request: Request) -> StreamingResponse:
+        """Server-sent events of one task, relayed by the gateway (which checks the caller)."""
+        bind_ids(task_id=task_id)
+        state = request.app.state
+        return StreamingResponse(
+            task_event_stream(task_id, state.hub, state.store, state.ingest),
+            media_type=EVENT_STREAM,
+            headers=EVENT_STREAM_HEADERS,
+        )
 
     @app.websocket("/ws/tasks/{task_id}")
     async def task_socket(websocket: WebSocket, task_id: str) -> None:

@@ -15,6 +15,12 @@ from apps.common.jobs import JobStore
 from apps.notifier.events import EventIngest
 from apps.notifier.hub import EventHub, Published
 
+EVENT_STREAM = "text/event-stream"
+# No caching, and no buffering in nginx (it honours X-Accel-Buffering from upstream).
+EVENT_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+NOT_FOUND_FRAME = (
+    b'event: error\ndata: {"error":{"code":"not_found","message":"task not found"}}\n\n'
+)
 # Comment lines keep proxies and load balancers from closing a quiet stream.
 KEEPALIVE_S = 15.0
 
@@ -36,7 +42,7 @@ async def task_event_stream(
     async with hub.subscribe(task_id) as queue:
         record = await store.get(task_id)
         if record is None:
-            yield b'event: error\ndata: {"error":{"code":"not_found","message":"task not found"}}\n\n'
+            yield NOT_FOUND_FRAME
             return
         snapshot = await ingest.live_view(record, "snapshot")
         yield frame(snapshot.model_dump_json(), seq=record.seq)

@@ -36,6 +36,7 @@ def test_submit_answers_202_with_urls_and_location(stack: Stack) -> None:
         "status": f"{stack.gateway}/tasks/{task_id}",
         "cancel": f"{stack.gateway}/tasks/{task_id}/cancel",
         "ws": f"{stack.notifier_ws}/ws/tasks/{task_id}",
+        "events": f"{stack.gateway}/tasks/{task_id}/events",
     }
     assert response.headers["location"] == body["urls"]["status"]
 

@@ -253,6 +253,9 @@ def test_the_api_matches_its_openapi_document(auth_stack: AuthStack, tmp_path: P
         checks,
         "--max-examples",
         "12",
+        # This stack has no notifier, on purpose: the stream's 503 is asserted by its own test.
+        "--exclude-path",
+        "/tasks/{task_id}/events",
         "--generation-deterministic",
         "--request-timeout",
         "10",
@@ -300,3 +303,17 @@ def test_usage_is_metered_per_key_and_readable_by_its_owner_and_the_admin(
     )
     assert backwards.status_code == 422
     assert backwards.json()["error"]["field"] == "since"
+
+
+def test_events_need_the_owners_key_and_answer_503_without_a_notifier(
+    auth_stack: AuthStack,
+) -> None:
+    owner, stranger = auth_stack.new_key("events-owner"), auth_stack.new_key("events-stranger")
+    task_id = auth_stack.submit(owner).json()["task_id"]
+    url = f"{auth_stack.gateway}/tasks/{task_id}/events"
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, headers=bearer(stranger)).status_code == 404
+    # This stack's notifier URL leads nowhere: a clear 503, not a hung or broken stream.
+    down = httpx.get(url, headers=bearer(owner), timeout=10)
+    assert down.status_code == 503
+    assert down.json()["error"]["code"] == "unavailable"

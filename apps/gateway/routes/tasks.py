@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
-from fastapi.responses import Response
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
 from apps.common.contracts import JobView, TaskStatus
@@ -13,6 +13,7 @@ from apps.common.errors import InvalidInput
 from apps.gateway.auth import Caller
 from apps.gateway.deps import Service
 from apps.gateway.errors_doc import error_responses
+from apps.gateway.event_relay import EventRelay
 
 router = APIRouter(tags=["tasks"])
 JSON = "application/json"
@@ -50,6 +51,31 @@ async def get_task(task_id: str, service: Service, caller: Caller) -> Response:
     """The job view: status, progress, timestamps, result or error, and webhook attempts."""
     view = await service.owner_view(await service.get(task_id, caller))
     return Response(view.model_dump_json(exclude={"event"}), media_type=JSON)
+
+
+@router.get(
+    "/tasks/{task_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "server-sent events: a `snapshot`, then each newer view; the "
+            "stream ends after the final state. `id` is the view's `seq`.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **error_responses(401, 404, 503),
+    },
+)
+async def task_events(
+    task_id: str, service: Service, caller: Caller, request: Request
+) -> StreamingResponse:
+    """The job views of `GET /tasks/{id}` as they change, for clients without WebSockets."""
+    await service.get(task_id, caller)
+    relay: EventRelay = request.app.state.event_relay
+    return StreamingResponse(
+        await relay.open(task_id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.post(
