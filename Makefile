@@ -8,7 +8,7 @@ STAMP := $(VENV)/.fluxgate-installed
 help:  ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml scripts/setup.sh
+$(STAMP): pyproject.toml clients/python/pyproject.toml scripts/setup.sh
 	VENV=$(VENV) scripts/setup.sh
 	touch $@
 
@@ -18,6 +18,7 @@ up: setup  ## start nginx (:8080), gateway, worker, balancer, inference, notifie
 	scripts/up.sh
 
 test: setup  ## run the test suite (starts its own redis and services on free ports)
+	@command -v chromium >/dev/null || FLUXGATE_SETUP_BROWSER=1 VENV=$(VENV) scripts/setup.sh
 	$(VENV)/bin/pytest
 
 lint: setup  ## ruff and mypy

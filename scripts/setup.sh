@@ -38,4 +38,10 @@ fi
 # torch first and exactly: the CPU build on disk, never a CUDA build pulled in by a bare requirement.
 "$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
 "$VENV/bin/python" -m pip install --quiet -e ".[inference,dev]"
+# The Python client and its `fluxgate` CLI, a distribution of their own (clients/python).
+"$VENV/bin/python" -m pip install --quiet -e "./clients/python[cli]"
+if [ "${FLUXGATE_SETUP_BROWSER:-0}" = 1 ] && ! command -v chromium >/dev/null; then
+  # Only the tests need a browser (the demo page's test): Debian's chromium, never a download.
+  apt_install chromium && echo "setup: installed chromium" || true
+fi
 echo "setup: done ($("$VENV/bin/python" --version), venv $VENV)"

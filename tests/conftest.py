@@ -27,6 +27,10 @@ FAST_DELIVERY_ENV = {
 }
 
 
+# The real-browser fixtures (`browser`, `page`) for the demo page's tests.
+pytest_plugins = ["tests.demo.browser"]
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc, url = start_redis(tmp_path_factory.mktemp("redis"))

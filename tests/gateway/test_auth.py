@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from playwright.sync_api import Page
 
 from apps.common import keys
 from apps.common.signing import verify_webhook
@@ -317,3 +318,24 @@ def test_events_need_the_owners_key_and_answer_503_without_a_notifier(
     down = httpx.get(url, headers=bearer(owner), timeout=10)
     assert down.status_code == 503
     assert down.json()["error"]["code"] == "unavailable"
+
+
+def test_the_demo_page_works_with_auth_on(auth_stack: AuthStack, page: Page) -> None:
+    """The page sends the key on fetches and as `?token=` on its WebSocket."""
+    token = auth_stack.new_key("browser")
+    page.goto(f"{auth_stack.gateway}/")
+    page.fill("#width", "64")
+    page.fill("#height", "64")
+    page.click("#submit")
+    error = page.locator("#error")
+    error.wait_for(state="visible", timeout=10_000)
+    assert "API key" in error.inner_text()
+
+    page.click("summary")
+    page.fill("#api-key", token)
+    page.click("#submit")
+    # No worker in this stack: the job stays queued, and the snapshot over the authenticated
+    # WebSocket says where it stands.
+    page.wait_for_selector('#status[data-status="queued"]', timeout=10_000)
+    assert page.inner_text("#status").startswith("Queued")
+    assert page.is_hidden("#error")

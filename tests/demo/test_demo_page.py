@@ -1,0 +1,71 @@
+"""The demo page in a real browser (Debian's chromium driven by Playwright): type a prompt, watch
+the progress bar move, see the image; a bad width is explained in words."""
+
+from __future__ import annotations
+
+from playwright.sync_api import Page
+
+from tests.conftest import Stack
+from tests.demo.browser import ARTIFACTS
+from tests.procs import poll_until
+
+
+def test_submit_watch_progress_and_see_the_image(stack: Stack, page: Page) -> None:
+    page.goto(f"{stack.gateway}/")
+    assert page.title() == "Fluxgate"
+    page.fill("#prompt", "a lighthouse at dusk")
+    page.fill("#width", "128")
+    page.fill("#height", "128")
+    page.fill("#steps", "12")  # 12 steps x 100 ms in the test stack: progress has time to show
+    # Record every value the bar takes, as the user would see it move.
+    page.evaluate(
+        """() => {
+            window.seenProgress = [];
+            const bar = document.getElementById('progress');
+            new MutationObserver(() => window.seenProgress.push(Number(bar.value)))
+                .observe(bar, {attributes: true});
+        }"""
+    )
+    page.click("#submit")
+    page.wait_for_selector('#status[data-status="succeeded"]', timeout=60_000)
+    # page.evaluate goes through the DevTools protocol, so the page's CSP (no eval) still holds.
+    poll_until(
+        lambda: page.evaluate(
+            "() => { const img = document.getElementById('result-image');"
+            " return img.complete && img.naturalWidth === 128; }"
+        ),
+        timeout=10,
+        what="the image to load",
+    )
+    seen = page.evaluate("window.seenProgress")
+    in_between = [value for value in seen if 0 < value < 100]
+    assert len(set(in_between)) >= 2, f"the bar should move through steps, saw {seen}"
+    assert seen[-1] == 100
+    assert page.inner_text("#status").startswith("Done in")
+    assert page.locator("#gallery img").count() >= 1
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "demo-page.png"), full_page=True)
+
+
+def test_a_bad_width_is_explained_and_the_field_marked(stack: Stack, page: Page) -> None:
+    page.goto(f"{stack.gateway}/")
+    page.fill("#width", "100")
+    page.click("#submit")
+    error = page.locator("#error")
+    error.wait_for(state="visible", timeout=10_000)
+    assert "width" in error.inner_text()
+    assert "multiple of 16" in error.inner_text()
+    assert page.get_attribute("#width", "aria-invalid") == "true"
+    assert page.is_enabled("#submit")
+
+
+def test_cancel_stops_a_running_job(stack: Stack, page: Page) -> None:
+    page.goto(f"{stack.gateway}/")
+    page.fill("#width", "64")
+    page.fill("#height", "64")
+    page.fill("#steps", "60")
+    page.click("#submit")
+    page.wait_for_selector('#status[data-status="running"]', timeout=30_000)
+    page.click("#cancel")
+    page.wait_for_selector('#status[data-status="canceled"]', timeout=30_000)
+    assert page.inner_text("#status") == "Canceled."
