@@ -22,8 +22,8 @@ test: setup  ## run the test suite (starts its own redis and services on free po
 	$(VENV)/bin/pytest
 
 lint: setup  ## ruff and mypy
-	$(VENV)/bin/ruff check apps tests benchmarks
-	$(VENV)/bin/ruff format --check apps tests benchmarks
+	$(VENV)/bin/ruff check apps tests benchmarks clients
+	$(VENV)/bin/ruff format --check apps tests benchmarks clients
 	$(VENV)/bin/mypy
 
 format: setup  ## apply ruff's formatting and fixes
