@@ -36,6 +36,9 @@ def validation_error_body(exc: RequestValidationError) -> dict[str, object]:
     return {"error": {"code": "invalid_input", "message": message, "field": field}}
 
 
+UNAVAILABLE_RETRY_AFTER_S = 1
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map every error to `{"error": {...}}` in one place; never leak a traceback."""
 
@@ -44,6 +47,9 @@ def install_error_handlers(app: FastAPI) -> None:
         headers: dict[str, str] = {}
         if isinstance(exc, RateLimited):
             headers["Retry-After"] = str(exc.retry_after_s)
+        elif exc.status_code == 503:
+            # Something the service depends on is down for now: tell clients when to come back.
+            headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_S)
         if isinstance(exc, Unauthorized):
             headers["WWW-Authenticate"] = "Bearer"
         return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)

@@ -318,6 +318,7 @@ def test_events_need_the_owners_key_and_answer_503_without_a_notifier(
     down = httpx.get(url, headers=bearer(owner), timeout=10)
     assert down.status_code == 503
     assert down.json()["error"]["code"] == "unavailable"
+    assert down.headers["retry-after"] == "1"
 
 
 def test_the_demo_page_works_with_auth_on(auth_stack: AuthStack, page: Page) -> None:
