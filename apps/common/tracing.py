@@ -7,7 +7,7 @@ in the message headers), the worker's calls to the balancer, inference server an
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from apps.common.logging import get_logger
 from apps.common.settings import CommonSettings
@@ -60,3 +60,13 @@ def instrument_celery() -> None:
     from opentelemetry.instrumentation.celery import CeleryInstrumentor
 
     CeleryInstrumentor().instrument()
+
+
+def inject_trace_context(carrier: dict[str, Any]) -> None:
+    """Put the current trace context into a message's headers (a Celery message written without
+    Celery's publish signals), where the worker's Celery instrumentation finds it."""
+    if not _state["on"]:
+        return
+    from opentelemetry import propagate
+
+    propagate.inject(carrier)

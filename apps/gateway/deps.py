@@ -1,4 +1,8 @@
-"""Collaborators the routes receive through `Depends` (built once in the app's lifespan)."""
+"""Collaborators the routes receive through `Depends` (built once in the app's lifespan).
+
+Async on purpose: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per
+request for what is an attribute read (the profile of `POST /flux` showed it).
+"""
 
 from __future__ import annotations
 
@@ -11,15 +15,15 @@ from apps.gateway.settings import GatewaySettings
 from apps.gateway.waiter import ResultWaiter
 
 
-def _settings(request: Request) -> GatewaySettings:
+async def _settings(request: Request) -> GatewaySettings:
     return request.app.state.settings
 
 
-def _service(request: Request) -> TaskService:
+async def _service(request: Request) -> TaskService:
     return request.app.state.service
 
 
-def _waiter(request: Request) -> ResultWaiter:
+async def _waiter(request: Request) -> ResultWaiter:
     return request.app.state.waiter
 
 

@@ -54,7 +54,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.redis = client
         app.state.keys = KeyStore(client)
         announcer = Announcer(store, client, producer)
-        queue = JobQueue(producer, QueuePositions(client))
+        queue = JobQueue(
+            client,
+            producer,
+            store,
+            QueuePositions(client),
+            job_ttl_s=settings.job_ttl_s,
+            publisher=settings.gateway_publisher,
+        )
         app.state.service = TaskService(store, queue, client, announcer, settings)
         http = httpx.AsyncClient(limits=httpx.Limits(max_connections=None))
         app.state.waiter = ResultWaiter(http, settings.notifier_url)

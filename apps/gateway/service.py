@@ -14,13 +14,13 @@ from datetime import date
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from apps.common import keys
 from apps.common.announce import Announcer
 from apps.common.apikeys import ApiKey
 from apps.common.contracts import (
-    ErrorInfo,
     EventKind,
     FluxRequest,
     JobView,
@@ -46,7 +46,7 @@ from apps.common.usage import UsageMeter
 from apps.gateway.auth import ANONYMOUS, owner_of
 from apps.gateway.enqueue import JobQueue
 from apps.gateway.idempotency import IdempotencyKeys
-from apps.gateway.limits import KeyLimits
+from apps.gateway.limits import KeyAdmission, KeyLimits, retry_after_s
 from apps.gateway.settings import GatewaySettings
 
 log = get_logger(__name__)
@@ -85,7 +85,7 @@ class TaskService:
         self._positions = QueuePositions(client)
         self._usage = UsageMeter(client, job_ttl_s=settings.job_ttl_s)
         self._idempotency = IdempotencyKeys(client)
-        self._limits = KeyLimits(client, job_ttl_s=settings.job_ttl_s)
+        self._limits = KeyLimits(client)
         self._allow = AllowList.parse(settings.webhook_allow)
 
     def view(
@@ -130,7 +130,8 @@ class TaskService:
             )
             if bound is not None:
                 return Submitted(await self._wait_for_record(bound), replayed=True)
-        if caller is not None:
+        if caller is not None and options.idempotency_key is not None:
+            # Charged before the key is claimed: a refused submit must not hold the key.
             verdict = await self._limits.take_token(
                 caller.id, rate_per_s=caller.rate_per_s, burst=caller.burst
             )
@@ -149,45 +150,36 @@ class TaskService:
             )
             if bound is not None:
                 return Submitted(await self._wait_for_record(bound), replayed=True)
-        counted = False
-        try:
-            if caller is not None:
-                counted = await self._limits.start_job(
-                    caller.id,
-                    record.task_id,
-                    created_at=record.created_at,
-                    max_active=caller.max_active,
-                )
-                if not counted:
-                    raise TooManyJobs(
-                        f"key {caller.id} already has {caller.max_active} jobs queued or running",
-                        retry_after_s=TOO_MANY_JOBS_RETRY_S,
-                    )
-            # Index first: an index entry without its record is skipped by every reader, while
-            # a record without its index entries would be a job nobody can list or expire.
-            await self._index(record, scope)
-            await self._store.create(record)
-        except Exception:
-            if counted and caller is not None:
-                await self._limits.forget_job(caller.id, record.task_id)
-            if options.idempotency_key is not None:
-                await self._idempotency.release(scope, options.idempotency_key)
-            raise
-        try:
-            await self._queue.enqueue(record)
-        except Exception as exc:
-            log.error("enqueue failed", task_id=record.task_id, error=repr(exc))
-            # Applying `failed` also takes the job out of the key's active set.
-            await self._store.apply(
-                TaskEvent(
-                    task_id=record.task_id,
-                    event=EventKind.FAILED,
-                    error=ErrorInfo(code="enqueue_failed", message="the job could not be queued"),
-                )
+        admission = None
+        if caller is not None:
+            admission = KeyAdmission(
+                owner=caller.id,
+                rate_per_s=caller.rate_per_s,
+                burst=caller.burst,
+                max_active=caller.max_active,
+                charge_rate=options.idempotency_key is None,
             )
+        try:
+            refusal = await self._queue.accept(record, keys.owner_tasks_key(scope), admission)
+        except Exception as exc:
+            log.error("accept failed", error=repr(exc))
             if options.idempotency_key is not None:
                 await self._idempotency.release(scope, options.idempotency_key)
+            if isinstance(exc, RedisError):
+                raise
             raise Unavailable("the job queue is unavailable; retry later") from exc
+        if refusal is not None and caller is not None:
+            if options.idempotency_key is not None:
+                await self._idempotency.release(scope, options.idempotency_key)
+            if refusal.reason == "rate":
+                raise RateLimited(
+                    f"rate limit of key {caller.id} exceeded",
+                    retry_after_s=retry_after_s(refusal.wait_s),
+                )
+            raise TooManyJobs(
+                f"key {caller.id} already has {caller.max_active} jobs queued or running",
+                retry_after_s=TOO_MANY_JOBS_RETRY_S,
+            )
         return Submitted(record, replayed=False)
 
     async def _new_flux_record(
@@ -215,17 +207,6 @@ class TaskService:
             webhook=webhook,
             deadline_at=deadline_at,
         )
-
-    async def _index(self, record: JobRecord, scope: str) -> None:
-        tasks_key = keys.owner_tasks_key(scope)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            if record.deadline_at is not None:
-                pipe.zadd(keys.DEADLINES, {record.task_id: record.deadline_at})
-            pipe.zadd(tasks_key, {record.task_id: record.created_at})
-            # Records expire after the TTL; so do their entries in the listing.
-            pipe.zremrangebyscore(tasks_key, "-inf", time.time() - self._settings.job_ttl_s)
-            pipe.expire(tasks_key, self._settings.job_ttl_s)
-            await pipe.execute()
 
     async def _check_webhook_url(self, url: str) -> None:
         try:

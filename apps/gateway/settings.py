@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from apps.common.settings import CommaList, CommonSettings
@@ -16,3 +18,5 @@ class GatewaySettings(CommonSettings):
     notifier_url: str = "http://127.0.0.1:8300"
     # Browser origins allowed to call the API (comma-separated); empty means CORS off.
     cors_origins: CommaList = []
+    # `direct`: record and Celery message in one Redis round trip; `celery`: Celery's send_task.
+    gateway_publisher: Literal["direct", "celery"] = "direct"
