@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fluxgate-installed
 
-.PHONY: help setup up test lint format clean bench bench-submit_to_result bench-batching bench-sync_facade bench-balancer
+.PHONY: help setup up test lint format clean run-loadtest bench bench-submit bench-overhead bench-fanout bench-efficiency bench-submit_to_result bench-batching bench-sync_facade bench-balancer
 
 help:  ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -22,15 +22,31 @@ test: setup  ## run the test suite (starts its own redis and services on free po
 	$(VENV)/bin/pytest
 
 lint: setup  ## ruff and mypy
-	$(VENV)/bin/ruff check apps tests benchmarks clients
-	$(VENV)/bin/ruff format --check apps tests benchmarks clients
+	$(VENV)/bin/ruff check apps tests benchmarks clients loadtest
+	$(VENV)/bin/ruff format --check apps tests benchmarks clients loadtest
 	$(VENV)/bin/mypy
 
 format: setup  ## apply ruff's formatting and fixes
 	$(VENV)/bin/ruff format apps tests benchmarks
 	$(VENV)/bin/ruff check --fix apps tests benchmarks
 
-bench: bench-submit_to_result bench-batching bench-sync_facade bench-balancer  ## run every benchmark (results in benchmarks/results/)
+run-loadtest: setup  ## locust against the stack (started if needed): USERS=4 SPAWN_RATE=2 DURATION=40s
+	USERS=$(or $(USERS),4) SPAWN_RATE=$(or $(SPAWN_RATE),2) DURATION=$(or $(DURATION),40s) scripts/run-loadtest.sh
+
+bench: bench-submit bench-overhead bench-fanout bench-efficiency bench-submit_to_result bench-batching bench-sync_facade bench-balancer  ## run every benchmark (results in benchmarks/results/)
+
+bench-submit: setup  ## accepted POST /flux per second: gateway vs bare FastAPI+LPUSH vs Flask+apply_async (wrk)
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q wrk >/dev/null; } || { echo "bench-submit needs wrk (apt install wrk)"; exit 1; }
+	$(PY) benchmarks/submit.py
+
+bench-overhead: setup  ## submit -> WebSocket result minus model compute, 20 jobs/s for 60 s, per hop
+	$(PY) benchmarks/overhead.py
+
+bench-fanout: setup  ## one notifier, 10,000 WebSocket subscribers, 100 final events at once
+	$(PY) benchmarks/fanout.py
+
+bench-efficiency: setup  ## images/s through the stack vs the same inference server driven directly
+	$(PY) benchmarks/efficiency.py
 
 bench-submit_to_result: setup  ## submit -> WebSocket result of one 256x256 4-step job at a time
 	$(PY) benchmarks/submit_to_result.py
