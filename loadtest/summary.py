@@ -9,7 +9,8 @@ from pathlib import Path
 
 def main() -> None:
     stats = Path(sys.argv[1] if len(sys.argv) > 1 else "loadtest/reports/run_stats.csv")
-    rows = list(csv.DictReader(stats.open()))
+    with stats.open() as lines:
+        rows = list(csv.DictReader(lines))
     columns = ("count", "fail", "req/s", "p50", "p95", "p99")
     print(f"\n{'request':40s} " + " ".join(f"{c:>7s}" for c in columns))
     failures = 0

@@ -41,10 +41,8 @@ def test_locust_users_measure_time_to_result(stack: Stack, tmp_path: Path) -> No
         env={**stack.env, "LOADTEST_STEPS": "1", "LOADTEST_SIZES": "64x64"},
         cwd=ROOT,
     )
-    rows = {
-        f"{row['Type']} {row['Name']}": row
-        for row in csv.DictReader((tmp_path / "run_stats.csv").open())
-    }
+    with (tmp_path / "run_stats.csv").open() as stats:
+        rows = {f"{row['Type']} {row['Name']}": row for row in csv.DictReader(stats)}
     assert done.returncode == 0, done.stderr[-3000:]
     for name in (
         "POST POST /flux",
