@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Mapping
 
 import structlog
 from prometheus_client import Counter, Histogram
@@ -71,12 +70,19 @@ def outgoing_headers() -> dict[str, str]:
     return headers
 
 
-def ids_from_headers(headers: Mapping[str, str]) -> dict[str, str | None]:
-    lowered = {k.lower(): v for k, v in headers.items()}
-    return {
-        "request_id": clean_id(lowered.get(REQUEST_ID_HEADER.lower())),
-        "task_id": clean_id(lowered.get(TASK_ID_HEADER.lower())),
-    }
+_REQUEST_ID_RAW = REQUEST_ID_HEADER.lower().encode()
+_TASK_ID_RAW = TASK_ID_HEADER.lower().encode()
+
+
+def _ids_from_scope(scope: Scope) -> tuple[str | None, str | None]:
+    """The two ids from ASGI's raw header list (names arrive lower-cased), without a dict."""
+    request_id = task_id = None
+    for name, value in scope["headers"]:
+        if name == _REQUEST_ID_RAW:
+            request_id = clean_id(value.decode("latin-1"))
+        elif name == _TASK_ID_RAW:
+            task_id = clean_id(value.decode("latin-1"))
+    return request_id, task_id
 
 
 def _route_of(scope: Scope) -> str:
@@ -98,16 +104,35 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, *, service: str) -> None:
         self.app = app
         self.service = service
+        # Labelled children looked up once: `.labels()` per request costs a lock and a hash.
+        self._request_counters: dict[tuple[str, str, int], Counter] = {}
+        self._latency_histograms: dict[tuple[str, str], Histogram] = {}
+
+    def _requests(self, method: str, route: str, status: int) -> Counter:
+        key = (method, route, status)
+        child = self._request_counters.get(key)
+        if child is None:
+            child = HTTP_REQUESTS.labels(self.service, method, route, str(status))
+            self._request_counters[key] = child
+        return child
+
+    def _seconds(self, method: str, route: str) -> Histogram:
+        key = (method, route)
+        child = self._latency_histograms.get(key)
+        if child is None:
+            child = HTTP_SECONDS.labels(self.service, method, route)
+            self._latency_histograms[key] = child
+        return child
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        ids = ids_from_headers(headers)
-        request_id = ids["request_id"] or new_request_id()
-        structlog.contextvars.clear_contextvars()
-        bind_ids(request_id=request_id, task_id=ids["task_id"])
+        given_request_id, task_id = _ids_from_scope(scope)
+        request_id = given_request_id or new_request_id()
+        # No clearing needed: the server runs each request in its own task, with its own copy
+        # of the context, so what one request binds never reaches another.
+        bind_ids(request_id=request_id, task_id=task_id)
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)
             return
@@ -124,7 +149,7 @@ class RequestContextMiddleware:
                     *message["headers"],
                     (REQUEST_ID_HEADER.lower().encode(), request_id.encode()),
                 ]
-                HTTP_SECONDS.labels(self.service, scope["method"], _route_of(scope)).observe(
+                self._seconds(scope["method"], _route_of(scope)).observe(
                     time.perf_counter() - started
                 )
             await send(message)
@@ -133,7 +158,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             route = _route_of(scope)
-            HTTP_REQUESTS.labels(self.service, scope["method"], route, str(status)).inc()
+            self._requests(scope["method"], route, status).inc()
             if not str(scope.get("path", "")).startswith(_QUIET_PATHS):
                 log.info(
                     "request",
