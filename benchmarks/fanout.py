@@ -118,7 +118,7 @@ def main() -> None:
             connect_s = time.perf_counter() - connect_started
             connected = int(ready[1]) if len(ready) == 2 else 0
             sent_at = asyncio.run(publish_all(base, task_ids))
-            clients.wait(timeout=120)
+            clients.wait(timeout=600)
             outcome = json.loads((tmp / "received.json").read_text())
         finally:
             notifier.terminate()

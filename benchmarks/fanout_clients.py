@@ -44,8 +44,11 @@ async def main_async(args: argparse.Namespace, task_ids: list[str]) -> dict[str,
         for task_id in task_ids
         for _ in range(args.per_task)
     ]
-    while connected[0] < len(subscribers):
-        if all(s.done() for s in subscribers):
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        # Ready once every subscriber has its snapshot or has given up (a failed connect).
+        failed = sum(1 for s in subscribers if s.done() and s.exception() is not None)
+        if connected[0] + failed >= len(subscribers):
             break
         await asyncio.sleep(0.05)
     print(f"READY {connected[0]}", flush=True)
@@ -62,7 +65,7 @@ def main() -> None:
     parser.add_argument("--tasks", required=True)
     parser.add_argument("--per-task", type=int, default=100)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--timeout", type=float, default=60)
+    parser.add_argument("--timeout", type=float, default=240)
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
-import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
@@ -22,6 +21,7 @@ from apps.common.jobs import JobStore
 from apps.common.logging import get_logger
 from apps.common.queue_position import QueuePositions
 from apps.common.queues import make_producer
+from apps.common.redis_client import async_redis
 from apps.common.request_context import RequestContextMiddleware
 from apps.common.settings import get_settings
 from apps.common.tracing import instrument_app, instrument_celery
@@ -43,9 +43,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = aioredis.Redis.from_url(
-            settings.redis_url, decode_responses=True, socket_connect_timeout=2, socket_timeout=5
-        )
+        client = async_redis(settings.redis_url, socket_timeout_s=5)
         producer = make_producer(
             settings.redis_url, visibility_timeout_s=settings.broker_visibility_timeout_s
         )

@@ -7,7 +7,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import redis.asyncio as aioredis
 from fastapi import FastAPI, Query, Request, WebSocket
 from fastapi.responses import Response, StreamingResponse
 from prometheus_client import Gauge, make_asgi_app
@@ -21,6 +20,7 @@ from apps.common.http import install_error_handlers
 from apps.common.jobs import JobRecord, JobStore
 from apps.common.queue_position import QueuePositions
 from apps.common.queues import make_producer
+from apps.common.redis_client import async_redis
 from apps.common.request_context import RequestContextMiddleware, bind_ids
 from apps.common.settings import get_settings
 from apps.common.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
@@ -43,7 +43,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+        client = async_redis(settings.redis_url)
         producer = make_producer(
             settings.redis_url, visibility_timeout_s=settings.broker_visibility_timeout_s
         )
