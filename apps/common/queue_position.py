@@ -10,7 +10,6 @@ whatever the queue's length, and counts across one queue only (not across every 
 
 from __future__ import annotations
 
-import redis
 import redis.asyncio as aioredis
 
 from apps.common import keys
@@ -73,15 +72,3 @@ class QueuePositions:
         if record.status != "queued" or record.queue_ticket is None:
             return None
         return int(await self._position(keys=position_keys(record), args=[record.queue_ticket]))
-
-
-class SyncQueuePositions:
-    """The same over a blocking client."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self._position = client.register_script(POSITION_LUA)
-
-    def of(self, record: JobRecord) -> int | None:
-        if record.status != "queued" or record.queue_ticket is None:
-            return None
-        return int(self._position(keys=position_keys(record), args=[record.queue_ticket]))
