@@ -54,6 +54,13 @@ class Conflict(FluxgateError):
     status_code = 409
 
 
+class IdempotencyInProgress(Conflict):
+    """The first request with this Idempotency-Key is still being accepted: retry shortly.
+    Its own code, so clients can tell it from a key reused with another body."""
+
+    code = "idempotency_in_progress"
+
+
 class Unavailable(FluxgateError):
     code = "unavailable"
     status_code = 503

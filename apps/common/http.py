@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from apps.common.errors import FluxgateError, RateLimited, Unauthorized
+from apps.common.errors import FluxgateError, IdempotencyInProgress, RateLimited, Unauthorized
 from apps.common.logging import get_logger
 
 log = get_logger(__name__)
@@ -47,7 +47,7 @@ def install_error_handlers(app: FastAPI) -> None:
         headers: dict[str, str] = {}
         if isinstance(exc, RateLimited):
             headers["Retry-After"] = str(exc.retry_after_s)
-        elif exc.status_code == 503:
+        elif exc.status_code == 503 or isinstance(exc, IdempotencyInProgress):
             # Something the service depends on is down for now: tell clients when to come back.
             headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_S)
         if isinstance(exc, Unauthorized):

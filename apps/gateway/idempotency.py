@@ -9,7 +9,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from apps.common import keys
-from apps.common.errors import Conflict, InvalidInput
+from apps.common.errors import Conflict, IdempotencyInProgress, InvalidInput
 
 HEADER = "Idempotency-Key"
 TTL_S = 24 * 3600
@@ -18,7 +18,7 @@ MAX_KEY_LENGTH = 255
 KEY_PATTERN = r"^[\x21-\x7e][\x20-\x7e]{0,254}$"
 
 
-def _digest(text: str) -> str:
+def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -36,11 +36,11 @@ class IdempotencyKeys:
 
     async def bound_task(self, scope: str, key: str, *, body: str) -> str | None:
         """The task `key` is already bound to, or None. Raises Conflict for another body."""
-        existing = await self._redis.get(keys.idempotency_key(scope, _digest(key)))
+        existing = await self._redis.get(keys.idempotency_key(scope, digest(key)))
         if existing is None:
             return None
         bound = orjson.loads(existing)
-        if bound["body"] != _digest(body):
+        if bound["body"] != digest(body):
             raise Conflict(f"this {HEADER} was already used with a different body", field=HEADER)
         return str(bound["task_id"])
 
@@ -49,8 +49,8 @@ class IdempotencyKeys:
 
         Raises Conflict when the key was used with a different body.
         """
-        redis_key = keys.idempotency_key(scope, _digest(key))
-        claim = orjson.dumps({"task_id": task_id, "body": _digest(body)}).decode()
+        redis_key = keys.idempotency_key(scope, digest(key))
+        claim = orjson.dumps({"task_id": task_id, "body": digest(body)}).decode()
         for _ in range(2):  # the other binding may expire between SET and GET: try once more
             if await self._redis.set(redis_key, claim, nx=True, ex=TTL_S):
                 return None
@@ -58,13 +58,15 @@ class IdempotencyKeys:
             if existing is None:
                 continue
             bound = orjson.loads(existing)
-            if bound["body"] != _digest(body):
+            if bound["body"] != digest(body):
                 raise Conflict(
                     f"this {HEADER} was already used with a different body", field=HEADER
                 )
             return str(bound["task_id"])
-        raise Conflict(f"this {HEADER} is being used by another request; retry", field=HEADER)
+        raise IdempotencyInProgress(
+            f"this {HEADER} is being used by another request; retry", field=HEADER
+        )
 
     async def release(self, scope: str, key: str) -> None:
         """Forget a claim whose job could not be queued, so the client may retry with it."""
-        await self._redis.delete(keys.idempotency_key(scope, _digest(key)))
+        await self._redis.delete(keys.idempotency_key(scope, digest(key)))

@@ -31,6 +31,7 @@ from apps.common.contracts import (
 )
 from apps.common.errors import (
     Conflict,
+    IdempotencyInProgress,
     InvalidInput,
     NotFound,
     RateLimited,
@@ -222,7 +223,7 @@ class TaskService:
             if record is not None:
                 return record
             await asyncio.sleep(0.02)
-        raise Conflict(
+        raise IdempotencyInProgress(
             "a request with this Idempotency-Key is still being accepted; retry",
             field="Idempotency-Key",
         )

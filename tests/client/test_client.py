@@ -340,6 +340,25 @@ def test_submit_retries_a_503_honouring_retry_after_with_the_same_idempotency_ke
     assert json.loads(server.requests[0].body) == SMALL  # flux input is sent flat
 
 
+def test_a_submit_still_being_accepted_is_retried_but_a_reused_key_is_not() -> None:
+    in_progress = {"error": {"code": "idempotency_in_progress", "message": "retry"}}
+    with (
+        FakeHTTP(Answer(409, in_progress, {"Retry-After": "0"}), Answer(202, ACCEPTED)) as server,
+        Fluxgate(server.url) as client,
+    ):
+        assert client.submit("flux", SMALL).task_id == "t-1"
+    assert len(server.requests) == 2
+
+    reused = {"error": {"code": "conflict", "message": "other body", "field": "Idempotency-Key"}}
+    with (
+        FakeHTTP(Answer(409, reused), Answer(202, ACCEPTED)) as server,
+        Fluxgate(server.url) as client,
+        pytest.raises(ConflictError),
+    ):
+        client.submit("flux", SMALL)
+    assert len(server.requests) == 1
+
+
 def test_a_get_waits_as_long_as_retry_after_says() -> None:
     answers = [
         Answer(503, {"error": {"code": "unavailable", "message": "x"}}, {"Retry-After": "1"})

@@ -17,7 +17,9 @@ import redis
 from playwright.sync_api import Page
 
 from apps.common import keys
+from apps.common.contracts import FluxRequest
 from apps.common.signing import verify_webhook
+from apps.gateway.idempotency import digest as idempotency_digest
 from tests.e2e.wsclient import watch
 from tests.procs import Proc, free_port, python_module, stack_env, start_redis, wait_http_ok
 
@@ -340,3 +342,31 @@ def test_the_demo_page_works_with_auth_on(auth_stack: AuthStack, page: Page) -> 
     page.wait_for_selector('#status[data-status="queued"]', timeout=10_000)
     assert page.inner_text("#status").startswith("Queued")
     assert page.is_hidden("#error")
+
+
+def test_a_key_still_being_accepted_answers_retry_not_conflict(auth_stack: AuthStack) -> None:
+    """Another request holds the Idempotency-Key but its job is not written yet: the answer
+    must say "retry shortly", distinct from a key reused with another body."""
+    token = auth_stack.new_key("in-progress")
+    owner = httpx.get(f"{auth_stack.gateway}/usage", headers=bearer(token)).json()["key"]
+    body = FluxRequest.model_validate(FLUX).model_dump_json()
+    claim = {"task_id": str(uuid.uuid4()), "body": idempotency_digest(body)}
+    client = redis.Redis.from_url(auth_stack.redis_url)
+    client.set(keys.idempotency_key(owner, idempotency_digest("held-key")), json.dumps(claim))
+    held = httpx.post(
+        f"{auth_stack.gateway}/flux",
+        json=FLUX,
+        headers={**bearer(token), "Idempotency-Key": "held-key"},
+        timeout=10,
+    )
+    assert held.status_code == 409
+    assert held.json()["error"]["code"] == "idempotency_in_progress"
+    assert held.headers["retry-after"] == "1"
+    other_body = httpx.post(
+        f"{auth_stack.gateway}/flux",
+        json={**FLUX, "prompt": "something else"},
+        headers={**bearer(token), "Idempotency-Key": "held-key"},
+        timeout=10,
+    )
+    assert other_body.status_code == 409
+    assert other_body.json()["error"]["code"] == "conflict"

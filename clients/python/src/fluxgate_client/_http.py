@@ -127,13 +127,25 @@ def backoff_s(attempt: int, *, base: float = 0.5, cap: float = 8.0) -> float:
     return min(cap, base * 2.0**attempt) * random.uniform(0.5, 1.0)
 
 
+def _in_progress(response: httpx.Response) -> bool:
+    """409 `idempotency_in_progress`: the same submit is still being accepted; ask again."""
+    if response.status_code != 409:
+        return False
+    try:
+        return bool(response.json().get("error", {}).get("code") == "idempotency_in_progress")
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_retries: int
 
     def after_status(self, attempt: int, response: httpx.Response) -> float | None:
         """Seconds to wait before retrying this answer, or None to give up on it."""
-        if response.status_code not in (429, 503) or attempt >= self.max_retries:
+        if attempt >= self.max_retries:
+            return None
+        if response.status_code not in (429, 503) and not _in_progress(response):
             return None
         asked = parse_retry_after(response.headers)
         return backoff_s(attempt) if asked is None else min(asked, RETRY_AFTER_CAP_S)
