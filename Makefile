@@ -27,8 +27,8 @@ lint: setup  ## ruff and mypy
 	$(VENV)/bin/mypy
 
 format: setup  ## apply ruff's formatting and fixes
-	$(VENV)/bin/ruff format apps tests benchmarks
-	$(VENV)/bin/ruff check --fix apps tests benchmarks
+	$(VENV)/bin/ruff format apps tests benchmarks clients loadtest
+	$(VENV)/bin/ruff check --fix apps tests benchmarks clients loadtest
 
 run-loadtest: setup  ## locust against the stack (started if needed): USERS=4 SPAWN_RATE=2 DURATION=40s
 	USERS=$(or $(USERS),4) SPAWN_RATE=$(or $(SPAWN_RATE),2) DURATION=$(or $(DURATION),40s) scripts/run-loadtest.sh
