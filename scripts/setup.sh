@@ -42,6 +42,6 @@ fi
 "$VENV/bin/python" -m pip install --quiet -e "./clients/python[cli]"
 if [ "${FLUXGATE_SETUP_BROWSER:-0}" = 1 ] && ! command -v chromium >/dev/null; then
   # Only the tests need a browser (the demo page's test): Debian's chromium, never a download.
-  apt_install chromium && echo "setup: installed chromium" || true
+  apt_install chromium fonts-liberation && echo "setup: installed chromium" || true
 fi
 echo "setup: done ($("$VENV/bin/python" --version), venv $VENV)"
