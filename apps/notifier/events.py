@@ -37,21 +37,17 @@ class EventIngest:
 
     async def live_view(self, record: JobRecord, event: str | None = None) -> JobView:
         """The view with the job's current place in its queue (while queued)."""
-        position = await self._positions.of(record)
-        return job_view(
-            record,
-            public_base=self._settings.public_base,
-            public_ws_base=self._settings.public_ws_base,
-            event=event,
-            queue_position=position,
-        )
+        return self.view_of(record, event, queue_position=await self._positions.of(record))
 
-    def view_of(self, record: JobRecord, event: str | None = None) -> JobView:
+    def view_of(
+        self, record: JobRecord, event: str | None = None, *, queue_position: int | None = None
+    ) -> JobView:
         return job_view(
             record,
             public_base=self._settings.public_base,
             public_ws_base=self._settings.public_ws_base,
             event=event,
+            queue_position=queue_position,
         )
 
     async def ingest(

@@ -33,6 +33,8 @@ class Published:
     seq: int
     terminal: bool
     text: str
+    # The view's event kind (`snapshot`, `progress`, ...), for transports that name it (SSE).
+    event: str = "message"
 
     @classmethod
     def parse(cls, text: str) -> Published:
@@ -41,6 +43,7 @@ class Published:
             seq=int(data["seq"]),
             terminal=TaskStatus(data["status"]) in TERMINAL_STATUSES,
             text=text,
+            event=data.get("event") or "message",
         )
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import orjson
-
 from apps.common.jobs import JobStore
 from apps.notifier.events import EventIngest
 from apps.notifier.hub import EventHub, Published
@@ -25,8 +23,7 @@ NOT_FOUND_FRAME = (
 KEEPALIVE_S = 15.0
 
 
-def frame(text: str, *, seq: int) -> bytes:
-    event = orjson.loads(text).get("event") or "message"
+def frame(text: str, *, seq: int, event: str) -> bytes:
     return f"id: {seq}\nevent: {event}\ndata: {text}\n\n".encode()
 
 
@@ -45,7 +42,7 @@ async def task_event_stream(
             yield NOT_FOUND_FRAME
             return
         snapshot = await ingest.live_view(record, "snapshot")
-        yield frame(snapshot.model_dump_json(), seq=record.seq)
+        yield frame(snapshot.model_dump_json(), seq=record.seq, event="snapshot")
         if record.status.is_terminal:
             return
         last_seq = record.seq
@@ -58,6 +55,7 @@ async def task_event_stream(
             if message.seq <= last_seq:
                 continue  # already covered by the snapshot or an earlier view
             last_seq = message.seq
-            yield frame(message.text, seq=message.seq)
+            # The hub parsed the view once for all subscribers: no JSON work per subscriber.
+            yield frame(message.text, seq=message.seq, event=message.event)
             if message.terminal:
                 return
