@@ -17,13 +17,16 @@ from apps.common.jobs import JobRecord
 from apps.common.queues import celery_priority, lane_name, queue_of
 
 # Takes a ticket for a job about to be published; stored on its record if the record exists.
-TAKE_TICKET_LUA = """
-local ticket = redis.call('INCR', KEYS[1])
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('HSET', KEYS[2], 'queue_ticket', ticket)
+TAKE_TICKET_FN = """
+local function take_ticket(counter, job)
+  local ticket = redis.call('INCR', counter)
+  if redis.call('EXISTS', job) == 1 then
+    redis.call('HSET', job, 'queue_ticket', ticket)
+  end
+  return ticket
 end
-return ticket
 """
+TAKE_TICKET_LUA = TAKE_TICKET_FN + "return take_ticket(KEYS[1], KEYS[2])\n"
 
 # KEYS: the lanes served before the job's own, then its own lane, then its lane's counter.
 POSITION_LUA = """

@@ -21,7 +21,7 @@ from apps.common import keys
 from apps.common.celery_wire import task_message
 from apps.common.contracts import ErrorInfo, EventKind, TaskEvent, WebhookMessage
 from apps.common.jobs import JobRecord, JobStore
-from apps.common.queue_position import QueuePositions
+from apps.common.queue_position import TAKE_TICKET_FN, QueuePositions
 from apps.common.queues import (
     JOB_TASKS,
     REQUEST_ID_MESSAGE_HEADER,
@@ -29,7 +29,13 @@ from apps.common.queues import (
     send_webhook,
 )
 from apps.common.tracing import inject_trace_context
-from apps.gateway.limits import ACTIVE_CAP_FN, BUCKET_FN, KeyAdmission, KeyLimits
+from apps.gateway.limits import (
+    ACTIVE_CAP_FN,
+    ACTIVE_CAP_LUA,
+    BUCKET_FN,
+    KeyAdmission,
+    KeyLimits,
+)
 
 Publisher = Literal["direct", "celery"]
 
@@ -41,6 +47,7 @@ Publisher = Literal["direct", "celery"]
 ACCEPT_LUA = (
     BUCKET_FN
     + ACTIVE_CAP_FN
+    + TAKE_TICKET_FN
     + """
 if ARGV[7] ~= '' then
   local allowed, wait = take_token(KEYS[6], tonumber(ARGV[7]), tonumber(ARGV[8]))
@@ -55,8 +62,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 if ARGV[4] ~= '' then redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1]) end
 redis.call('HSET', KEYS[1], unpack(ARGV, 10))
-local ticket = redis.call('INCR', KEYS[4])
-redis.call('HSET', KEYS[1], 'queue_ticket', ticket)
+local ticket = take_ticket(KEYS[4], KEYS[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('LPUSH', KEYS[5], ARGV[6])
 return {1, ticket}
@@ -90,11 +96,7 @@ class JobQueue:
         self._publisher = publisher
         self._accept = client.register_script(ACCEPT_LUA)
         self._limits = KeyLimits(client)
-        self._start_job = client.register_script(
-            ACTIVE_CAP_FN
-            + "return start_job(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]),"
-            + " tonumber(ARGV[4])) and 1 or 0"
-        )
+        self._start_job = client.register_script(ACTIVE_CAP_LUA)
         self._redis = client
 
     async def accept(

@@ -50,6 +50,14 @@ return {allowed, string.format('%.3f', wait)}
 """
 )
 
+ACTIVE_CAP_LUA = (
+    ACTIVE_CAP_FN
+    + """
+return start_job(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
+  and 1 or 0
+"""
+)
+
 
 @dataclass(frozen=True)
 class Verdict:

@@ -1,0 +1,58 @@
+"""Accepting a job writes the same things whichever publisher is used, and a key over its cap
+gets nothing written (real redis-server, the gateway's own JobQueue)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+import redis.asyncio as aioredis
+
+from apps.common import keys
+from apps.common.jobs import JobStore, new_job
+from apps.common.queue_position import QueuePositions
+from apps.common.queues import celery_priority, lane_name, make_producer
+from apps.gateway.enqueue import JobQueue, Publisher
+from apps.gateway.limits import KeyAdmission
+
+
+@pytest.mark.parametrize("publisher", ["direct", "celery"])
+def test_accept_writes_record_listing_ticket_and_message_or_refuses_over_cap(
+    redis_url: str, publisher: Publisher
+) -> None:
+    # A database of its own: the session stack's worker consumes the `gpu` lanes of database 0.
+    own_db = redis_url.rsplit("/", 1)[0] + "/9"
+
+    async def scenario() -> None:
+        client = aioredis.Redis.from_url(own_db, decode_responses=True)
+        producer = make_producer(own_db, visibility_timeout_s=60)
+        store = JobStore(client, ttl_s=600)
+        queue = JobQueue(
+            client, producer, store, QueuePositions(client), job_ttl_s=600, publisher=publisher
+        )
+        owner = f"key-{uuid.uuid4().hex[:8]}"
+        admission = KeyAdmission(owner=owner, rate_per_s=100.0, burst=100, max_active=1)
+        listing = keys.owner_tasks_key(owner)
+        try:
+            first = new_job("flux", {"prompt": "a fox"}, owner=owner, priority=1)
+            assert await queue.accept(first, listing, admission) is None
+            stored = await store.get(first.task_id)
+            assert stored is not None and stored.queue_ticket == first.queue_ticket
+            assert await client.zscore(listing, first.task_id) is not None
+            lane = lane_name("gpu", celery_priority(1))
+            message = json.loads(await client.rpop(lane))  # type: ignore[arg-type]
+            assert message["headers"]["id"] == first.task_id
+            assert message["headers"]["task"] == "fluxgate.flux"
+
+            second = new_job("flux", {"prompt": "a fox"}, owner=owner, priority=1)
+            refusal = await queue.accept(second, listing, admission)
+            assert refusal is not None and refusal.reason == "cap"
+            assert await store.get(second.task_id) is None
+            assert await client.llen(lane) == 0
+        finally:
+            producer.close()
+            await client.aclose()
+
+    asyncio.run(scenario())
