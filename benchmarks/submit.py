@@ -77,8 +77,8 @@ class Servers:
         self.redis_url = redis_url
         self.redis = redis.Redis.from_url(redis_url)
         self.ports = {name: free_port() for name in ("fluxgate", "bare", "seed")}
-        ports = {"gateway": self.ports["fluxgate"], "notifier": free_port(), "balancer": 1}
-        ports["inference"] = 1
+        # Only the gateway runs; the other services' ports just fill in its environment.
+        ports = {"gateway": self.ports["fluxgate"], "notifier": 1, "balancer": 1, "inference": 1}
         env = {
             **stack_env(redis_url, tmp, ports),
             "FLUXGATE_AUTH": "true",
