@@ -22,7 +22,7 @@ DEBIAN_MODULES = (
 
 
 def render(prefix: Path, *, listen: str, gateway: str, notifier: str, max_body: str,
-           load_modules: str = DEBIAN_MODULES, lua_dir: Path = HERE / "lua",
+           max_upload: str = "64m", load_modules: str = DEBIAN_MODULES, lua_dir: Path = HERE / "lua",
            workers: str = "auto", access_log: str = "off", error_level: str = "warn") -> Path:
     """Write PREFIX/conf/nginx.conf and the temp directories; returns the config path."""
     for sub in ("conf", "tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi"):
@@ -30,7 +30,7 @@ def render(prefix: Path, *, listen: str, gateway: str, notifier: str, max_body: 
     values = dict(
         LOAD_MODULES=load_modules, WORKER_PROCESSES=workers, PREFIX=str(prefix.resolve()),
         ERROR_LOG_LEVEL=error_level, ACCESS_LOG=access_log, LUA_DIR=str(lua_dir.resolve()),
-        MAX_BODY=max_body, GATEWAY_UPSTREAM=gateway, NOTIFIER_UPSTREAM=notifier, LISTEN=listen,
+        MAX_BODY=max_body, MAX_UPLOAD=max_upload, GATEWAY_UPSTREAM=gateway, NOTIFIER_UPSTREAM=notifier, LISTEN=listen,
     )
     # Only ${UPPER_CASE} is ours; a name the template uses but we do not fill is an error.
     config = PLACEHOLDER.sub(lambda m: values[m.group(1)],
@@ -50,11 +50,13 @@ def main() -> None:
     parser.add_argument("--notifier",
                         default="127.0.0.1:" + env("FLUXGATE_NOTIFIER_PORT", "8300"))
     parser.add_argument("--max-body", default=env("FLUXGATE_NGINX_MAX_BODY", "1m"))
+    parser.add_argument("--max-upload", default=env("FLUXGATE_NGINX_MAX_UPLOAD", "64m"),
+                        help="body limit of POST /tasks, which carries images")
     parser.add_argument("--no-load-modules", action="store_true",
                         help="for OpenResty, which has the Lua module built in")
     args = parser.parse_args()
     path = render(args.prefix, listen=args.listen, gateway=args.gateway, notifier=args.notifier,
-                  max_body=args.max_body, load_modules="" if args.no_load_modules
+                  max_body=args.max_body, max_upload=args.max_upload, load_modules="" if args.no_load_modules
                   else DEBIAN_MODULES)
     print(path)
 

@@ -11,6 +11,7 @@ import httpx
 import pytest
 import redis
 
+from apps.worker.text.tiny_translator import ensure_tiny_translator
 from tests.procs import Proc, poll_until, start_redis, start_stack, wait_stack_ready
 from tests.webhook_receiver import WebhookReceiver
 
@@ -132,10 +133,13 @@ class Stack:
 def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """redis + inference + balancer + notifier + gateway + a Celery worker, as real processes."""
     tmp = tmp_path_factory.mktemp("stack")
+    # `translate` runs its real code path on a tiny random model built here (no hub).
+    translator = ensure_tiny_translator(tmp / "models")
     ports, env, procs = start_stack(
         redis_url,
         tmp,
         extra_env={
+            "FLUXGATE_TRANSLATE_MODEL": str(translator),
             "FLUXGATE_INTERNAL_SECRET": INTERNAL_SECRET,
             "FLUXGATE_INFERENCE_STEP_DELAY_MS": str(STEP_DELAY_MS),
             **FAST_DELIVERY_ENV,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_SEED = 2**32 - 1
 
@@ -77,6 +77,9 @@ class FluxInput(StrictModel):
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     num_images: int = Field(default=1, ge=1, le=4)
     output_format: OutputFormat = OutputFormat.PNG
+    # Rewrite the prompt first (the `prompt_refine` rules, or the LLM when one is configured);
+    # the result reports the prompt used.
+    refine_prompt: bool = False
 
     @field_validator("prompt")
     @classmethod
@@ -221,6 +224,16 @@ class SubmitAnswer(BaseModel):
 class InferenceRequest(StrictModel):
     task_id: str
     input: FluxInput
+    # Image-to-image (`style_transfer`): the starting picture at the output's size (PNG, base64)
+    # and how much of the schedule redraws it. Images travel worker -> inference over HTTP only.
+    image_b64: str | None = None
+    strength: float | None = Field(default=None, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _image_with_strength(self) -> InferenceRequest:
+        if (self.image_b64 is None) != (self.strength is None):
+            raise ValueError("image_b64 and strength go together (image-to-image)")
+        return self
 
 
 class InferenceProgress(BaseModel):

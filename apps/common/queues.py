@@ -16,15 +16,22 @@ QUEUE_WEBHOOKS = "webhooks"
 ALL_QUEUES = (QUEUE_GPU, QUEUE_CPU, QUEUE_WEBHOOKS)
 # Celery message header carrying the submit's request id (read as `task.request.<name>`).
 REQUEST_ID_MESSAGE_HEADER = "fluxgate_request_id"
-# Task type -> (Celery task name, queue).
-JOB_TASKS = {"flux": (TASK_FLUX, QUEUE_GPU)}
+# Every other task type runs through this one Celery task (the worker dispatches on the type).
+TASK_JOB = "fluxgate.job"
 # kombu's Redis transport names a queue's priority lanes `<queue><sep><priority>`.
 LANE_SEPARATOR = ":"
 PRIORITY_LANES = 10
 
 
+def job_task(task_type: str) -> tuple[str, str]:
+    """The Celery task name and queue of a task type's jobs."""
+    from apps.common.task_types import task_type as spec_of
+
+    return (TASK_FLUX if task_type == "flux" else TASK_JOB), spec_of(task_type).queue
+
+
 def queue_of(task_type: str) -> str:
-    return JOB_TASKS[task_type][1]
+    return job_task(task_type)[1]
 
 
 def lane_name(queue: str, celery_priority: int) -> str:

@@ -57,6 +57,12 @@ class CommonSettings(BaseSettings):
     # OpenTelemetry traces go to this OTLP/HTTP collector (e.g. http://otel-collector:4318);
     # empty turns tracing off. The standard OTEL_* variables tune the exporter and sampler.
     otel_endpoint: str = ""
+    # Input images of task types (uploads, base64, fetched URLs): bytes and decoded pixels.
+    input_image_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    input_image_max_pixels: int = Field(default=40_000_000, ge=4096)
+    # `translate`: a seq2seq model (MarianMT-style), a local directory or a hub id. Empty: the
+    # type answers 503 `model_not_configured` at submit.
+    translate_model: str = ""
 
     @model_validator(mode="after")
     def _refuse_dev_secrets_in_prod(self) -> Self:

@@ -12,17 +12,22 @@ from apps.common.errors import BodyTooLarge
 class BodyLimitMiddleware:
     """Refuse early on Content-Length; count chunked bodies as they arrive."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, larger: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Exact paths allowed a bigger body than the rest.
+        self.larger = larger or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.larger.get(scope["path"], self.max_bytes)
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._refuse(send)
+            if name == b"content-length" and value.isdigit() and int(value) > max_bytes:
+                await self._refuse(send, max_bytes)
                 return
         seen = 0
 
@@ -31,19 +36,19 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > max_bytes:
                     # Raised inside the route's body read, so the app's error handler answers 413.
-                    raise BodyTooLarge(f"request body is over {self.max_bytes} bytes")
+                    raise BodyTooLarge(f"request body is over {max_bytes} bytes")
             return message
 
         await self.app(scope, counting_receive, send)
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, send: Send, max_bytes: int) -> None:
         body = json.dumps(
             {
                 "error": {
                     "code": BodyTooLarge.code,
-                    "message": f"request body is over {self.max_bytes} bytes",
+                    "message": f"request body is over {max_bytes} bytes",
                 }
             }
         ).encode()

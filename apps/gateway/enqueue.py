@@ -23,9 +23,9 @@ from apps.common.contracts import ErrorInfo, EventKind, TaskEvent, WebhookMessag
 from apps.common.jobs import JobRecord, JobStore
 from apps.common.queue_position import TAKE_TICKET_FN, QueuePositions
 from apps.common.queues import (
-    JOB_TASKS,
     REQUEST_ID_MESSAGE_HEADER,
     celery_priority,
+    job_task,
     send_webhook,
 )
 from apps.common.tracing import inject_trace_context
@@ -106,7 +106,7 @@ class JobQueue:
         nothing. Raises (RedisError, kombu errors) with nothing queued."""
         if self._publisher == "celery":
             return await self._accept_with_celery(record, listing_key, admission)
-        name, queue = JOB_TASKS[record.type]
+        name, queue = job_task(record.type)
         lane, message = task_message(
             name,
             record.task_id,
@@ -175,7 +175,7 @@ class JobQueue:
         # The ticket is taken just before the publish: two submits racing in the same lane may
         # swap their positions by one, never more.
         await self._positions.take_ticket(record)
-        name, queue = JOB_TASKS[record.type]
+        name, queue = job_task(record.type)
         try:
             await run_in_threadpool(
                 self._producer.send_task,

@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 
 from apps.common.announce import Announcer
 from apps.common.apikeys import KeyStore
+from apps.common.errors import NotFound
 from apps.common.http import install_error_handlers
 from apps.common.jobs import JobStore
 from apps.common.logging import get_logger
@@ -28,7 +29,7 @@ from apps.common.tracing import instrument_app, instrument_celery
 from apps.gateway.body_limit import BodyLimitMiddleware, SecurityHeadersMiddleware
 from apps.gateway.enqueue import JobQueue
 from apps.gateway.event_relay import EventRelay
-from apps.gateway.routes import admin, demo, flux, health, tasks, usage
+from apps.gateway.routes import admin, demo, flux, health, submit_task, tasks, usage
 from apps.gateway.service import TaskService
 from apps.gateway.settings import GatewaySettings
 from apps.gateway.waiter import ResultWaiter
@@ -92,7 +93,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             headers={"Retry-After": "1"},
         )
 
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.gateway_max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.gateway_max_body_bytes,
+        # Task inputs carry images (uploads, base64); every other body stays small.
+        larger={"/tasks": settings.gateway_max_upload_bytes},
+    )
     app.add_middleware(SecurityHeadersMiddleware)
     if settings.cors_origins:
         # Off unless asked for: browsers elsewhere may not call the API with a user's key.
@@ -114,8 +120,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(flux.router)
     app.include_router(tasks.router)
+    app.include_router(submit_task.router)
     app.include_router(admin.router)
     app.include_router(usage.router)
+
+    @app.get("/files/inputs/{path:path}", include_in_schema=False)
+    async def _no_inputs(path: str) -> None:
+        # Uploaded inputs stay private: only the worker reads them, from the store.
+        raise NotFound("not found")
+
     # Output names are random and unguessable, so files need no API key (browsers, webhooks).
     app.mount("/files", StaticFiles(directory=output_dir, check_dir=False), name="files")
     app.mount("/metrics", make_asgi_app())

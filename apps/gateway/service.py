@@ -11,19 +11,21 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
-from apps.common import keys
+from apps.common import images, keys
 from apps.common.announce import Announcer
 from apps.common.apikeys import ApiKey
 from apps.common.contracts import (
+    DeliveryFields,
     EventKind,
-    FluxRequest,
     JobView,
+    StrictModel,
     TaskEvent,
     TaskStatus,
     WebhookAttempt,
@@ -33,6 +35,7 @@ from apps.common.errors import (
     Conflict,
     IdempotencyInProgress,
     InvalidInput,
+    ModelNotConfigured,
     NotFound,
     RateLimited,
     TooManyJobs,
@@ -40,8 +43,10 @@ from apps.common.errors import (
 )
 from apps.common.jobs import JobRecord, JobStore, job_view, new_job
 from apps.common.logging import get_logger
+from apps.common.outputs import LocalOutputStore
 from apps.common.queue_position import QueuePositions
 from apps.common.request_context import bind_ids, current_ids
+from apps.common.task_types import task_type
 from apps.common.url_guard import AllowList, UnsafeUrl, check_url
 from apps.common.usage import UsageMeter
 from apps.gateway.auth import ANONYMOUS, owner_of
@@ -59,6 +64,19 @@ TOO_MANY_JOBS_RETRY_S = 5
 class Submitted:
     record: JobRecord
     replayed: bool
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A validated submit: the type, its input, delivery fields and the images to store."""
+
+    type: str
+    input: StrictModel
+    delivery: DeliveryFields
+    # Image field -> uploaded bytes (multipart, base64) or an http(s) URL for the worker to fetch.
+    images: dict[str, bytes | str]
+    # What an Idempotency-Key binds to: the same key with another body is a conflict.
+    idempotency_body: str
 
 
 @dataclass(frozen=True)
@@ -88,6 +106,11 @@ class TaskService:
         self._idempotency = IdempotencyKeys(client)
         self._limits = KeyLimits(client)
         self._allow = AllowList.parse(settings.webhook_allow)
+        self._outputs = LocalOutputStore(
+            Path(settings.output_dir),
+            public_base=settings.public_base,
+            secret=settings.internal_secret,
+        )
 
     def view(
         self, record: JobRecord, event: str | None = None, *, queue_position: int | None = None
@@ -118,16 +141,28 @@ class TaskService:
 
     # --- submit -------------------------------------------------------------------------------
 
-    async def submit_flux(
-        self, request: FluxRequest, options: SubmitOptions, caller: ApiKey | None
-    ) -> Submitted:
+    async def submit(self, job: NewJob, options: SubmitOptions, caller: ApiKey | None) -> Submitted:
         """Check limits, write the record, then enqueue: a worker never sees a task without
         its record, and a refused submit leaves nothing behind."""
+        spec = task_type(job.type)
+        if spec.requires_setting and not getattr(self._settings, spec.requires_setting, ""):
+            raise ModelNotConfigured(
+                f"task type {job.type} needs FLUXGATE_{spec.requires_setting.upper()} to be set",
+                field="type",
+            )
+        # Pure checks first (image decoding, URL safety): a bad input spends no rate or key.
+        extensions = await self._check_images(job)
+        delivery = job.delivery
+        webhook: dict[str, Any] | None = None
+        if delivery.webhook_url is not None:
+            await self._check_webhook_url(str(delivery.webhook_url))
+            events = sorted({e.value for e in delivery.webhook_events} | {"completed"})
+            webhook = {"url": str(delivery.webhook_url), "events": events}
         scope = owner_of(caller) or ANONYMOUS
         if options.idempotency_key is not None:
             # A replay is an answer about a job already accepted: it spends no rate.
             bound = await self._idempotency.bound_task(
-                scope, options.idempotency_key, body=request.model_dump_json()
+                scope, options.idempotency_key, body=job.idempotency_body
             )
             if bound is not None:
                 return Submitted(await self._wait_for_record(bound), replayed=True)
@@ -140,13 +175,13 @@ class TaskService:
                 raise RateLimited(
                     f"rate limit of key {caller.id} exceeded", retry_after_s=verdict.retry_after_s
                 )
-        record = await self._new_flux_record(request, options, owner_of(caller))
+        record = self._new_record(job, webhook, options, owner_of(caller))
         bind_ids(task_id=record.task_id)
         if options.idempotency_key is not None:
             bound = await self._idempotency.claim(
                 scope,
                 options.idempotency_key,
-                body=request.model_dump_json(),
+                body=job.idempotency_body,
                 task_id=record.task_id,
             )
             if bound is not None:
@@ -161,6 +196,8 @@ class TaskService:
                 charge_rate=options.idempotency_key is None,
             )
         try:
+            if job.images:
+                await self._store_images(record, job, extensions)
             refusal = await self._queue.accept(record, keys.owner_tasks_key(scope), admission)
         except Exception as exc:
             log.error("accept failed", error=repr(exc))
@@ -183,31 +220,70 @@ class TaskService:
             )
         return Submitted(record, replayed=False)
 
-    async def _new_flux_record(
-        self, request: FluxRequest, options: SubmitOptions, owner: str | None
+    def _new_record(
+        self,
+        job: NewJob,
+        webhook: dict[str, Any] | None,
+        options: SubmitOptions,
+        owner: str | None,
     ) -> JobRecord:
-        task_input = request.task_input()
-        delivery = request.delivery()
-        webhook: dict[str, Any] | None = None
-        if delivery.webhook_url is not None:
-            await self._check_webhook_url(str(delivery.webhook_url))
-            events = sorted({e.value for e in delivery.webhook_events} | {"completed"})
-            webhook = {"url": str(delivery.webhook_url), "events": events}
-        if task_input.seed is None:
+        task_input = job.input.model_dump(mode="json")
+        if "seed" in task_input and task_input["seed"] is None:
             # Fixed at submit so a rerun after a crash makes the same image.
-            task_input.seed = secrets.randbelow(2**32)
+            task_input["seed"] = secrets.randbelow(2**32)
         deadline_at = None
         if options.cancel_after_s is not None:
             deadline_at = time.time() + options.cancel_after_s
         return new_job(
-            "flux",
-            task_input.model_dump(mode="json"),
+            job.type,
+            task_input,
             request_id=current_ids().get("request_id"),
-            priority=delivery.priority,
+            priority=job.delivery.priority,
             owner=owner,
             webhook=webhook,
             deadline_at=deadline_at,
         )
+
+    async def _check_images(self, job: NewJob) -> dict[str, str]:
+        """Decode each uploaded image once (refusing corrupt, oversized and bomb files), and
+        check image URLs as webhook URLs are checked; the worker fetches them later. Returns
+        each upload's file extension."""
+        extensions: dict[str, str] = {}
+        for field, value in job.images.items():
+            name = f"input.{field}"
+            if isinstance(value, str):
+                try:
+                    await run_in_threadpool(check_url, value, self._allow)
+                except UnsafeUrl as exc:
+                    raise InvalidInput(f"{name}: URL {exc}", field=name) from exc
+                continue
+            try:
+                info = await run_in_threadpool(
+                    images.inspect,
+                    value,
+                    max_bytes=self._settings.input_image_max_bytes,
+                    max_pixels=self._settings.input_image_max_pixels,
+                )
+            except images.ImageRejected as exc:
+                raise InvalidInput(f"{name}: {exc}", field=name) from exc
+            extensions[field] = info.extension
+        return extensions
+
+    async def _store_images(
+        self, record: JobRecord, job: NewJob, extensions: dict[str, str]
+    ) -> None:
+        """Uploaded bytes go to the output store; the record keeps only their references."""
+        for field, value in job.images.items():
+            if isinstance(value, bytes):
+                record.input[field] = await run_in_threadpool(
+                    self._outputs.put_input,
+                    record.task_id,
+                    field,
+                    value,
+                    extension=extensions[field],
+                )
+            else:
+                record.input[field] = value
 
     async def _check_webhook_url(self, url: str) -> None:
         try:

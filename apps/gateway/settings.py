@@ -14,6 +14,8 @@ class GatewaySettings(CommonSettings):
     gateway_port: int = 8000
     # Bodies above this are refused with 413 before they are read.
     gateway_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # `POST /tasks` bodies, which carry images: two 20 MB images in base64 fit.
+    gateway_max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     # For `Prefer: wait=N`: the notifier's long-poll wait, shared with the nginx sync facade.
     notifier_url: str = "http://127.0.0.1:8300"
     # Browser origins allowed to call the API (comma-separated); empty means CORS off.

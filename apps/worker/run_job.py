@@ -1,34 +1,56 @@
-"""Runs one FLUX job: balancer stream -> output store -> events. Safe to run twice for one task."""
+"""Runs one job of any task type and reports its events. Safe to run twice for one task.
+
+Inference types (`flux`, `style_transfer`) stream through the balancer to a model server; worker
+types run their handler here. Either way the outputs go to the output store and the result,
+failure or stop becomes one event."""
 
 from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from apps.common import images
 from apps.common.contracts import (
     ErrorInfo,
     EventKind,
-    FluxInput,
     ImageOutput,
     InferenceError,
     InferenceProgress,
-    InferenceRequest,
     InferenceResult,
     JobResult,
     TaskEvent,
     TaskStatus,
 )
-from apps.common.jobs import CANCEL_BY_DEADLINE, DEADLINE_EXCEEDED, SyncJobStore
+from apps.common.jobs import CANCEL_BY_DEADLINE, DEADLINE_EXCEEDED, JobRecord, SyncJobStore
 from apps.common.logging import get_logger
+from apps.common.outputs import OutputStore
 from apps.common.request_context import bind_ids
+from apps.common.task_types import task_type
+from apps.worker import imaging, text
 from apps.worker.balancer_client import BalancerClient
 from apps.worker.event_sender import EventSender
-from apps.worker.outputs import OutputStore
+from apps.worker.handlers import (
+    HandlerContext,
+    InvalidJobInput,
+    JobStopped,
+    Output,
+    OutputImage,
+    handler_module,
+)
+from apps.worker.inputs import InputImageError, InputImages
+from apps.worker.settings import WorkerSettings
+from apps.worker.text.prompt_refine import LlmUnavailable
 
 log = get_logger(__name__)
 
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+# Handlers stop by raising their package's own exception; all of them mean the same here.
+_STOPPED = (JobStopped, imaging.Stopped, text.Stopped)
+# How often a running handler may ask Redis whether its job was canceled.
+_CANCEL_POLL_S = 0.1
 
 
 @dataclass
@@ -39,6 +61,8 @@ class JobDeps:
     events: EventSender
     balancer: BalancerClient
     outputs: OutputStore
+    inputs: InputImages
+    settings: WorkerSettings
     progress_interval_s: float
 
 
@@ -48,7 +72,7 @@ def stop_event(task_id: str, reason: str) -> TaskEvent:
     return TaskEvent(task_id=task_id, event=EventKind.CANCELED, error=error)
 
 
-def run_flux_job(task_id: str, deps: JobDeps) -> None:
+def run_job(task_id: str, deps: JobDeps) -> None:
     """Run the job unless it is gone, finished, canceled or past its deadline; report events."""
     bind_ids(task_id=task_id)
     record = deps.store.get(task_id)
@@ -56,7 +80,7 @@ def run_flux_job(task_id: str, deps: JobDeps) -> None:
         log.warning("job record missing (expired?); dropping message")
         return
     bind_ids(request_id=record.request_id)
-    log.info("job picked up", status=record.status.value)
+    log.info("job picked up", status=record.status.value, type=record.type)
     if record.status.is_terminal:
         log.info("job already finished; skipping", task_id=task_id, status=record.status.value)
         return
@@ -70,9 +94,88 @@ def run_flux_job(task_id: str, deps: JobDeps) -> None:
     if record.status is TaskStatus.QUEUED:
         deps.events.send(TaskEvent(task_id=task_id, event=EventKind.STARTED))
 
-    request = InferenceRequest(task_id=task_id, input=FluxInput.model_validate(record.input))
+    spec = task_type(record.type)
+    ctx = _context(record, deps)
+    task_input = spec.input_model.model_validate(record.input)
+    module = handler_module(record.type)
+    try:
+        if spec.runs_on == "inference":
+            prepared = module.prepare(task_input, ctx)
+            _run_on_inference(task_id, prepared.model, prepared.request, prepared.extra, deps)
+            return
+        started = time.perf_counter()
+        output: Output = module.run(task_input, ctx)
+        compute_ms = round((time.perf_counter() - started) * 1000, 2)
+    except _STOPPED:
+        deps.events.send(stop_event(task_id, deps.store.cancel_reason(task_id) or "client"))
+        return
+    except (InputImageError, imaging.ImageInputError) as exc:
+        fail(deps, task_id, "invalid_input_image", _input_message(exc))
+        return
+    except text.TextInputError as exc:
+        fail(deps, task_id, "invalid_input", f"input.{exc.field}: {exc.message}")
+        return
+    except InvalidJobInput as exc:
+        fail(deps, task_id, exc.code, exc.message)
+        return
+    except LlmUnavailable as exc:
+        fail(deps, task_id, "llm_unavailable", str(exc))
+        return
+    result = _store_output(task_id, output, compute_ms, deps.outputs)
+    log.info("job succeeded", task_id=task_id, images=len(result.images), compute_ms=compute_ms)
+    deps.events.send(TaskEvent(task_id=task_id, event=EventKind.SUCCEEDED, result=result))
+
+
+def _input_message(exc: Exception) -> str:
+    if isinstance(exc, imaging.ImageInputError):
+        return f"input.{exc.field}: {exc.message}"
+    return str(exc)
+
+
+def _context(record: JobRecord, deps: JobDeps) -> HandlerContext:
+    task_id = record.task_id
     last_progress_at = 0.0
-    lines = deps.balancer.stream("flux", request)
+    last_poll_at = 0.0
+    stopped = False
+
+    def progress(fraction: float) -> None:
+        nonlocal last_progress_at
+        now = time.monotonic()
+        if now - last_progress_at < deps.progress_interval_s:
+            return
+        last_progress_at = now
+        # 100 belongs to success: the outputs still have to be stored.
+        percent = max(0, min(99, int(fraction * 100)))
+        deps.events.send(TaskEvent(task_id=task_id, event=EventKind.PROGRESS, progress=percent))
+
+    def should_stop() -> bool:
+        nonlocal last_poll_at, stopped
+        now = time.monotonic()
+        if not stopped and now - last_poll_at >= _CANCEL_POLL_S:
+            last_poll_at = now
+            stopped = deps.store.cancel_reason(task_id) is not None
+        return stopped
+
+    def image(field: str) -> Any:
+        ref = record.input.get(field)
+        if not isinstance(ref, str):
+            raise InputImageError(field, "is missing")
+        return deps.inputs.open(field, ref)
+
+    return HandlerContext(
+        task_id=task_id,
+        settings=deps.settings,
+        progress=progress,
+        should_stop=should_stop,
+        image=image,
+    )
+
+
+def _run_on_inference(
+    task_id: str, model: str, request: Any, extra: dict[str, Any], deps: JobDeps
+) -> None:
+    last_progress_at = 0.0
+    lines = deps.balancer.stream(model, request)
     try:
         for line in lines:
             if isinstance(line, InferenceProgress):
@@ -89,7 +192,7 @@ def run_flux_job(task_id: str, deps: JobDeps) -> None:
                         TaskEvent(task_id=task_id, event=EventKind.PROGRESS, progress=percent)
                     )
             elif isinstance(line, InferenceResult):
-                result = _store_images(task_id, line, deps.outputs)
+                result = _store_inference_images(task_id, line, deps.outputs, extra)
                 log.info(
                     "job succeeded",
                     task_id=task_id,
@@ -115,8 +218,10 @@ def fail(deps: JobDeps, task_id: str, code: str, message: str) -> None:
     )
 
 
-def _store_images(task_id: str, result: InferenceResult, outputs: OutputStore) -> JobResult:
-    images = []
+def _store_inference_images(
+    task_id: str, result: InferenceResult, outputs: OutputStore, extra: dict[str, Any]
+) -> JobResult:
+    stored = []
     for index, image in enumerate(result.images):
         url = outputs.put(
             task_id,
@@ -124,7 +229,7 @@ def _store_images(task_id: str, result: InferenceResult, outputs: OutputStore) -
             base64.b64decode(image.data_b64),
             extension=_EXTENSIONS.get(image.content_type, "bin"),
         )
-        images.append(
+        stored.append(
             ImageOutput(
                 url=url,
                 content_type=image.content_type,
@@ -134,5 +239,41 @@ def _store_images(task_id: str, result: InferenceResult, outputs: OutputStore) -
             )
         )
     return JobResult(
-        images=images, timings={"compute_ms": result.compute_ms, "batch_size": result.batch_size}
+        images=stored,
+        timings={"compute_ms": result.compute_ms, "batch_size": result.batch_size},
+        **extra,
     )
+
+
+def _store_output(
+    task_id: str, output: Output, compute_ms: float, outputs: OutputStore
+) -> JobResult:
+    counter = iter(range(1_000_000))
+
+    def put(item: OutputImage) -> ImageOutput:
+        data, content_type = images.encode(item.image, item.format)
+        url = outputs.put(
+            task_id, next(counter), data, extension=_EXTENSIONS.get(content_type, "bin")
+        )
+        return ImageOutput(
+            url=url,
+            content_type=content_type,
+            width=item.image.width,
+            height=item.image.height,
+            seed=item.seed,
+        )
+
+    stored = [put(item) for item in output.images]
+    extra = _outputs_in(output.extra, put)
+    return JobResult(images=stored, timings={"compute_ms": compute_ms, "batch_size": 1}, **extra)
+
+
+def _outputs_in(value: Any, put: Callable[[OutputImage], ImageOutput]) -> Any:
+    """The extra result keys with every OutputImage stored and replaced by its ImageOutput."""
+    if isinstance(value, OutputImage):
+        return put(value).model_dump()
+    if isinstance(value, dict):
+        return {k: _outputs_in(v, put) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_outputs_in(v, put) for v in value]
+    return value

@@ -27,6 +27,13 @@ class WorkerSettings(CommonSettings):
     # How long terminal events are retried against the notifier before writing them directly.
     worker_event_retry_s: float = Field(default=30.0, ge=0)
 
+    # `prompt_refine` (and `refine_prompt` of `flux`) through an OpenAI-compatible chat endpoint
+    # (vLLM, Ollama, ...), e.g. http://ollama:11434/v1; empty: the deterministic rules.
+    llm_url: str = ""
+    llm_model: str = "llama3.1"
+    llm_api_key: str = ""
+    llm_timeout_s: float = Field(default=30.0, gt=0)
+
     webhook_timeout_s: float = Field(default=15.0, gt=0)
     # Waits before each retry of a failed webhook delivery; after the last one it is dead-lettered.
     webhook_retry_schedule_s: CommaFloats = [

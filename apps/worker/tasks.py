@@ -6,6 +6,7 @@ import random
 from functools import lru_cache
 from pathlib import Path
 
+import httpx
 import redis
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -14,8 +15,10 @@ from redis.exceptions import RedisError
 from apps.common.contracts import WebhookMessage
 from apps.common.jobs import SyncJobStore
 from apps.common.logging import get_logger
-from apps.common.queues import QUEUE_WEBHOOKS, TASK_FLUX, TASK_WEBHOOK
+from apps.common.outputs import LocalOutputStore
+from apps.common.queues import QUEUE_WEBHOOKS, TASK_FLUX, TASK_JOB, TASK_WEBHOOK
 from apps.common.request_context import bind_ids
+from apps.common.url_guard import AllowList
 from apps.common.usage import SyncUsageMeter
 from apps.worker.balancer_client import (
     BalancerClient,
@@ -25,8 +28,8 @@ from apps.worker.balancer_client import (
 )
 from apps.worker.celery_app import app, settings
 from apps.worker.event_sender import EventSender
-from apps.worker.outputs import LocalOutputStore
-from apps.worker.run_job import JobDeps, fail, run_flux_job
+from apps.worker.inputs import FETCH_TIMEOUT, InputImages
+from apps.worker.run_job import JobDeps, fail, run_job
 from apps.worker.webhooks import WebhookDelivery
 
 log = get_logger(__name__)
@@ -42,6 +45,11 @@ def redis_client() -> redis.Redis:
 @lru_cache(maxsize=1)
 def job_deps() -> JobDeps:
     store = SyncJobStore(redis_client(), ttl_s=settings.job_ttl_s)
+    outputs = LocalOutputStore(
+        Path(settings.output_dir),
+        public_base=settings.public_base,
+        secret=settings.internal_secret,
+    )
     return JobDeps(
         store=store,
         events=EventSender(
@@ -51,11 +59,15 @@ def job_deps() -> JobDeps:
             usage=SyncUsageMeter(redis_client(), job_ttl_s=settings.job_ttl_s),
         ),
         balancer=BalancerClient(settings.balancer_url, read_timeout_s=settings.job_time_limit_s),
-        outputs=LocalOutputStore(
-            Path(settings.output_dir),
-            public_base=settings.public_base,
-            secret=settings.internal_secret,
+        outputs=outputs,
+        inputs=InputImages(
+            store=outputs,
+            allow=AllowList.parse(settings.webhook_allow),
+            max_bytes=settings.input_image_max_bytes,
+            max_pixels=settings.input_image_max_pixels,
+            http=httpx.Client(timeout=FETCH_TIMEOUT, headers={"user-agent": "Fluxgate/1"}),
         ),
+        settings=settings,
         progress_interval_s=settings.worker_progress_interval_ms / 1000,
     )
 
@@ -73,9 +85,20 @@ def retry_delay_s(retries: int) -> float:
 @app.task(name=TASK_FLUX, bind=True, max_retries=None)
 def flux(self: Task, task_id: str, failures: int = 0) -> None:
     """Run one FLUX job; `failures` counts the retries that used up the retry budget."""
+    run_with_retries(self, task_id, failures)
+
+
+@app.task(name=TASK_JOB, bind=True, max_retries=None)
+def job(self: Task, task_id: str, failures: int = 0) -> None:
+    """Run one job of any other task type (the record says which)."""
+    run_with_retries(self, task_id, failures)
+
+
+def run_with_retries(self: Task, task_id: str, failures: int) -> None:
+    """Run the job; map what went wrong onto a retry, a failed job, or nothing lost."""
     deps = job_deps()
     try:
-        run_flux_job(task_id, deps)
+        run_job(task_id, deps)
     except InferenceBusy as exc:
         # Backpressure, not failure: wait in the durable queue, without spending the budget.
         raise self.retry(

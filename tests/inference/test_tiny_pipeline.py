@@ -158,3 +158,51 @@ def test_a_batch_out_of_gpu_memory_is_split_before_anyone_fails(
     assert sizes == [3, 1, 2, 1, 1]
     assert all(isinstance(o, InferenceResult) for o in outcomes)
     assert [o.images[0].seed for o in outcomes] == [1, 2, 3]  # type: ignore[union-attr]
+
+
+def img2img(
+    strength: float, *, seed: int = 5, image: Image.Image | None = None
+) -> InferenceRequest:
+    picture = image or Image.new("RGB", (128, 64), (200, 30, 30))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return InferenceRequest(
+        task_id=f"i2i-{strength}-{seed}",
+        input=FluxInput(prompt="as ink", width=128, height=64, num_inference_steps=4, seed=seed),
+        image_b64=base64.b64encode(buffer.getvalue()).decode(),
+        strength=strength,
+    )
+
+
+def test_image_to_image_runs_the_tail_of_the_schedule(engine: FluxEngine) -> None:
+    steps: list[tuple[int, int]] = []
+
+    def record(step: int, total: int) -> bool:
+        steps.append((step, total))
+        return True
+
+    outcome = engine.run_batch([BatchItem(img2img(0.5), record)])[0]
+    assert isinstance(outcome, InferenceResult)
+    # strength 0.5 of 4 steps: the last 2 run, and progress counts those.
+    assert steps == [(1, 2), (2, 2)]
+    assert (outcome.images[0].width, outcome.images[0].height) == (128, 64)
+
+
+def test_image_to_image_depends_on_the_image_and_batches_alone(engine: FluxEngine) -> None:
+    red = pixels(run_one(engine, img2img(0.3)).images[0].data_b64)
+    again = pixels(run_one(engine, img2img(0.3)).images[0].data_b64)
+    blue = pixels(
+        run_one(engine, img2img(0.3, image=Image.new("RGB", (128, 64), (20, 40, 220))))
+        .images[0]
+        .data_b64
+    )
+    assert np.array_equal(red, again), "same image, seed and strength: same output"
+    assert np.abs(red - blue).mean() > 1, "the start image shapes the output"
+    text_only = request(width=128, height=64, num_inference_steps=4)
+    assert engine.batch_key(img2img(0.3)) != engine.batch_key(text_only)
+    assert engine.batch_key(img2img(0.3)) != engine.batch_key(img2img(0.6))
+
+
+def test_image_and_strength_go_together() -> None:
+    with pytest.raises(ValueError, match="together"):
+        InferenceRequest(task_id="x", input=FluxInput(prompt="p"), strength=0.5)

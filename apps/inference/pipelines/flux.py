@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from diffusers import FluxPipeline
 from diffusers.utils import logging as diffusers_logging
+from PIL import Image
 from prometheus_client import Gauge
 
 from apps.common.contracts import (
@@ -67,7 +68,8 @@ def _watch_gpu_memory(device: torch.device) -> None:
 class FluxEngine:
     """FLUX on one device. Compatible requests (size, steps, guidance, true CFG) share a batch."""
 
-    models = ["flux"]
+    # `style_transfer` is FLUX image-to-image on the same weights and batcher.
+    models = ["flux", "style_transfer"]
 
     def __init__(
         self,
@@ -125,6 +127,7 @@ class FluxEngine:
             spec.num_inference_steps,
             spec.guidance_scale,
             spec.negative_prompt is not None,
+            request.strength,
         )
 
     def cost(self, request: InferenceRequest) -> int:
@@ -163,6 +166,7 @@ class FluxEngine:
             guidance_scale=first.guidance_scale,
             true_cfg=first.negative_prompt is not None,
             max_sequence_length=self._max_sequence_length,
+            strength=items[0].request.strength,
         )
         rows = [
             Rows(
@@ -172,6 +176,7 @@ class FluxEngine:
                     (item.request.input.seed or 0) + i for i in range(item.request.input.num_images)
                 ],
                 on_step=item.on_step,
+                init_image=_decode_init_image(item.request, first.width, first.height),
             )
             for item in items
         ]
@@ -196,6 +201,16 @@ class FluxEngine:
                 InferenceResult(images=images, compute_ms=compute_ms, batch_size=batch_size)
             )
         return outcomes
+
+
+def _decode_init_image(request: InferenceRequest, width: int, height: int) -> Any:
+    """The image-to-image start picture, at the batch's size; None for text-to-image."""
+    if request.image_b64 is None:
+        return None
+    image = Image.open(io.BytesIO(base64.b64decode(request.image_b64))).convert("RGB")
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.LANCZOS)
+    return image
 
 
 def _encode(image: Any, fmt: OutputFormat, seed: int) -> InferenceImage:

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
+from diffusers.pipelines.flux.pipeline_flux_img2img import retrieve_latents
+from diffusers.utils.torch_utils import randn_tensor
 
 # A negative prompt only works with true CFG, which runs the transformer twice per step.
 TRUE_CFG_SCALE = 4.0
@@ -28,6 +30,8 @@ class Rows:
     negative_prompt: str | None
     seeds: list[int]
     on_step: Callable[[int, int], bool]
+    # Image-to-image: the picture to start from (PIL, already at the batch's size).
+    init_image: Any = None
     active: bool = True
     images: list[Any] = field(default_factory=list)
 
@@ -40,6 +44,8 @@ class Shape:
     guidance_scale: float
     true_cfg: bool
     max_sequence_length: int
+    # Image-to-image: how much of the schedule runs (1.0 redraws from pure noise). None: text only.
+    strength: float | None = None
 
 
 def _select(tensor: torch.Tensor | None, keep: torch.Tensor) -> torch.Tensor | None:
@@ -79,32 +85,69 @@ def denoise_batch(
             num_images_per_prompt=1,
             max_sequence_length=shape.max_sequence_length,
         )
-    # CPU generators, one per image: a seed gives the same noise alone, in a batch, on any device.
-    latents, image_ids = pipe.prepare_latents(
-        len(prompts),
-        pipe.transformer.config.in_channels // 4,
-        shape.height,
-        shape.width,
-        prompt_embeds.dtype,
-        device,
-        generators,
-    )
     scheduler = pipe.scheduler
     sigmas = np.linspace(1.0, 1 / shape.steps, shape.steps).tolist()
+    latent_h = 2 * (shape.height // (pipe.vae_scale_factor * 2))
+    latent_w = 2 * (shape.width // (pipe.vae_scale_factor * 2))
     mu = calculate_shift(
-        latents.shape[1],
+        (latent_h // 2) * (latent_w // 2),
         scheduler.config.get("base_image_seq_len", 256),
         scheduler.config.get("max_image_seq_len", 4096),
         scheduler.config.get("base_shift", 0.5),
         scheduler.config.get("max_shift", 1.15),
     )
     timesteps, _ = retrieve_timesteps(scheduler, shape.steps, device, sigmas=sigmas, mu=mu)
+    channels = pipe.transformer.config.in_channels // 4
+    if shape.strength is None:
+        # CPU generators, one per image: a seed gives the same noise alone, in a batch, anywhere.
+        latents, image_ids = pipe.prepare_latents(
+            len(prompts),
+            channels,
+            shape.height,
+            shape.width,
+            prompt_embeds.dtype,
+            device,
+            generators,
+        )
+        scheduler.set_begin_index(0)
+    else:
+        # As FluxImg2ImgPipeline: skip the first (1 - strength) of the schedule and start from
+        # the image's latents noised to that point.
+        start = int(max(shape.steps - min(shape.steps * shape.strength, shape.steps), 0))
+        timesteps = timesteps[start:]
+        scheduler.set_begin_index(start)
+        pixels = torch.cat(
+            [
+                pipe.image_processor.preprocess(
+                    r.init_image, height=shape.height, width=shape.width
+                )
+                for r in requests
+                for _ in r.seeds
+            ]
+        ).to(device=device, dtype=pipe.vae.dtype)
+        encoded = torch.cat(
+            [
+                retrieve_latents(pipe.vae.encode(pixels[i : i + 1]), generator=generators[i])
+                for i in range(len(prompts))
+            ]
+        )
+        encoded = (encoded - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor
+        shape_4d = (len(prompts), channels, latent_h, latent_w)
+        noise = randn_tensor(
+            shape_4d, generator=generators, device=device, dtype=prompt_embeds.dtype
+        )
+        noised = scheduler.scale_noise(
+            encoded.to(prompt_embeds.dtype), timesteps[:1].repeat(len(prompts)), noise
+        )
+        latents = pipe._pack_latents(noised, len(prompts), channels, latent_h, latent_w)
+        image_ids = pipe._prepare_latent_image_ids(
+            len(prompts), latent_h // 2, latent_w // 2, device, prompt_embeds.dtype
+        )
     guidance = None
     if pipe.transformer.config.guidance_embeds:
         guidance = torch.full(
             [len(prompts)], shape.guidance_scale, device=device, dtype=torch.float32
         )
-    scheduler.set_begin_index(0)
 
     def predict(timestep: torch.Tensor, pooled_: Any, embeds: Any, ids: Any) -> torch.Tensor:
         """One transformer pass over the rows still in the batch (the current `latents`,
@@ -131,7 +174,7 @@ def denoise_batch(
         if step_delay_s:
             time.sleep(step_delay_s)
         for rows in requests:
-            if rows.active and not rows.on_step(step + 1, shape.steps):
+            if rows.active and not rows.on_step(step + 1, len(timesteps)):
                 rows.active = False
         wanted = torch.tensor([requests[int(i)].active for i in owner.tolist()], device=device)
         if not bool(wanted.all()):

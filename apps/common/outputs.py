@@ -1,0 +1,82 @@
+"""The output store: where task outputs and uploaded inputs are written, and how they are named.
+
+Outputs get public URLs (`/files/...` on the gateway). Inputs are referenced inside the job
+record as `store://inputs/...`, so image bytes never travel through Redis or Celery; the worker
+reads them back from the store.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+STORE_SCHEME = "store://"
+INPUTS_PREFIX = "inputs"
+
+
+class OutputStore(Protocol):
+    def put(self, task_id: str, index: int, data: bytes, *, extension: str) -> str:
+        """Store output `index` of a task and return its public URL."""
+
+    def put_input(self, task_id: str, field: str, data: bytes, *, extension: str) -> str:
+        """Store an input image of a task; returns its `store://` reference."""
+
+    def read(self, ref: str) -> bytes:
+        """The bytes behind a `store://` reference (FileNotFoundError when gone)."""
+
+
+def is_store_ref(value: str) -> bool:
+    return value.startswith(STORE_SCHEME)
+
+
+def key_of(ref: str) -> str:
+    """The store key of a `store://` reference, refusing anything that could leave the store."""
+    if not is_store_ref(ref):
+        raise ValueError(f"not a store reference: {ref[:60]!r}")
+    key = ref[len(STORE_SCHEME) :]
+    parts = PurePosixPath(key).parts
+    if not parts or parts[0] != INPUTS_PREFIX or any(p in ("..", ".", "") for p in parts):
+        raise ValueError(f"bad store reference: {ref[:60]!r}")
+    return key
+
+
+class LocalOutputStore:
+    """A directory served by the gateway under `/files/`."""
+
+    def __init__(self, root: Path, *, public_base: str, secret: str) -> None:
+        self._root = root
+        self._public_base = public_base.rstrip("/")
+        self._secret = secret.encode()
+
+    def name_of(self, task_id: str, index: int | str) -> str:
+        """Unguessable without the secret, yet the same on a rerun, which then overwrites."""
+        digest = hmac.new(self._secret, f"{task_id}:{index}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
+
+    def put(self, task_id: str, index: int, data: bytes, *, extension: str) -> str:
+        key = f"{task_id}/{self.name_of(task_id, index)}.{extension}"
+        self._write(key, data)
+        return f"{self._public_base}/files/{key}"
+
+    def put_input(self, task_id: str, field: str, data: bytes, *, extension: str) -> str:
+        key = f"{INPUTS_PREFIX}/{task_id}/{self.name_of(task_id, 'input:' + field)}.{extension}"
+        self._write(key, data)
+        return STORE_SCHEME + key
+
+    def read(self, ref: str) -> bytes:
+        return (self._root / key_of(ref)).read_bytes()
+
+    def _write(self, key: str, data: bytes) -> None:
+        target = self._root / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Write then rename, so a reader never sees half a file.
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".part-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)

@@ -1,0 +1,65 @@
+"""The task-type registry: one module per type in this package, each defining `TASK_TYPE`.
+
+A type names its input model, the queue its jobs wait in, and where it runs: on an inference
+server (`inference`: GPU, batched, reached through the balancer) or in the worker itself
+(`worker`: CPU work). Adding a type is one module here plus its handler in the worker
+(`apps/worker/handlers/<name>.py`); no route changes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Literal
+
+from apps.common.contracts import StrictModel
+
+
+@dataclass(frozen=True)
+class TaskType:
+    name: str
+    description: str
+    input_model: type[StrictModel]
+    queue: Literal["gpu", "cpu"]
+    runs_on: Literal["inference", "worker"]
+    # Input fields holding an image: an http(s) URL, base64 (or a data: URI), or a multipart file.
+    image_fields: tuple[str, ...] = ()
+    # A setting that must be non-empty for the type to be served (else 503 at submit).
+    requires_setting: str | None = None
+    # Extra keys of `result` beside `images`, for the docs and `GET /task-types`.
+    result_keys: dict[str, str] = field(default_factory=dict)
+
+    def listing(self, *, available: bool) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "queue": self.queue,
+            "runs_on": self.runs_on,
+            "description": self.description,
+            "image_fields": list(self.image_fields),
+            "result_keys": self.result_keys,
+            "available": available,
+            "input_schema": self.input_model.model_json_schema(),
+        }
+
+
+@lru_cache(maxsize=1)
+def registry() -> dict[str, TaskType]:
+    """Every task type, by name, found by importing this package's modules."""
+    found: dict[str, TaskType] = {}
+    for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if module_info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{module_info.name}")
+        spec = getattr(module, "TASK_TYPE", None)
+        if not isinstance(spec, TaskType):
+            raise TypeError(f"{module.__name__} defines no TASK_TYPE")
+        if spec.name in found:
+            raise ValueError(f"task type {spec.name} is defined twice")
+        found[spec.name] = spec
+    return found
+
+
+def task_type(name: str) -> TaskType:
+    return registry()[name]

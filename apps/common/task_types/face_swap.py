@@ -1,0 +1,23 @@
+from apps.common.contracts import OutputFormat, StrictModel
+from apps.common.task_types import TaskType
+from apps.common.task_types._fields import ImageField
+
+
+class FaceSwapInput(StrictModel):
+    # The face to use.
+    image: ImageField
+    # The picture to put it in.
+    target_image: ImageField
+    output_format: OutputFormat = OutputFormat.PNG
+
+
+TASK_TYPE = TaskType(
+    name="face_swap",
+    description="Put the face of `image` into `target_image` (aligned, colour-matched, "
+    "seamless-cloned).",
+    input_model=FaceSwapInput,
+    queue="cpu",
+    runs_on="worker",
+    image_fields=("image", "target_image"),
+    result_keys={"source_face": "box used in image", "target_face": "box replaced"},
+)

@@ -1,0 +1,11 @@
+from apps.common.contracts import FluxInput
+from apps.common.task_types import TaskType
+
+TASK_TYPE = TaskType(
+    name="flux",
+    description="Text to image with FLUX (also at POST /flux).",
+    input_model=FluxInput,
+    queue="gpu",
+    runs_on="inference",
+    result_keys={"prompt": "the prompt used (after refinement, when asked)"},
+)

@@ -1,0 +1,28 @@
+from typing import Literal
+
+from pydantic import Field
+
+from apps.common.contracts import OutputFormat, StrictModel
+from apps.common.task_types import TaskType
+from apps.common.task_types._fields import ImageField
+
+
+class StylizeInput(StrictModel):
+    image: ImageField
+    preset: Literal[
+        "stylization", "pencil_sketch", "pencil_sketch_color", "detail_enhance", "cartoon"
+    ] = "stylization"
+    # OpenCV's edge-preserving filter: neighbourhood size and how much colours may differ.
+    sigma_s: float = Field(default=60, ge=0, le=200)
+    sigma_r: float = Field(default=0.45, ge=0, le=1)
+    output_format: OutputFormat = OutputFormat.PNG
+
+
+TASK_TYPE = TaskType(
+    name="stylize",
+    description="Classical stylization presets (OpenCV): painting, pencil sketch, detail, cartoon.",
+    input_model=StylizeInput,
+    queue="cpu",
+    runs_on="worker",
+    image_fields=("image",),
+)

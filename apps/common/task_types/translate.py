@@ -1,0 +1,38 @@
+from pydantic import Field, field_validator
+
+from apps.common.contracts import StrictModel
+from apps.common.task_types import TaskType
+
+
+class TranslateInput(StrictModel):
+    # One text or up to 64 of them, each up to 5000 characters.
+    text: str | list[str] = Field(min_length=1)
+    # For multilingual models with `>>xx<<` tokens (e.g. opus-mt-en-ROMANCE); single-pair
+    # models translate their one direction and ignore it.
+    target_lang: str | None = Field(default=None, pattern=r"^[a-z]{2,3}(_[A-Za-z]{2,4})?$")
+    source_lang: str | None = Field(default=None, pattern=r"^[a-z]{2,3}(_[A-Za-z]{2,4})?$")
+    max_new_tokens: int = Field(default=256, ge=1, le=1024)
+
+    @field_validator("text")
+    @classmethod
+    def _bounded(cls, value: str | list[str]) -> str | list[str]:
+        texts = [value] if isinstance(value, str) else value
+        if len(texts) > 64:
+            raise ValueError("at most 64 texts")
+        for text in texts:
+            if not text.strip():
+                raise ValueError("must not be blank")
+            if len(text) > 5000:
+                raise ValueError("each text is at most 5000 characters")
+        return value
+
+
+TASK_TYPE = TaskType(
+    name="translate",
+    description="Translate text with a seq2seq model (FLUXGATE_TRANSLATE_MODEL).",
+    input_model=TranslateInput,
+    queue="cpu",
+    runs_on="worker",
+    requires_setting="translate_model",
+    result_keys={"translations": "one string per input text", "model": "the model used"},
+)

@@ -1,0 +1,239 @@
+"""`POST /tasks` for every task type (JSON or multipart) and `GET /task-types`."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel, Field, ValidationError
+from starlette.datastructures import UploadFile
+
+from apps.common import images
+from apps.common.contracts import DeliveryFields, SubmitAnswer
+from apps.common.errors import InvalidInput
+from apps.common.outputs import is_store_ref
+from apps.common.task_types import TaskType, registry
+from apps.gateway.auth import Caller
+from apps.gateway.headers import CANCEL_AFTER_PATTERN
+from apps.gateway.idempotency import KEY_PATTERN
+from apps.gateway.routes._submit import SUBMIT_RESPONSES, submit_and_answer
+from apps.gateway.service import NewJob
+from apps.gateway.settings import GatewaySettings
+
+router = APIRouter(tags=["tasks"])
+# Stands in for an image field's value once its bytes are set aside (the record gets a reference).
+_SET_ASIDE = "pending-upload"
+MAX_FORM_FILES = 4
+MAX_FORM_FIELDS = 16
+
+
+class TaskRequest(DeliveryFields):
+    """`{"type", "input", <delivery fields>}`; the input is checked against the type's model."""
+
+    type: str = Field(min_length=1, max_length=64)
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+class TaskTypeInfo(BaseModel):
+    name: str
+    queue: str
+    runs_on: str
+    description: str
+    image_fields: list[str]
+    result_keys: dict[str, str]
+    # False when a setting the type needs is missing (submits then answer 503).
+    available: bool
+    input_schema: dict[str, Any]
+
+
+def _is_available(spec: TaskType, settings: GatewaySettings) -> bool:
+    return not spec.requires_setting or bool(getattr(settings, spec.requires_setting, ""))
+
+
+@router.get("/task-types", response_model=list[TaskTypeInfo])
+async def task_types(request: Request) -> list[dict[str, Any]]:
+    """Every task type `POST /tasks` takes, with the JSON schema of its `input`."""
+    settings: GatewaySettings = request.app.state.settings
+    return [spec.listing(available=_is_available(spec, settings)) for spec in registry().values()]
+
+
+def _envelope_schema() -> dict[str, Any]:
+    schema = TaskRequest.model_json_schema()
+    schema["properties"]["type"]["enum"] = sorted(registry())
+    return schema
+
+
+@router.post(
+    "/tasks",
+    status_code=202,
+    response_model=SubmitAnswer,
+    responses=SUBMIT_RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": _envelope_schema()},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["type"],
+                        "properties": {
+                            "type": {"type": "string", "enum": sorted(registry())},
+                            "input": {"type": "string", "description": "the input as JSON"},
+                            "image": {"type": "string", "format": "binary"},
+                            "target_image": {"type": "string", "format": "binary"},
+                            "webhook_url": {"type": "string"},
+                            "webhook_events": {"type": "string"},
+                            "priority": {"type": "integer", "minimum": 0, "maximum": 9},
+                        },
+                    }
+                },
+            },
+        }
+    },
+)
+async def submit_task(
+    request: Request,
+    caller: Caller,
+    idempotency_key: Annotated[str | None, Header(pattern=KEY_PATTERN)] = None,
+    cancel_after: Annotated[str | None, Header(pattern=CANCEL_AFTER_PATTERN)] = None,
+    prefer: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Queue a job of any type (`GET /task-types`). Images come as http(s) URLs, base64 in the
+    JSON, or as multipart file parts named after the input's image fields."""
+    settings: GatewaySettings = request.app.state.settings
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        body, uploads = await _read_multipart(request, max_bytes=settings.input_image_max_bytes)
+    else:
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInput("body is not valid JSON", field="body") from exc
+        uploads = {}
+    job = _new_job(body, uploads, settings)
+    return await submit_and_answer(
+        request,
+        job,
+        caller,
+        idempotency_key=idempotency_key,
+        cancel_after=cancel_after,
+        prefer=prefer,
+    )
+
+
+def _validation_error(exc: ValidationError, *prefix: str) -> RequestValidationError:
+    return RequestValidationError(
+        [{**error, "loc": ("body", *prefix, *error["loc"])} for error in exc.errors()]
+    )
+
+
+def _new_job(body: object, uploads: dict[str, bytes], settings: GatewaySettings) -> NewJob:
+    if not isinstance(body, dict):
+        raise InvalidInput("body must be a JSON object", field="body")
+    try:
+        envelope = TaskRequest.model_validate(body)
+    except ValidationError as exc:
+        raise _validation_error(exc) from exc
+    spec = registry().get(envelope.type)
+    if spec is None:
+        raise InvalidInput(
+            f"type '{envelope.type}' is not a task type; one of: {', '.join(sorted(registry()))}",
+            field="type",
+        )
+    task_input = dict(envelope.input)
+    image_values: dict[str, bytes | str] = {}
+    for name in uploads:
+        if name not in spec.image_fields:
+            raise InvalidInput(
+                f"file part '{name}' is not an image field of {spec.name} "
+                f"({', '.join(spec.image_fields) or 'it takes none'})",
+                field=name,
+            )
+    for field in spec.image_fields:
+        image_values_field = _image_value(field, task_input, uploads, settings)
+        if image_values_field is not None:
+            image_values[field] = image_values_field
+            if isinstance(image_values_field, bytes):
+                task_input[field] = _SET_ASIDE
+    try:
+        validated = spec.input_model.model_validate(task_input)
+    except ValidationError as exc:
+        raise _validation_error(exc, "input") from exc
+    # What an Idempotency-Key is bound to: uploads count by their digest, not their bytes.
+    fingerprint = {
+        "type": spec.name,
+        "input": {
+            **validated.model_dump(mode="json"),
+            **{
+                k: hashlib.sha256(v).hexdigest()
+                for k, v in image_values.items()
+                if isinstance(v, bytes)
+            },
+        },
+        "delivery": envelope.model_dump(mode="json", include=set(DeliveryFields.model_fields)),
+    }
+    return NewJob(
+        type=spec.name,
+        input=validated,
+        delivery=DeliveryFields.model_validate(
+            envelope.model_dump(include=set(DeliveryFields.model_fields))
+        ),
+        images=image_values,
+        idempotency_body=orjson.dumps(fingerprint, option=orjson.OPT_SORT_KEYS).decode(),
+    )
+
+
+def _image_value(
+    field: str, task_input: dict[str, Any], uploads: dict[str, bytes], settings: GatewaySettings
+) -> bytes | str | None:
+    """The bytes (upload, base64) or the URL given for one image field; None when absent (the
+    input model then names the missing field)."""
+    name = f"input.{field}"
+    given = task_input.get(field)
+    if field in uploads:
+        if given is not None:
+            raise InvalidInput(f"{name} is given both as a file part and in input", field=name)
+        return uploads[field]
+    if not isinstance(given, str) or not given:
+        return None
+    if images.is_url(given):
+        return given
+    if is_store_ref(given) or "://" in given[:16]:
+        raise InvalidInput(f"{name}: only http(s) URLs or base64 image data", field=name)
+    try:
+        return images.decode_base64(given, max_bytes=settings.input_image_max_bytes)
+    except images.ImageRejected as exc:
+        raise InvalidInput(f"{name}: {exc}", field=name) from exc
+
+
+async def _read_multipart(request: Request, *, max_bytes: int) -> tuple[dict[str, Any], dict]:
+    """`type`, `input` (JSON text), delivery fields, and image files named after their field."""
+    form = await request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS)
+    try:
+        body: dict[str, Any] = {}
+        uploads: dict[str, bytes] = {}
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                data = await value.read(max_bytes + 1)
+                if len(data) > max_bytes:
+                    raise InvalidInput(
+                        f"input.{key}: image is over {max_bytes} bytes", field=f"input.{key}"
+                    )
+                uploads[key] = data
+            elif key == "input":
+                try:
+                    body["input"] = orjson.loads(value)
+                except orjson.JSONDecodeError as exc:
+                    raise InvalidInput("input is not valid JSON", field="input") from exc
+            elif key == "webhook_events":
+                events = body.setdefault("webhook_events", [])
+                events.extend(part.strip() for part in value.split(",") if part.strip())
+            else:
+                body[key] = value
+        return body, uploads
+    finally:
+        await form.close()

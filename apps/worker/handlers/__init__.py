@@ -1,0 +1,84 @@
+"""Task handlers, one module per task type, found by the `TASK_TYPE` name each one declares.
+
+A worker type's module defines `run(task_input, ctx) -> Output`: it does the work here, on the
+CPU, reporting progress and stopping when asked. An inference type's module defines
+`prepare(task_input, ctx) -> Prepared`: the request the balancer sends to a model server.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from PIL import Image
+
+from apps.common.contracts import InferenceRequest
+from apps.worker.settings import WorkerSettings
+
+
+class JobStopped(Exception):
+    """The client canceled (or the deadline passed) while the handler was working."""
+
+
+class InvalidJobInput(Exception):
+    """Input that passed the schema but cannot be worked on; `code` goes into the job's error."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class HandlerContext:
+    task_id: str
+    settings: WorkerSettings
+    # Fraction of the work done, 0..1 (coalesced into progress events).
+    progress: Callable[[float], None]
+    # True once the job should stop: handlers check it between units of work.
+    should_stop: Callable[[], bool]
+    # An image field of the input, opened (raises InputImageError).
+    image: Callable[[str], Image.Image]
+
+
+@dataclass
+class OutputImage:
+    image: Image.Image
+    format: str = "png"
+    seed: int | None = None
+
+
+@dataclass
+class Output:
+    images: list[OutputImage] = field(default_factory=list)
+    # Type-specific keys of the result, beside `images`; OutputImage values become image outputs.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Prepared:
+    """What an inference type sends to the balancer, and result keys to add to its images."""
+
+    model: str
+    request: InferenceRequest
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def handler_module(task_type: str) -> ModuleType:
+    """The handler module of a task type: `apps/worker/handlers/<type>.py`, imported on first use
+    so a worker only loads what its jobs need (OpenCV, transformers, ...)."""
+    if not task_type.isidentifier():
+        raise KeyError(task_type)
+    module = importlib.import_module(f"{__name__}.{task_type}")
+    if getattr(module, "TASK_TYPE", None) != task_type:
+        raise KeyError(f"{module.__name__} does not declare TASK_TYPE = {task_type!r}")
+    return module
+
+
+def handled_types() -> set[str]:
+    """Every type with a handler module here (for the registry's completeness test)."""
+    return {info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_")}

@@ -1,0 +1,52 @@
+"""`style_transfer`: FLUX image-to-image on an inference server, batched with its own kind."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+from PIL import Image
+
+from apps.common.contracts import FluxInput, InferenceRequest
+from apps.common.task_types.style_transfer import StyleTransferInput
+from apps.worker.handlers import HandlerContext, Prepared
+
+TASK_TYPE = "style_transfer"
+MIN_SIDE = 64
+
+
+def output_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """The image's aspect ratio at most `max_side` long, both sides multiples of 16 (FLUX's
+    latent grid), never below 64."""
+    scale = min(1.0, max_side / max(width, height))
+
+    def side(value: int) -> int:
+        return max(MIN_SIDE, int(value * scale) // 16 * 16)
+
+    return side(width), side(height)
+
+
+def prepare(task_input: StyleTransferInput, ctx: HandlerContext) -> Prepared:
+    image = ctx.image("image").convert("RGB")
+    width, height = output_size(image.width, image.height, task_input.max_side)
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    spec = FluxInput(
+        prompt=task_input.prompt,
+        width=width,
+        height=height,
+        num_inference_steps=task_input.num_inference_steps,
+        guidance_scale=task_input.guidance_scale,
+        seed=task_input.seed,
+        num_images=task_input.num_images,
+        output_format=task_input.output_format,
+    )
+    request = InferenceRequest(
+        task_id=ctx.task_id,
+        input=spec,
+        image_b64=base64.b64encode(buffer.getvalue()).decode(),
+        strength=task_input.strength,
+    )
+    return Prepared("style_transfer", request, {"strength": task_input.strength})
