@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -222,3 +223,20 @@ def test_gateway_honours_prefer_wait(stack: Stack) -> None:
     )
     assert slow.status_code == 202 and slow.json()["status"] in ("queued", "running")
     httpx.post(f"{stack.gateway}/tasks/{slow.json()['task_id']}/cancel")
+
+
+def test_task_uploads_get_their_own_larger_limit(front: str) -> None:
+    # Noise does not compress: a ~1.5 MB PNG, over the 1 MiB limit of every other route.
+    noise = Image.frombytes("RGB", (720, 720), np.random.default_rng(0).bytes(720 * 720 * 3))
+    buffer = io.BytesIO()
+    noise.save(buffer, format="PNG")
+    assert buffer.tell() > 1024 * 1024
+    response = httpx.post(
+        f"{front}/tasks",
+        data={"type": "stylize", "input": '{"preset": "detail_enhance"}'},
+        files={"image": ("noise.png", buffer.getvalue(), "image/png")},
+        timeout=30,
+    )
+    assert response.status_code == 202, response.text
+    too_big = httpx.post(f"{front}/flux", content=b"x" * (1024 * 1024 + 10), timeout=30)
+    assert too_big.status_code == 413
