@@ -8,6 +8,7 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import io
 import json
 import os
 import struct
@@ -42,6 +43,7 @@ from fluxgate_client import (
     verify_webhook,
 )
 from fluxgate_client._progress import TextProgress
+from PIL import Image
 
 from apps.common.signing import sign_webhook
 from tests.client.fakes import Answer, FakeHTTP, FakeWS, send, send_and_hold, view
@@ -165,11 +167,23 @@ def test_unknown_task_is_not_found_everywhere(stack: Stack) -> None:
         client.wait(unknown, timeout=10)
 
 
-def test_other_task_types_surface_as_unsupported(stack: Stack) -> None:
+def test_unknown_task_types_surface_as_unsupported(stack: Stack) -> None:
     with Fluxgate(stack.gateway) as client, pytest.raises(UnsupportedTaskTypeError) as caught:
-        client.submit("upscale", {"image_url": "http://example.com/x.png"})
-    assert caught.value.status_code in (404, 405)
-    assert "upscale" in str(caught.value) and caught.value.field == "type"
+        client.submit("paint_my_house", {"colour": "red"})
+    assert caught.value.status_code == 422
+    assert "paint_my_house" in str(caught.value) and caught.value.field == "type"
+
+
+def test_other_task_types_run_through_post_tasks(stack: Stack) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (24, 16), (10, 200, 30)).save(buffer, format="PNG")
+    image = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    with Fluxgate(stack.gateway) as client:
+        job = client.submit("upscale", {"image": image, "scale": 2, "method": "lanczos"})
+        view = client.wait(job.task_id, timeout=60)
+    assert view.status == "succeeded"
+    assert view.result is not None
+    assert (view.result["images"][0]["width"], view.result["images"][0]["height"]) == (48, 32)
 
 
 def test_idempotency_key_replays_the_same_task(stack: Stack) -> None:

@@ -156,7 +156,10 @@ class AsyncFluxgate(ClientBase):
         try:
             response = await self.request("POST", path, json=body, headers=headers, idempotent=True)
         except APIError as exc:
-            if path == "/tasks" and exc.status_code in (404, 405):
+            # 422 on `type`: not a type this server has; 404/405: a server without POST /tasks.
+            if path == "/tasks" and (
+                exc.status_code in (404, 405) or (exc.status_code == 422 and exc.field == "type")
+            ):
                 raise unsupported_type(type, exc) from exc
             raise
         return self._submitted(response)

@@ -39,7 +39,8 @@ class BadRequestError(APIError):
 
 
 class UnsupportedTaskTypeError(BadRequestError):
-    """The server has no route for this task type (`POST /tasks` answered 404 or 405)."""
+    """The server does not serve this task type (`POST /tasks` refused the `type`, or the
+    server is older and has no `POST /tasks`)."""
 
 
 class AuthenticationError(APIError):
