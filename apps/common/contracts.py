@@ -80,6 +80,8 @@ class FluxInput(StrictModel):
     # Rewrite the prompt first (the `prompt_refine` rules, or the LLM when one is configured);
     # the result reports the prompt used.
     refine_prompt: bool = False
+    # `GET /tasks/{id}` then carries each image's bytes as base64 too (as `?include=base64`).
+    enable_base64_output: bool = False
 
     @field_validator("prompt")
     @classmethod
@@ -221,6 +223,10 @@ class SubmitAnswer(BaseModel):
 # --- gateway <-> inference (through the balancer) -----------------------------------------------
 
 
+# FluxInput fields the worker acts on before inference; model servers never need them.
+WORKER_ONLY_FLUX_FIELDS = {"refine_prompt", "enable_base64_output"}
+
+
 class InferenceRequest(StrictModel):
     task_id: str
     input: FluxInput
@@ -228,6 +234,12 @@ class InferenceRequest(StrictModel):
     # and how much of the schedule redraws it. Images travel worker -> inference over HTTP only.
     image_b64: str | None = None
     strength: float | None = Field(default=None, gt=0, le=1)
+
+    def wire_json(self) -> str:
+        """The request as sent to a model server: without the fields only the worker reads and
+        without unset image-to-image fields, so a server one release older still accepts it
+        (a rolling update runs both)."""
+        return self.model_dump_json(exclude={"input": WORKER_ONLY_FLUX_FIELDS}, exclude_none=True)
 
     @model_validator(mode="after")
     def _image_with_strength(self) -> InferenceRequest:

@@ -44,7 +44,7 @@ class BalancerClient:
             with self._client.stream(
                 "POST",
                 f"/v1/infer/{model}",
-                content=request.model_dump_json(),
+                content=request.wire_json(),
                 headers={"content-type": "application/json", **outgoing_headers()},
             ) as response:
                 if response.status_code == 503 and response.headers.get(REFUSED) == "full":

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
@@ -53,3 +55,17 @@ def test_request_splits_into_input_and_delivery() -> None:
     assert "priority" not in request.task_input().model_dump()
     assert request.delivery().priority == 9
     assert str(request.delivery().webhook_url) == "https://example.com/h"
+
+
+def test_inference_requests_carry_no_worker_only_fields() -> None:
+    from apps.common.contracts import FluxInput, InferenceRequest
+
+    request = InferenceRequest(
+        task_id="t", input=FluxInput(prompt="a fox", refine_prompt=True, enable_base64_output=True)
+    )
+    wire = json.loads(request.wire_json())
+    assert "refine_prompt" not in wire["input"] and "enable_base64_output" not in wire["input"]
+    assert "image_b64" not in wire and "strength" not in wire
+    # What the server parses back is the same request, minus what it never needed.
+    parsed = InferenceRequest.model_validate(wire)
+    assert parsed.input.prompt == "a fox" and parsed.input.refine_prompt is False
