@@ -29,6 +29,9 @@ class OutputStore(Protocol):
     def read(self, ref: str) -> bytes:
         """The bytes behind a `store://` reference (FileNotFoundError when gone)."""
 
+    def read_output(self, url: str) -> bytes:
+        """The bytes of an output by the public URL `put` gave (FileNotFoundError when gone)."""
+
 
 def is_store_ref(value: str) -> bool:
     return value.startswith(STORE_SCHEME)
@@ -70,6 +73,16 @@ class LocalOutputStore:
 
     def read(self, ref: str) -> bytes:
         return (self._root / key_of(ref)).read_bytes()
+
+    def read_output(self, url: str) -> bytes:
+        prefix = f"{self._public_base}/files/"
+        if not url.startswith(prefix):
+            raise FileNotFoundError(url)
+        key = url[len(prefix) :]
+        parts = PurePosixPath(key).parts
+        if not parts or parts[0] == INPUTS_PREFIX or any(p in ("..", ".", "") for p in parts):
+            raise FileNotFoundError(url)
+        return (self._root / key).read_bytes()
 
     def _write(self, key: str, data: bytes) -> None:
         target = self._root / key

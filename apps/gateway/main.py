@@ -26,6 +26,7 @@ from apps.common.redis_client import async_redis
 from apps.common.request_context import RequestContextMiddleware
 from apps.common.settings import get_settings
 from apps.common.tracing import instrument_app, instrument_celery
+from apps.gateway import compat
 from apps.gateway.body_limit import BodyLimitMiddleware, SecurityHeadersMiddleware
 from apps.gateway.enqueue import JobQueue
 from apps.gateway.event_relay import EventRelay
@@ -118,6 +119,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(demo.router)
     app.mount("/static", StaticFiles(directory=demo.STATIC_DIR), name="static")
     app.include_router(health.router)
+    # Before the native routes: WaveSpeed's `POST /flux` also takes the native body.
+    for compat_router in compat.routers(settings):
+        app.include_router(compat_router)
     app.include_router(flux.router)
     app.include_router(tasks.router)
     app.include_router(submit_task.router)

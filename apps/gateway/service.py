@@ -7,6 +7,7 @@ never existed, so ids cannot be probed.
 from __future__ import annotations
 
 import asyncio
+import base64
 import secrets
 import time
 from dataclasses import dataclass
@@ -137,6 +138,20 @@ class TaskService:
                 events=record.webhook["events"],
                 attempts=[WebhookAttempt.model_validate_json(item) for item in raw],
             )
+        return view
+
+    async def with_base64(self, view: dict[str, Any]) -> dict[str, Any]:
+        """A dumped view whose result images (and image-valued result keys) carry `base64`."""
+        result = view.get("result") or {}
+        outputs = [*result.get("images", [])]
+        outputs += [v for v in result.values() if isinstance(v, dict) and "url" in v]
+        for image in outputs:
+            try:
+                data = await run_in_threadpool(self._outputs.read_output, image["url"])
+            except FileNotFoundError:
+                image["base64"] = None  # cleaned up already
+                continue
+            image["base64"] = base64.b64encode(data).decode()
         return view
 
     # --- submit -------------------------------------------------------------------------------

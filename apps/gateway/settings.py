@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from apps.common.settings import CommaList, CommonSettings
 
@@ -22,3 +22,19 @@ class GatewaySettings(CommonSettings):
     cors_origins: CommaList = []
     # `direct`: record and Celery message in one Redis round trip; `celery`: Celery's send_task.
     gateway_publisher: Literal["direct", "celery"] = "direct"
+    # Drop-in routes of the APIs users come from: backserv, backendai, imagetext, wavespeed, all
+    # (docs/migrating.md). Off by default.
+    compat: CommaList = []
+    # The task type the image-and-text service's `POST /api/process` runs.
+    compat_imagetext_type: Literal["style_transfer", "stylize", "face_detect", "upscale"] = (
+        "style_transfer"
+    )
+
+    @field_validator("compat")
+    @classmethod
+    def _known_surfaces(cls, value: list[str]) -> list[str]:
+        known = {"backserv", "backendai", "imagetext", "wavespeed", "all"}
+        unknown = [name for name in value if name.lower() not in known]
+        if unknown:
+            raise ValueError(f"unknown compat surface {unknown[0]!r}; one of {sorted(known)}")
+        return value

@@ -27,18 +27,22 @@ async def submit_flux(
     prefer: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Queue a FLUX text-to-image job; progress and result are pushed on `urls.ws`."""
-    job = NewJob(
+    return await submit_and_answer(
+        request,
+        flux_job(body),
+        caller,
+        idempotency_key=idempotency_key,
+        cancel_after=cancel_after,
+        prefer=prefer,
+    )
+
+
+def flux_job(body: FluxRequest) -> NewJob:
+    """The job of a `POST /flux` body (also WaveSpeed's shape, once flattened)."""
+    return NewJob(
         type="flux",
         input=body.task_input(),
         delivery=body.delivery(),
         images={},
         idempotency_body=body.model_dump_json(),
-    )
-    return await submit_and_answer(
-        request,
-        job,
-        caller,
-        idempotency_key=idempotency_key,
-        cancel_after=cancel_after,
-        prefer=prefer,
     )

@@ -114,7 +114,7 @@ async def submit_task(
         except orjson.JSONDecodeError as exc:
             raise InvalidInput("body is not valid JSON", field="body") from exc
         uploads = {}
-    job = _new_job(body, uploads, settings)
+    job = build_job(body, uploads, settings)
     return await submit_and_answer(
         request,
         job,
@@ -131,7 +131,9 @@ def _validation_error(exc: ValidationError, *prefix: str) -> RequestValidationEr
     )
 
 
-def _new_job(body: object, uploads: dict[str, bytes], settings: GatewaySettings) -> NewJob:
+def build_job(body: object, uploads: dict[str, bytes], settings: GatewaySettings) -> NewJob:
+    """A checked job from a `POST /tasks` body and its uploads (also used by the compat routes,
+    so every surface validates the same way)."""
     if not isinstance(body, dict):
         raise InvalidInput("body must be a JSON object", field="body")
     try:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
+import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
@@ -47,9 +48,20 @@ async def list_tasks(
 
 
 @router.get("/tasks/{task_id}", response_model=JobView, responses=error_responses(401, 404, 503))
-async def get_task(task_id: str, service: Service, caller: Caller) -> Response:
-    """The job view: status, progress, timestamps, result or error, and webhook attempts."""
-    view = await service.owner_view(await service.get(task_id, caller))
+async def get_task(
+    task_id: str,
+    service: Service,
+    caller: Caller,
+    include: Annotated[Literal["base64"] | None, Query()] = None,
+) -> Response:
+    """The job view: status, progress, timestamps, result or error, and webhook attempts.
+    `?include=base64` adds each image's bytes as `base64` (as does a job submitted with
+    `enable_base64_output`)."""
+    record = await service.get(task_id, caller)
+    view = await service.owner_view(record)
+    if include == "base64" or record.input.get("enable_base64_output"):
+        body = await service.with_base64(view.model_dump(mode="json", exclude={"event"}))
+        return Response(orjson.dumps(body), media_type=JSON)
     return Response(view.model_dump_json(exclude={"event"}), media_type=JSON)
 
 

@@ -1,0 +1,34 @@
+"""Drop-in routes for the APIs our users come from (docs/migrating.md).
+
+Each surface is a thin router over the native service: it maps the old request onto a native
+task type and input, submits through the same path as `POST /tasks`, and maps the native job
+view back onto the old answer. Nothing is implemented twice. Off unless `FLUXGATE_COMPAT` names
+it (`backserv`, `backendai`, `imagetext`, `wavespeed`, or `all`).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from apps.gateway.settings import GatewaySettings
+
+SURFACES = ("backserv", "backendai", "imagetext", "wavespeed")
+
+
+def enabled(settings: GatewaySettings) -> list[str]:
+    names = {name.lower() for name in settings.compat}
+    return list(SURFACES) if "all" in names else [s for s in SURFACES if s in names]
+
+
+def routers(settings: GatewaySettings) -> list[APIRouter]:
+    """The routers of the enabled surfaces; include them before the native routes (WaveSpeed's
+    `POST /flux` accepts both body shapes)."""
+    from apps.gateway.compat import backendai, backserv, imagetext, wavespeed
+
+    modules = {
+        "backserv": backserv,
+        "backendai": backendai,
+        "imagetext": imagetext,
+        "wavespeed": wavespeed,
+    }
+    return [modules[name].router for name in enabled(settings)]

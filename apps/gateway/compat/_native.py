@@ -1,0 +1,53 @@
+"""What every compat surface does through the native service: submit, read, cancel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+
+from apps.common.apikeys import ApiKey
+from apps.common.contracts import JobView
+from apps.common.jobs import JobRecord
+from apps.common.task_types import task_type
+from apps.gateway.routes.submit_task import build_job
+from apps.gateway.service import SubmitOptions, TaskService
+from apps.gateway.settings import GatewaySettings
+
+
+def service_of(request: Request) -> TaskService:
+    service: TaskService = request.app.state.service
+    return service
+
+
+async def submit(
+    request: Request,
+    caller: ApiKey | None,
+    type_name: str,
+    task_input: dict[str, Any],
+    *,
+    uploads: dict[str, bytes] | None = None,
+    priority: int | None = None,
+    webhook_url: str | None = None,
+) -> JobRecord:
+    """Submit as `POST /tasks` would (same checks, same 422s); returns the new job's record."""
+    settings: GatewaySettings = request.app.state.settings
+    body: dict[str, Any] = {"type": type_name, "input": task_input}
+    if priority is not None:
+        body["priority"] = priority
+    if webhook_url:
+        body["webhook_url"] = webhook_url
+    job = build_job(body, uploads or {}, settings)
+    submitted = await service_of(request).submit(job, SubmitOptions(), caller)
+    return submitted.record
+
+
+def known_fields(type_name: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Only the keys the type's input model has: old clients send parameters we do not use."""
+    fields = task_type(type_name).input_model.model_fields
+    return {k: v for k, v in values.items() if k in fields}
+
+
+async def live_view(request: Request, task_id: str, caller: ApiKey | None) -> JobView:
+    service = service_of(request)
+    return await service.live_view(await service.get(task_id, caller))
