@@ -12,8 +12,11 @@ import hashlib
 import hmac
 import os
 import tempfile
+import time
 from pathlib import Path, PurePosixPath
 from typing import Protocol
+
+from apps.common.settings import CommonSettings
 
 STORE_SCHEME = "store://"
 INPUTS_PREFIX = "inputs"
@@ -32,6 +35,9 @@ class OutputStore(Protocol):
     def read_output(self, url: str) -> bytes:
         """The bytes of an output by the public URL `put` gave (FileNotFoundError when gone)."""
 
+    def sweep(self, older_than_s: float) -> int:
+        """Delete outputs and inputs older than `older_than_s` (the job-record TTL)."""
+
 
 def is_store_ref(value: str) -> bool:
     return value.startswith(STORE_SCHEME)
@@ -48,6 +54,12 @@ def key_of(ref: str) -> str:
     return key
 
 
+def name_of(secret: bytes, task_id: str, index: int | str) -> str:
+    """Unguessable without the secret, yet the same on a rerun, which then overwrites."""
+    digest = hmac.new(secret, f"{task_id}:{index}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
+
+
 class LocalOutputStore:
     """A directory served by the gateway under `/files/`."""
 
@@ -57,9 +69,7 @@ class LocalOutputStore:
         self._secret = secret.encode()
 
     def name_of(self, task_id: str, index: int | str) -> str:
-        """Unguessable without the secret, yet the same on a rerun, which then overwrites."""
-        digest = hmac.new(self._secret, f"{task_id}:{index}".encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
+        return name_of(self._secret, task_id, index)
 
     def put(self, task_id: str, index: int, data: bytes, *, extension: str) -> str:
         key = f"{task_id}/{self.name_of(task_id, index)}.{extension}"
@@ -84,6 +94,22 @@ class LocalOutputStore:
             raise FileNotFoundError(url)
         return (self._root / key).read_bytes()
 
+    def sweep(self, older_than_s: float) -> int:
+        if not self._root.is_dir():
+            return 0
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for path in sorted(self._root.rglob("*"), reverse=True):  # files before their dirs
+            try:
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+                elif path.is_dir() and not any(path.iterdir()):
+                    path.rmdir()
+            except OSError:
+                continue  # written or removed meanwhile by another process
+        return removed
+
     def _write(self, key: str, data: bytes) -> None:
         target = self._root / key
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -93,3 +119,22 @@ class LocalOutputStore:
             handle.write(data)
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
+
+
+def make_output_store(settings: CommonSettings) -> OutputStore:
+    """The store `FLUXGATE_OUTPUT_DIR` names: a local directory, or `s3://bucket/prefix`."""
+    if settings.output_dir.startswith("s3://"):
+        from apps.common.s3_store import S3OutputStore
+
+        return S3OutputStore(
+            settings.output_dir,
+            secret=settings.internal_secret,
+            public_base=settings.public_base,
+            ttl_s=settings.job_ttl_s,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            url_mode=settings.s3_url_mode,
+        )
+    return LocalOutputStore(
+        Path(settings.output_dir), public_base=settings.public_base, secret=settings.internal_secret
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from functools import lru_cache
-from typing import Annotated, Self, TypeVar
+from typing import Annotated, Literal, Self, TypeVar
 
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -42,7 +42,17 @@ class CommonSettings(BaseSettings):
     webhook_secret: str = DEV_WEBHOOK_SECRET
     public_url: str = "http://localhost:8000"
     public_ws_url: str = "ws://localhost:8300"
+    # A local directory (served by the gateway at /files/), or s3://bucket/prefix.
     output_dir: str = ".data/outputs"
+    # For an s3:// output store: the endpoint (MinIO, R2, ...; empty: AWS), the region, and how
+    # clients fetch outputs: `presigned` URLs from the bucket, or `proxy` through the gateway's
+    # /files/. Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the pod's role.
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
+    s3_url_mode: Literal["presigned", "proxy"] = "presigned"
+    # Seconds an HTTP service keeps serving in-flight requests after SIGTERM (long-poll waits,
+    # inference streams) before it stops; keep it below terminationGracePeriodSeconds.
+    shutdown_grace_s: float = Field(default=10.0, ge=1)
     job_ttl_s: int = Field(default=24 * 3600, ge=60)
     # An unacked Celery message is redelivered after this; it must exceed the longest job.
     broker_visibility_timeout_s: int = Field(default=3600, ge=5)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import mimetypes
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -9,10 +11,11 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import make_asgi_app
 from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
 
 from apps.common.announce import Announcer
 from apps.common.apikeys import KeyStore
@@ -20,6 +23,7 @@ from apps.common.errors import NotFound
 from apps.common.http import install_error_handlers
 from apps.common.jobs import JobStore
 from apps.common.logging import get_logger
+from apps.common.outputs import OutputStore, make_output_store
 from apps.common.queue_position import QueuePositions
 from apps.common.queues import make_producer
 from apps.common.redis_client import async_redis
@@ -38,10 +42,31 @@ from apps.gateway.waiter import ResultWaiter
 log = get_logger(__name__)
 
 
+async def sweep_outputs(outputs: OutputStore, settings: GatewaySettings) -> None:
+    """Remove outputs and inputs once their job records have expired (an hour of slack), and
+    ask an S3 bucket to expire them itself where we may set its lifecycle."""
+    set_lifecycle = getattr(outputs, "set_lifecycle", None)
+    if set_lifecycle is not None:
+        try:
+            await run_in_threadpool(set_lifecycle)
+        except Exception as exc:  # no permission is common: the sweep still runs
+            log.warning("could not set the bucket's lifecycle rule", error=repr(exc))
+    while True:
+        try:
+            removed = await run_in_threadpool(outputs.sweep, settings.job_ttl_s + 3600)
+            if removed:
+                log.info("expired outputs removed", files=removed)
+        except Exception as exc:
+            log.warning("output sweep failed", error=repr(exc))
+        await asyncio.sleep(settings.gateway_output_sweep_interval_s)
+
+
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or get_settings(GatewaySettings)
-    output_dir = Path(settings.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    outputs = make_output_store(settings)
+    local_outputs = None if settings.output_dir.startswith("s3://") else Path(settings.output_dir)
+    if local_outputs is not None:
+        local_outputs.mkdir(parents=True, exist_ok=True)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -62,13 +87,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             job_ttl_s=settings.job_ttl_s,
             publisher=settings.gateway_publisher,
         )
-        app.state.service = TaskService(store, queue, client, announcer, settings)
+        app.state.service = TaskService(store, queue, client, announcer, settings, outputs)
+        sweeper = asyncio.create_task(sweep_outputs(outputs, settings))
         http = httpx.AsyncClient(limits=httpx.Limits(max_connections=None))
         app.state.waiter = ResultWaiter(http, settings.notifier_url)
         app.state.event_relay = EventRelay(http, settings.notifier_url)
         try:
             yield
         finally:
+            sweeper.cancel()
             producer.close()
             await http.aclose()
             await client.aclose()
@@ -134,7 +161,24 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         raise NotFound("not found")
 
     # Output names are random and unguessable, so files need no API key (browsers, webhooks).
-    app.mount("/files", StaticFiles(directory=output_dir, check_dir=False), name="files")
+    if local_outputs is not None:
+        app.mount("/files", StaticFiles(directory=local_outputs, check_dir=False), name="files")
+    else:
+
+        @app.get("/files/{path:path}", include_in_schema=False)
+        async def _s3_file(path: str) -> Response:
+            # `proxy` mode: outputs come through here (presigned URLs never point here).
+            try:
+                data = await run_in_threadpool(
+                    outputs.read_output, f"{settings.public_base}/files/{path}"
+                )
+            except FileNotFoundError as exc:
+                raise NotFound("not found") from exc
+            kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
+            return Response(
+                data, media_type=kind, headers={"Cache-Control": "private, max-age=3600"}
+            )
+
     app.mount("/metrics", make_asgi_app())
     # Outermost: ids and timing cover every other layer.
     app.add_middleware(RequestContextMiddleware, service="gateway")

@@ -12,7 +12,6 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -44,7 +43,7 @@ from apps.common.errors import (
 )
 from apps.common.jobs import JobRecord, JobStore, job_view, new_job
 from apps.common.logging import get_logger
-from apps.common.outputs import LocalOutputStore
+from apps.common.outputs import OutputStore
 from apps.common.queue_position import QueuePositions
 from apps.common.request_context import bind_ids, current_ids
 from apps.common.task_types import task_type
@@ -96,6 +95,7 @@ class TaskService:
         client: aioredis.Redis,
         announcer: Announcer,
         settings: GatewaySettings,
+        outputs: OutputStore,
     ) -> None:
         self._store = store
         self._queue = queue
@@ -107,11 +107,7 @@ class TaskService:
         self._idempotency = IdempotencyKeys(client)
         self._limits = KeyLimits(client)
         self._allow = AllowList.parse(settings.webhook_allow)
-        self._outputs = LocalOutputStore(
-            Path(settings.output_dir),
-            public_base=settings.public_base,
-            secret=settings.internal_secret,
-        )
+        self._outputs = outputs
 
     def view(
         self, record: JobRecord, event: str | None = None, *, queue_position: int | None = None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 from functools import lru_cache
-from pathlib import Path
 
 import httpx
 import redis
@@ -15,7 +14,7 @@ from redis.exceptions import RedisError
 from apps.common.contracts import WebhookMessage
 from apps.common.jobs import SyncJobStore
 from apps.common.logging import get_logger
-from apps.common.outputs import LocalOutputStore
+from apps.common.outputs import make_output_store
 from apps.common.queues import QUEUE_WEBHOOKS, TASK_FLUX, TASK_JOB, TASK_WEBHOOK
 from apps.common.request_context import bind_ids
 from apps.common.url_guard import AllowList
@@ -45,11 +44,7 @@ def redis_client() -> redis.Redis:
 @lru_cache(maxsize=1)
 def job_deps() -> JobDeps:
     store = SyncJobStore(redis_client(), ttl_s=settings.job_ttl_s)
-    outputs = LocalOutputStore(
-        Path(settings.output_dir),
-        public_base=settings.public_base,
-        secret=settings.internal_secret,
-    )
+    outputs = make_output_store(settings)
     return JobDeps(
         store=store,
         events=EventSender(

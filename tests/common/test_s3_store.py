@@ -1,0 +1,107 @@
+"""The S3 output store against a real S3 API (moto in server mode)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from apps.common.outputs import LocalOutputStore, make_output_store
+from apps.common.s3_store import S3OutputStore, parse_s3_url
+from apps.common.settings import CommonSettings
+from tests.s3server import S3_ENV, S3Server, s3_server
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    saved = {k: os.environ.get(k) for k in S3_ENV}
+    os.environ.update(S3_ENV)
+    with s3_server(tmp_path_factory.mktemp("moto")) as server:
+        yield server
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def store(s3: S3Server, bucket: str, *, mode: str = "presigned") -> S3OutputStore:
+    return S3OutputStore(
+        f"s3://{bucket}/out/puts",
+        secret="x" * 32,
+        public_base="http://gateway.example",
+        ttl_s=86400,
+        endpoint_url=s3.url,
+        region="us-east-1",
+        url_mode=mode,
+    )
+
+
+def test_outputs_get_unguessable_presigned_urls(s3: S3Server) -> None:
+    outputs = store(s3, s3.bucket("presigned"))
+    url = outputs.put("task-1", 0, b"\x89PNG fake", extension="png")
+    assert urlsplit(url).path.startswith("/presigned/out/puts/task-1/")
+    assert "X-Amz-Signature" in url
+    fetched = httpx.get(url)
+    assert fetched.status_code == 200 and fetched.content == b"\x89PNG fake"
+    assert fetched.headers["content-type"] == "image/png"
+    assert outputs.read_output(url) == b"\x89PNG fake"
+    # The same task and index make the same key: a rerun overwrites instead of duplicating.
+    assert urlsplit(outputs.put("task-1", 0, b"again", extension="png")).path == urlsplit(url).path
+    unsigned = url.split("?", 1)[0]
+    assert httpx.get(unsigned).status_code == 403, "objects are private without the signature"
+
+
+def test_inputs_are_store_references_and_never_public(s3: S3Server) -> None:
+    outputs = store(s3, s3.bucket("inputs"), mode="proxy")
+    ref = outputs.put_input("task-2", "image", b"input bytes", extension="jpg")
+    assert ref.startswith("store://inputs/task-2/")
+    assert outputs.read(ref) == b"input bytes"
+    with pytest.raises(ValueError, match="bad store reference"):
+        outputs.read("store://inputs/../secrets")
+    with pytest.raises(FileNotFoundError):
+        outputs.read("store://inputs/task-2/nothing.jpg")
+    url = outputs.put("task-2", 0, b"out", extension="png")
+    assert url.startswith("http://gateway.example/files/task-2/")
+    assert outputs.read_output(url) == b"out"
+    with pytest.raises(FileNotFoundError):
+        outputs.read_output("http://gateway.example/files/" + ref.removeprefix("store://"))
+
+
+def test_sweep_and_lifecycle_follow_the_job_ttl(s3: S3Server) -> None:
+    bucket = s3.bucket("sweep")
+    outputs = store(s3, bucket)
+    outputs.put("task-3", 0, b"a", extension="png")
+    outputs.put_input("task-3", "image", b"b", extension="png")
+    assert outputs.sweep(3600) == 0, "fresh objects stay"
+    assert outputs.sweep(-60) == 2, "objects older than the cutoff go, inputs too"
+    assert s3.client().list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+    outputs.set_lifecycle()
+    rules = s3.client().get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert rules[0]["Expiration"]["Days"] == 1 and rules[0]["Filter"]["Prefix"] == "out/puts/"
+
+
+def test_the_setting_picks_the_store(tmp_path: Path) -> None:
+    local = make_output_store(CommonSettings(output_dir=str(tmp_path)))
+    assert isinstance(local, LocalOutputStore)
+    remote = make_output_store(
+        CommonSettings(output_dir="s3://bucket/p", s3_endpoint_url="http://127.0.0.1:1")
+    )
+    assert isinstance(remote, S3OutputStore) and remote.bucket == "bucket"
+    with pytest.raises(ValueError, match="s3://bucket/prefix"):
+        parse_s3_url("s3:///nobucket")
+
+
+def test_local_sweep_removes_only_expired_files(tmp_path: Path) -> None:
+    outputs = LocalOutputStore(tmp_path, public_base="http://g", secret="s" * 32)
+    old = outputs.put("old-task", 0, b"x", extension="png")
+    outputs.put("new-task", 0, b"y", extension="png")
+    old_path = tmp_path / old.removeprefix("http://g/files/")
+    os.utime(old_path, (0, 0))
+    assert outputs.sweep(3600) == 1
+    assert not old_path.exists() and not old_path.parent.exists()
+    assert (tmp_path / "new-task").is_dir()
