@@ -160,3 +160,34 @@ def test_accepted_jobs_survive_a_redis_restart(crash_stack: CrashStack) -> None:
     fresh = poll_until(submitted, timeout=15, interval=0.5, what="a submit after the restart")
     crash_stack.wait_status(fresh, "succeeded", timeout=60)
     assert httpx.get(f"{crash_stack.gateway}/readyz").status_code == 200
+
+
+def test_sigterm_lets_a_worker_finish_its_running_job(crash_stack: CrashStack) -> None:
+    task_id = str(crash_stack.submit(num_inference_steps=20)["task_id"])
+    crash_stack.wait_status(task_id, "running", timeout=30)
+    worker = crash_stack.procs["worker"]
+    assert worker.popen is not None
+    worker.popen.send_signal(signal.SIGTERM)  # what Kubernetes sends at a rollout
+    view = crash_stack.wait_status(task_id, "succeeded", "failed", timeout=60)
+    assert view["status"] == "succeeded", view["error"]
+    poll_until(lambda: not worker.alive(), timeout=30, what="the worker to exit after its job")
+    crash_stack.procs["worker"] = Proc(
+        worker.name, worker.args, worker.env, worker.log_path
+    ).start()
+
+
+def test_sigterm_lets_an_inference_server_finish_its_batch(crash_stack: CrashStack) -> None:
+    task_id = str(crash_stack.submit(num_inference_steps=20)["task_id"])
+    view = poll_until(
+        lambda: (v := crash_stack.view(task_id))["progress"] > 0 and v,
+        timeout=30,
+        what="the job to be in its batch",
+    )
+    assert view["status"] == "running"
+    inference = crash_stack.procs["inference"]
+    assert inference.popen is not None
+    inference.popen.send_signal(signal.SIGTERM)
+    finished = crash_stack.wait_status(task_id, "succeeded", "failed", timeout=60)
+    assert finished["status"] == "succeeded", finished["error"]
+    poll_until(lambda: not inference.alive(), timeout=30, what="the server to exit")
+    crash_stack.restart("inference")
