@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fluxgate-installed
 
-.PHONY: help setup up test lint format clean run-loadtest bench bench-submit bench-overhead bench-fanout bench-efficiency bench-submit_to_result bench-batching bench-sync_facade bench-balancer
+.PHONY: help setup up test lint format clean run-loadtest bench bench-submit bench-overhead bench-fanout bench-efficiency bench-submit_to_result bench-batching bench-sync_facade bench-balancer bench-task_types chart-check setup-cluster build-image deploy-services deploy-app deploy-balancer start-workshop api-ui flower-ui show-ui delete-cluster
 
 help:  ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -33,7 +33,7 @@ format: setup  ## apply ruff's formatting and fixes
 run-loadtest: setup  ## locust against the stack (started if needed): USERS=4 SPAWN_RATE=2 DURATION=40s
 	USERS=$(or $(USERS),4) SPAWN_RATE=$(or $(SPAWN_RATE),2) DURATION=$(or $(DURATION),40s) scripts/run-loadtest.sh
 
-bench: bench-submit bench-overhead bench-fanout bench-efficiency bench-submit_to_result bench-batching bench-sync_facade bench-balancer  ## run every benchmark (results in benchmarks/results/)
+bench: bench-submit bench-overhead bench-fanout bench-efficiency bench-submit_to_result bench-batching bench-sync_facade bench-balancer bench-task_types  ## run every benchmark (results in benchmarks/results/)
 
 bench-submit: setup  ## accepted POST /flux per second: gateway vs bare FastAPI+LPUSH vs Flask+apply_async (wrk)
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q wrk >/dev/null; } || { echo "bench-submit needs wrk (apt install wrk)"; exit 1; }
@@ -59,6 +59,66 @@ bench-sync_facade: setup  ## /sync/flux through nginx vs submit + WebSocket wait
 
 bench-balancer: setup  ## least-outstanding vs round-robin, 3 backends one 5x slower; then one killed
 	$(PY) benchmarks/balancer.py
+
+bench-task_types: setup  ## CPU time of each task type's work on a 512x512 photo
+	$(PY) benchmarks/task_types.py
+
+chart-check: setup  ## helm lint + template of every chart mode, kubernetes-validate, helmfile (offline)
+	VENV=$(VENV) scripts/chart-check.sh
+
+# --- Kubernetes on k3d (docs/deploy.md): `make start-workshop`, then http://localhost:8080/ ---
+K3D_CLUSTER ?= fluxgate
+NAMESPACE ?= fluxgate
+IMAGE ?= fluxgate:dev
+API_UI_PORT ?= 8081
+KUBECTL = kubectl --context k3d-$(K3D_CLUSTER) -n $(NAMESPACE)
+# Pinned helm + helmfile from scripts/get-helm-tools.sh (no install needed); dev uses local charts.
+HELMFILE = bin=$$(scripts/get-helm-tools.sh) && $$bin/helmfile -b $$bin/helm -f helmfile.yaml
+
+setup-cluster:  ## k3d cluster "fluxgate" with a registry; localhost:8080 -> its ingress
+	@scripts/need.sh docker k3d kubectl
+	k3d cluster list $(K3D_CLUSTER) >/dev/null 2>&1 || k3d cluster create $(K3D_CLUSTER) \
+	  --registry-create $(K3D_CLUSTER)-registry:0.0.0.0:5111 -p "8080:80@loadbalancer" --wait
+
+build-image:  ## docker build fluxgate:dev (CPU torch) and import it into the k3d cluster
+	@scripts/need.sh docker k3d
+	docker build -t $(IMAGE) .
+	k3d image import $(IMAGE) -c $(K3D_CLUSTER)
+
+deploy-services:  ## Redis (charts/redis: AOF, password Secret) into the cluster
+	@scripts/need.sh kubectl python3
+	$(HELMFILE) -e dev -l name=redis sync --skip-deps
+
+deploy-app:  ## every dev release (redis, then fluxgate) with helmfile -e dev sync
+	@scripts/need.sh kubectl python3
+	$(HELMFILE) -e dev sync --skip-deps
+
+deploy-balancer:  ## re-sync the fluxgate release only (balancer, inference, ... after a change)
+	@scripts/need.sh kubectl python3
+	$(HELMFILE) -e dev -l name=fluxgate sync --skip-deps
+
+start-workshop: setup-cluster build-image deploy-services deploy-app  ## cluster, image, redis, app
+	@$(MAKE) --no-print-directory show-ui
+
+api-ui:  ## port-forward the nginx front door to localhost:8081 (API_UI_PORT)
+	@scripts/need.sh kubectl
+	$(KUBECTL) port-forward svc/fluxgate-nginx $(API_UI_PORT):8080
+
+flower-ui:  ## port-forward Flower to localhost:5555 (login: make show-ui)
+	@scripts/need.sh kubectl
+	$(KUBECTL) port-forward svc/fluxgate-flower 5555:5555
+
+show-ui:  ## print the URLs and the Flower login
+	@scripts/need.sh kubectl
+	@echo "API + demo page: http://localhost:8080/  (k3d load balancer -> ingress -> nginx)"
+	@echo "                 http://localhost:$(API_UI_PORT)/  (after make api-ui)"
+	@echo "Flower:          http://localhost:5555/  (after make flower-ui), login: $$($(KUBECTL) get secret fluxgate-secrets -o jsonpath='{.data.flower-basic-auth}' | base64 -d)"
+	@echo "Load test:       make run-loadtest KUBE_CONTEXT=k3d-$(K3D_CLUSTER)"
+
+delete-cluster:  ## delete the k3d cluster (and its registry)
+	@scripts/need.sh k3d
+	k3d cluster delete $(K3D_CLUSTER)
+	-k3d registry delete k3d-$(K3D_CLUSTER)-registry
 
 clean:  ## remove local data (outputs, redis, model cache)
 	rm -rf .data
