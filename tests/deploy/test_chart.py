@@ -359,9 +359,7 @@ def test_chart_sets_only_settings_the_apps_know(docs: list[dict[str, Any]]) -> N
         if component(deployment) not in SETTINGS_OF:
             continue
         env = _container_env(docs, deployment["spec"]["template"]["spec"]["containers"][0])
-        unknown = {
-            n for n in env if n.startswith("FLUXGATE_") and n not in known | HELPER_ENV
-        }
+        unknown = {n for n in env if n.startswith("FLUXGATE_") and n not in known | HELPER_ENV}
         assert not unknown, f"{deployment['metadata']['name']}: {sorted(unknown)}"
 
 
