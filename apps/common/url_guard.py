@@ -11,7 +11,8 @@ import ipaddress
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -78,8 +79,59 @@ def _resolve(host: str, resolver: Resolver) -> list[IPAddress]:
     return [ipaddress.ip_address(address.split("%", 1)[0]) for address in resolved]
 
 
+@dataclass(frozen=True)
+class PinnedUrl:
+    """A URL whose host was resolved and checked once, rewritten to that address, so the
+    connection goes where the check looked (no second lookup a rebinding DNS could answer
+    differently). `host` goes in the Host header and `sni` names the TLS server."""
+
+    url: str
+    host: str | None = None
+    sni: str | None = None
+
+    def request_kwargs(self) -> dict[str, Any]:
+        """`headers` and `extensions` for an httpx request to `url`."""
+        kwargs: dict[str, Any] = {}
+        if self.host is not None:
+            kwargs["headers"] = {"Host": self.host}
+        if self.sni is not None:
+            kwargs["extensions"] = {"sni_hostname": self.sni}
+        return kwargs
+
+
+def pin_url(url: str, allow: AllowList, resolver: Resolver = system_resolver) -> PinnedUrl:
+    """Check `url` (as check_url) and pin it to the first checked address of its host."""
+    addresses = _checked_addresses(url, allow, resolver)
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if not addresses or _is_literal(host):
+        return PinnedUrl(url)  # an address already, or a host the allow list names
+    address = addresses[0]
+    literal = f"[{address}]" if address.version == 6 else str(address)
+    netloc = literal if parts.port is None else f"{literal}:{parts.port}"
+    host_header = host if parts.port is None else f"{host}:{parts.port}"
+    return PinnedUrl(
+        urlunsplit(parts._replace(netloc=netloc)),
+        host=host_header,
+        sni=host if parts.scheme == "https" else None,
+    )
+
+
+def _is_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def check_url(url: str, allow: AllowList, resolver: Resolver = system_resolver) -> None:
     """Raise UnsafeUrl unless `url` is http(s) and every address of its host may be called."""
+    _checked_addresses(url, allow, resolver)
+
+
+def _checked_addresses(url: str, allow: AllowList, resolver: Resolver) -> list[IPAddress]:
+    """The host's addresses, all checked; empty for a host the allow list names."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise UnsafeUrl("must be an http or https URL")
@@ -87,7 +139,7 @@ def check_url(url: str, allow: AllowList, resolver: Resolver = system_resolver) 
     if not host:
         raise UnsafeUrl("has no host")
     if host in allow.hosts:
-        return
+        return []
     try:
         addresses = [ipaddress.ip_address(host)]
     except ValueError:
@@ -99,3 +151,4 @@ def check_url(url: str, allow: AllowList, resolver: Resolver = system_resolver) 
                 f"host {host} is a {kind} address ({address}); "
                 "allow it with FLUXGATE_WEBHOOK_ALLOW if this is intended"
             )
+    return addresses

@@ -1,11 +1,13 @@
 """Input images of a job, opened from the output store or fetched from the client's URL.
 
 A fetched URL goes through the same SSRF guard as webhooks, checked again at each redirect and
-right before connecting (DNS may have changed since submit), and is capped in bytes and pixels
+right before connecting, to the very address checked (DNS may have changed since submit,
+or may answer differently on purpose), and is capped in bytes and pixels
 while it streams in. What cannot be opened fails the job with `invalid_input_image`."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
@@ -14,10 +16,12 @@ from PIL import Image
 
 from apps.common import images
 from apps.common.outputs import OutputStore, is_store_ref
-from apps.common.url_guard import AllowList, UnsafeUrl, check_url
+from apps.common.url_guard import AllowList, UnsafeUrl, pin_url
 
 MAX_REDIRECTS = 3
 FETCH_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+# A slow-drip server may not hold a worker slot longer than this.
+FETCH_DEADLINE_S = 60.0
 
 
 class InputImageError(Exception):
@@ -57,9 +61,14 @@ class InputImages:
         raise images.ImageRejected("is neither an uploaded image nor an http(s) URL")
 
     def _fetch(self, url: str) -> bytes:
+        deadline = time.monotonic() + FETCH_DEADLINE_S
         for _ in range(MAX_REDIRECTS + 1):
-            check_url(url, self.allow)
-            with self.http.stream("GET", url, follow_redirects=False) as response:
+            # Resolved and checked once, and connected to that very address (DNS rebinding).
+            pinned = pin_url(url, self.allow)
+            kwargs = pinned.request_kwargs()
+            # Compressed bodies would be inflated before any size check: ask for none.
+            kwargs["headers"] = {**kwargs.get("headers", {}), "Accept-Encoding": "identity"}
+            with self.http.stream("GET", pinned.url, follow_redirects=False, **kwargs) as response:
                 if response.is_redirect and "location" in response.headers:
                     url = urljoin(url, response.headers["location"])
                     if not images.is_url(url):
@@ -67,13 +76,20 @@ class InputImages:
                     continue
                 if response.status_code != 200:
                     raise images.ImageRejected(f"fetching it answered HTTP {response.status_code}")
+                encoding = response.headers.get("content-encoding", "identity").lower()
+                if encoding not in ("identity", ""):
+                    raise images.ImageRejected(f"the server sent it {encoding}-compressed")
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > self.max_bytes:
                     raise images.ImageRejected(f"image is over {self.max_bytes} bytes")
                 body = bytearray()
-                for chunk in response.iter_bytes():
+                for chunk in response.iter_raw():
                     body.extend(chunk)
                     if len(body) > self.max_bytes:
                         raise images.ImageRejected(f"image is over {self.max_bytes} bytes")
+                    if time.monotonic() > deadline:
+                        raise images.ImageRejected(
+                            f"fetching it took over {FETCH_DEADLINE_S:.0f} s"
+                        )
                 return bytes(body)
         raise images.ImageRejected(f"more than {MAX_REDIRECTS} redirects")

@@ -21,7 +21,7 @@ from apps.common.contracts import WebhookAttempt, WebhookMessage
 from apps.common.jobs import iso_utc
 from apps.common.logging import get_logger
 from apps.common.signing import sign_webhook
-from apps.common.url_guard import AllowList, UnsafeUrl, check_url
+from apps.common.url_guard import AllowList, UnsafeUrl, pin_url
 from apps.worker.settings import WorkerSettings
 
 log = get_logger(__name__)
@@ -107,8 +107,9 @@ class WebhookDelivery:
 
     def _attempt(self, message: WebhookMessage) -> Outcome:
         try:
-            # DNS may have changed since submit: check again right before calling.
-            check_url(message.url, self._allow)
+            # DNS may have changed since submit: check again right before calling, and call the
+            # address that was checked (a rebinding DNS gets no second answer).
+            pinned = pin_url(message.url, self._allow)
         except UnsafeUrl as exc:
             return Outcome(False, False, None, f"refused: {exc}")
         body = message.body.encode()
@@ -118,7 +119,9 @@ class WebhookDelivery:
             **sign_webhook(message.message_id, body, self._secrets_for(message.owner)),
         }
         try:
-            response = self._http.post(message.url, content=body, headers=headers)
+            kwargs = pinned.request_kwargs()
+            headers.update(kwargs.pop("headers", {}))
+            response = self._http.post(pinned.url, content=body, headers=headers, **kwargs)
         except httpx.HTTPError as exc:
             return Outcome(False, True, None, f"{type(exc).__name__}: {exc}")
         status = response.status_code

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from apps.common.url_guard import AllowList, UnsafeUrl, check_url
+from apps.common.url_guard import AllowList, UnsafeUrl, check_url, pin_url
 
 PUBLIC = "93.184.216.34"
 
@@ -60,3 +60,23 @@ def test_allow_list_lets_chosen_hosts_and_networks_through() -> None:
     check_url("http://receiver.internal/hook", allow, resolver_to("10.9.9.9"))
     with pytest.raises(UnsafeUrl):
         check_url("http://10.2.0.1/hook", allow, resolver_to())
+
+
+def test_a_checked_url_is_pinned_to_the_address_that_was_checked() -> None:
+    answers = iter([["93.184.216.34"], ["169.254.169.254"]])
+
+    def rebinding(_host: str) -> list[str]:
+        return next(answers)  # public for the check, metadata for any second lookup
+
+    pinned = pin_url("https://images.example.com:8443/a.png?x=1", AllowList(), rebinding)
+    assert pinned.url == "https://93.184.216.34:8443/a.png?x=1"
+    assert pinned.request_kwargs() == {
+        "headers": {"Host": "images.example.com:8443"},
+        "extensions": {"sni_hostname": "images.example.com"},
+    }
+    plain = pin_url("http://[2606:4700::1]/x", AllowList())
+    assert plain.url == "http://[2606:4700::1]/x" and plain.request_kwargs() == {}
+    with pytest.raises(UnsafeUrl, match="link-local"):
+        pin_url("http://meta.example/", AllowList(), lambda _h: ["169.254.169.254"])
+    v6 = pin_url("http://v6.example/p", AllowList(), lambda _h: ["2606:4700::1"])
+    assert v6.url == "http://[2606:4700::1]/p" and v6.host == "v6.example"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,8 +10,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 @contextmanager
-def serving(files: dict[str, tuple[int, str, bytes]]) -> Iterator[str]:
-    """Serve `path -> (status, content type, body)`; yields the base URL."""
+def serving(
+    files: dict[str, tuple[int, str, bytes]], gzipped: frozenset[str] = frozenset()
+) -> Iterator[str]:
+    """Serve `path -> (status, content type, body)`; the `gzipped` paths are sent gzip-encoded
+    (a few KB that inflate to far more). Yields the base URL."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -19,6 +23,9 @@ def serving(files: dict[str, tuple[int, str, bytes]]) -> Iterator[str]:
             if 300 <= status < 400:
                 self.send_header("Location", body.decode())
                 body = b""
+            if self.path in gzipped:
+                body = gzip.compress(body)
+                self.send_header("Content-Encoding", "gzip")
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

@@ -111,8 +111,10 @@ def test_stylize_from_a_url_fetched_by_the_worker(stack: Stack) -> None:
         "/astro.png": (200, "image/png", picture),
         "/moved": (302, "text/plain", b"/astro.png"),
         "/text": (200, "text/plain", b"hello, not an image"),
+        # 30 MB of zeros gzip to ~30 KB: refused, never inflated past the size cap.
+        "/bomb.png": (200, "image/png", bytes(30 * 1024 * 1024)),
     }
-    with serving(files) as base:
+    with serving(files, gzipped=frozenset({"/bomb.png"})) as base:
         result = _succeeded(
             run_task(stack, "stylize", {"image": f"{base}/moved", "preset": "pencil_sketch"})
         )
@@ -124,6 +126,11 @@ def test_stylize_from_a_url_fetched_by_the_worker(stack: Stack) -> None:
         assert missing["status"] == "failed"
         assert missing["error"]["code"] == "invalid_input_image"
         assert "404" in missing["error"]["message"]
+
+        bomb = run_task(stack, "stylize", {"image": f"{base}/bomb.png"})
+        assert bomb["status"] == "failed"
+        assert bomb["error"]["code"] == "invalid_input_image"
+        assert "compressed" in bomb["error"]["message"]
 
         text = run_task(stack, "stylize", {"image": f"{base}/text"})
         assert text["status"] == "failed"
