@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path, PurePosixPath
@@ -37,6 +38,9 @@ class OutputStore(Protocol):
 
     def sweep(self, older_than_s: float) -> int:
         """Delete outputs and inputs older than `older_than_s` (the job-record TTL)."""
+
+    def delete_inputs(self, task_id: str) -> None:
+        """Remove a task's uploaded inputs (a submit refused after storing them)."""
 
 
 def is_store_ref(value: str) -> bool:
@@ -88,11 +92,14 @@ class LocalOutputStore:
         prefix = f"{self._public_base}/files/"
         if not url.startswith(prefix):
             raise FileNotFoundError(url)
-        key = url[len(prefix) :]
-        parts = PurePosixPath(key).parts
-        if not parts or parts[0] == INPUTS_PREFIX or any(p in ("..", ".", "") for p in parts):
+        key = url[len(prefix) :].split("?", 1)[0]
+        segments = key.split("/")
+        if not key or segments[0] == INPUTS_PREFIX or any(p in ("..", ".", "") for p in segments):
             raise FileNotFoundError(url)
         return (self._root / key).read_bytes()
+
+    def delete_inputs(self, task_id: str) -> None:
+        shutil.rmtree(self._root / INPUTS_PREFIX / task_id, ignore_errors=True)
 
     def sweep(self, older_than_s: float) -> int:
         if not self._root.is_dir():

@@ -36,9 +36,11 @@ _CONTENT_TYPES = {
 def parse_s3_url(url: str) -> tuple[str, str]:
     """`s3://bucket/some/prefix` -> ("bucket", "some/prefix")."""
     parts = urlsplit(url)
-    if parts.scheme != "s3" or not parts.netloc:
-        raise ValueError(f"not an s3://bucket/prefix URL: {url!r}")
-    return parts.netloc, parts.path.strip("/")
+    prefix = parts.path.strip("/")
+    if parts.scheme != "s3" or not parts.netloc or not prefix:
+        # A prefix is required: the sweep and the lifecycle rule cover everything under it.
+        raise ValueError(f"not an s3://bucket/prefix URL (the prefix is required): {url!r}")
+    return parts.netloc, prefix
 
 
 class S3OutputStore:
@@ -74,7 +76,7 @@ class S3OutputStore:
         )
 
     def _object_key(self, key: str) -> str:
-        return f"{self.prefix}/{key}" if self.prefix else key
+        return f"{self.prefix}/{key}"
 
     def _put(self, key: str, data: bytes, extension: str) -> None:
         self._s3.put_object(
@@ -125,7 +127,7 @@ class S3OutputStore:
             key = path[len(prefix) :]
         else:
             # Path-style presigned URL: /bucket/prefix/key
-            head = f"{self.bucket}/{self.prefix}/" if self.prefix else f"{self.bucket}/"
+            head = f"{self.bucket}/{self.prefix}/"
             if not path.startswith(head):
                 raise FileNotFoundError(url)
             key = path[len(head) :]
@@ -149,23 +151,37 @@ class S3OutputStore:
 
     def _objects(self) -> Iterator[dict[str, Any]]:
         paginator = self._s3.get_paginator("list_objects_v2")
-        prefix = f"{self.prefix}/" if self.prefix else ""
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}/"):
             yield from page.get("Contents", [])
 
     def set_lifecycle(self) -> None:
-        """Let the bucket expire our objects a day after the job TTL (whole days only)."""
+        """Let the bucket expire our objects a day after the job TTL (whole days only). The
+        bucket's other rules (the operator's, other prefixes') are kept: only ours is replaced."""
         days = max(1, -(-self._ttl_s // 86400))
-        self._s3.put_bucket_lifecycle_configuration(
-            Bucket=self.bucket,
-            LifecycleConfiguration={
-                "Rules": [
-                    {
-                        "ID": f"fluxgate-expire-{self.prefix or 'all'}".replace("/", "-"),
-                        "Filter": {"Prefix": f"{self.prefix}/" if self.prefix else ""},
-                        "Status": "Enabled",
-                        "Expiration": {"Days": days},
-                    }
-                ]
-            },
+        rule_id = f"fluxgate-expire-{self.prefix}".replace("/", "-")
+        try:
+            current = self._s3.get_bucket_lifecycle_configuration(Bucket=self.bucket)["Rules"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "NoSuchLifecycleConfiguration":
+                raise
+            current = []
+        rules = [rule for rule in current if rule.get("ID") != rule_id]
+        rules.append(
+            {
+                "ID": rule_id,
+                "Filter": {"Prefix": f"{self.prefix}/"},
+                "Status": "Enabled",
+                "Expiration": {"Days": days},
+            }
         )
+        self._s3.put_bucket_lifecycle_configuration(
+            Bucket=self.bucket, LifecycleConfiguration={"Rules": rules}
+        )
+
+    def delete_inputs(self, task_id: str) -> None:
+        """Remove a task's uploaded inputs (a submit that was refused after storing them)."""
+        prefix = self._object_key(f"{INPUTS_PREFIX}/{task_id}/")
+        listed = self._s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
+        doomed = [{"Key": item["Key"]} for item in listed.get("Contents", [])]
+        if doomed:
+            self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": doomed, "Quiet": True})

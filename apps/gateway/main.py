@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import mimetypes
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,7 +24,7 @@ from apps.common.errors import NotFound
 from apps.common.http import install_error_handlers
 from apps.common.jobs import JobStore
 from apps.common.logging import get_logger
-from apps.common.outputs import OutputStore, make_output_store
+from apps.common.outputs import INPUTS_PREFIX, OutputStore, make_output_store
 from apps.common.queue_position import QueuePositions
 from apps.common.queues import make_producer
 from apps.common.redis_client import async_redis
@@ -40,6 +41,16 @@ from apps.gateway.settings import GatewaySettings
 from apps.gateway.waiter import ResultWaiter
 
 log = get_logger(__name__)
+
+
+class OutputFiles(StaticFiles):
+    """The output directory, less `inputs/`: uploaded inputs stay private (only the worker
+    reads them, from the store), however the path is spelled (`//inputs`, `./inputs`)."""
+
+    def lookup_path(self, path: str) -> tuple[str, os.stat_result | None]:
+        if path.replace("\\", "/").split("/", 1)[0] == INPUTS_PREFIX:
+            return "", None
+        return super().lookup_path(path)
 
 
 async def sweep_outputs(outputs: OutputStore, settings: GatewaySettings) -> None:
@@ -155,14 +166,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(usage.router)
 
-    @app.get("/files/inputs/{path:path}", include_in_schema=False)
-    async def _no_inputs(path: str) -> None:
-        # Uploaded inputs stay private: only the worker reads them, from the store.
-        raise NotFound("not found")
-
     # Output names are random and unguessable, so files need no API key (browsers, webhooks).
     if local_outputs is not None:
-        app.mount("/files", StaticFiles(directory=local_outputs, check_dir=False), name="files")
+        app.mount("/files", OutputFiles(directory=local_outputs, check_dir=False), name="files")
     else:
 
         @app.get("/files/{path:path}", include_in_schema=False)

@@ -22,6 +22,7 @@ from apps.common import images, keys
 from apps.common.announce import Announcer
 from apps.common.apikeys import ApiKey
 from apps.common.contracts import (
+    WORKER_ONLY_FLUX_FIELDS,
     DeliveryFields,
     EventKind,
     JobView,
@@ -58,6 +59,14 @@ from apps.gateway.settings import GatewaySettings
 log = get_logger(__name__)
 # A key at its cap of active jobs is told to come back after about this long.
 TOO_MANY_JOBS_RETRY_S = 5
+
+
+# Image bytes one view may carry as base64 (`?include=base64`); larger images keep only `url`.
+MAX_BASE64_BYTES = 32 * 1024 * 1024
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 @dataclass(frozen=True)
@@ -141,13 +150,19 @@ class TaskService:
         result = view.get("result") or {}
         outputs = [*result.get("images", [])]
         outputs += [v for v in result.values() if isinstance(v, dict) and "url" in v]
+        budget = MAX_BASE64_BYTES
         for image in outputs:
             try:
                 data = await run_in_threadpool(self._outputs.read_output, image["url"])
             except FileNotFoundError:
                 image["base64"] = None  # cleaned up already
                 continue
-            image["base64"] = base64.b64encode(data).decode()
+            budget -= len(data)
+            if budget < 0:
+                # Past what one answer should carry: fetch it from `url` instead.
+                image["base64"] = None
+                continue
+            image["base64"] = await run_in_threadpool(_b64, data)
         return view
 
     # --- submit -------------------------------------------------------------------------------
@@ -212,12 +227,14 @@ class TaskService:
             refusal = await self._queue.accept(record, keys.owner_tasks_key(scope), admission)
         except Exception as exc:
             log.error("accept failed", error=repr(exc))
+            await self._forget_inputs(record, job)
             if options.idempotency_key is not None:
                 await self._idempotency.release(scope, options.idempotency_key)
             if isinstance(exc, RedisError):
                 raise
             raise Unavailable("the job queue is unavailable; retry later") from exc
         if refusal is not None and caller is not None:
+            await self._forget_inputs(record, job)
             if options.idempotency_key is not None:
                 await self._idempotency.release(scope, options.idempotency_key)
             if refusal.reason == "rate":
@@ -239,6 +256,10 @@ class TaskService:
         owner: str | None,
     ) -> JobRecord:
         task_input = job.input.model_dump(mode="json")
+        for name in WORKER_ONLY_FLUX_FIELDS:
+            # Left out at their defaults, so a worker one release older reads the record.
+            if task_input.get(name) is False:
+                del task_input[name]
         if "seed" in task_input and task_input["seed"] is None:
             # Fixed at submit so a rerun after a crash makes the same image.
             task_input["seed"] = secrets.randbelow(2**32)
@@ -295,6 +316,14 @@ class TaskService:
                 )
             else:
                 record.input[field] = value
+
+    async def _forget_inputs(self, record: JobRecord, job: NewJob) -> None:
+        """A refused submit leaves nothing behind: not even its uploaded inputs."""
+        if any(isinstance(value, bytes) for value in job.images.values()):
+            try:
+                await run_in_threadpool(self._outputs.delete_inputs, record.task_id)
+            except Exception as exc:  # the sweep removes them later anyway
+                log.warning("could not delete a refused job's inputs", error=repr(exc))
 
     async def _check_webhook_url(self, url: str) -> None:
         try:

@@ -80,9 +80,35 @@ def test_sweep_and_lifecycle_follow_the_job_ttl(s3: S3Server) -> None:
     assert outputs.sweep(3600) == 0, "fresh objects stay"
     assert outputs.sweep(-60) == 2, "objects older than the cutoff go, inputs too"
     assert s3.client().list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+    operator_rule = {
+        "ID": "operator-logs",
+        "Filter": {"Prefix": "logs/"},
+        "Status": "Enabled",
+        "Expiration": {"Days": 30},
+    }
+    s3.client().put_bucket_lifecycle_configuration(
+        Bucket=bucket, LifecycleConfiguration={"Rules": [operator_rule]}
+    )
     outputs.set_lifecycle()
-    rules = s3.client().get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
-    assert rules[0]["Expiration"]["Days"] == 1 and rules[0]["Filter"]["Prefix"] == "out/puts/"
+    outputs.set_lifecycle()  # every gateway start: still one rule of ours
+    rules = {
+        r["ID"]: r for r in s3.client().get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    }
+    assert set(rules) == {"operator-logs", "fluxgate-expire-out-puts"}, "the operator's rule stays"
+    ours = rules["fluxgate-expire-out-puts"]
+    assert ours["Expiration"]["Days"] == 1 and ours["Filter"]["Prefix"] == "out/puts/"
+
+
+def test_a_refused_jobs_inputs_can_be_deleted(s3: S3Server) -> None:
+    bucket = s3.bucket("refused")
+    outputs = store(s3, bucket)
+    ref = outputs.put_input("task-4", "image", b"x", extension="png")
+    outputs.put_input("task-5", "image", b"y", extension="png")
+    outputs.delete_inputs("task-4")
+    with pytest.raises(FileNotFoundError):
+        outputs.read(ref)
+    keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket=bucket)["Contents"]]
+    assert keys == [k for k in keys if "task-5" in k] and len(keys) == 1
 
 
 def test_the_setting_picks_the_store(tmp_path: Path) -> None:
@@ -92,8 +118,9 @@ def test_the_setting_picks_the_store(tmp_path: Path) -> None:
         CommonSettings(output_dir="s3://bucket/p", s3_endpoint_url="http://127.0.0.1:1")
     )
     assert isinstance(remote, S3OutputStore) and remote.bucket == "bucket"
-    with pytest.raises(ValueError, match="s3://bucket/prefix"):
-        parse_s3_url("s3:///nobucket")
+    for bad in ("s3:///nobucket", "s3://bucket", "s3://bucket/", "gs://bucket/p"):
+        with pytest.raises(ValueError, match="s3://bucket/prefix"):
+            parse_s3_url(bad)
 
 
 def test_local_sweep_removes_only_expired_files(tmp_path: Path) -> None:
@@ -105,3 +132,8 @@ def test_local_sweep_removes_only_expired_files(tmp_path: Path) -> None:
     assert outputs.sweep(3600) == 1
     assert not old_path.exists() and not old_path.parent.exists()
     assert (tmp_path / "new-task").is_dir()
+
+    with pytest.raises(FileNotFoundError):
+        outputs.read_output("http://g/files//etc/hostname")
+    with pytest.raises(FileNotFoundError):
+        outputs.read_output("http://g/files/new-task/../../secret")

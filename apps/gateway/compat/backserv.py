@@ -15,7 +15,7 @@ from apps.common.contracts import JobView, StrictModel, TaskStatus
 from apps.common.errors import InvalidInput
 from apps.common.queues import queue_of
 from apps.gateway.auth import Caller
-from apps.gateway.compat._native import live_view, service_of, submit
+from apps.gateway.compat._native import known_fields, live_view, service_of, submit
 
 router = APIRouter(tags=["compat: Back.Serv"])
 
@@ -79,7 +79,8 @@ def ticket(view: JobView) -> dict[str, Any]:
 async def submit_task(body: SubmitTask, request: Request, caller: Caller) -> JSONResponse:
     """Back.Serv's submit: `{"task_type", "task_params", "user_id"}`."""
     type_name = our_type(body.task_type)
-    params = {_ALIASES.get(k, k): v for k, v in body.task_params.items()}
+    # Parameters the type has no use for are dropped, as the old service ignored them.
+    params = known_fields(type_name, {_ALIASES.get(k, k): v for k, v in body.task_params.items()})
     record = await submit(request, caller, type_name, params, priority=body.priority)
     return JSONResponse(
         {

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 
-from apps.common.contracts import FluxRequest, SubmitAnswer
+from apps.common.contracts import WORKER_ONLY_FLUX_FIELDS, FluxRequest, SubmitAnswer
 from apps.gateway.auth import Caller
 from apps.gateway.headers import CANCEL_AFTER_PATTERN
 from apps.gateway.idempotency import KEY_PATTERN
@@ -44,5 +44,9 @@ def flux_job(body: FluxRequest) -> NewJob:
         input=body.task_input(),
         delivery=body.delivery(),
         images={},
-        idempotency_body=body.model_dump_json(),
+        # The fields of earlier releases only, so a retry that meets another release during a
+        # rolling update still matches its first request.
+        idempotency_body=body.model_dump_json(
+            exclude={k for k in WORKER_ONLY_FLUX_FIELDS if getattr(body, k) is False}
+        ),
     )

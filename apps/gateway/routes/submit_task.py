@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from apps.common import images
@@ -29,6 +30,7 @@ router = APIRouter(tags=["tasks"])
 _SET_ASIDE = "pending-upload"
 MAX_FORM_FILES = 4
 MAX_FORM_FIELDS = 16
+MAX_URL_LENGTH = 2048
 
 
 class TaskRequest(DeliveryFields):
@@ -109,12 +111,14 @@ async def submit_task(
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         body, uploads = await _read_multipart(request, max_bytes=settings.input_image_max_bytes)
     else:
+        raw = await request.body()
         try:
-            body = orjson.loads(await request.body())
+            # Bodies carry base64 images (tens of MB): parse and decode off the event loop.
+            body = await run_in_threadpool(orjson.loads, raw)
         except orjson.JSONDecodeError as exc:
             raise InvalidInput("body is not valid JSON", field="body") from exc
         uploads = {}
-    job = build_job(body, uploads, settings)
+    job = await run_in_threadpool(build_job, body, uploads, settings)
     return await submit_and_answer(
         request,
         job,
@@ -203,6 +207,8 @@ def _image_value(
     if not isinstance(given, str) or not given:
         return None
     if images.is_url(given):
+        if len(given) > MAX_URL_LENGTH:
+            raise InvalidInput(f"{name}: URL is over {MAX_URL_LENGTH} characters", field=name)
         return given
     if is_store_ref(given) or "://" in given[:16]:
         raise InvalidInput(f"{name}: only http(s) URLs or base64 image data", field=name)

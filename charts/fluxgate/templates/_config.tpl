@@ -37,6 +37,7 @@ FLUXGATE_S3_ENDPOINT_URL: {{ . | quote }}
 {{- with $s3.region }}
 FLUXGATE_S3_REGION: {{ . | quote }}
 {{- end }}
+FLUXGATE_S3_URL_MODE: {{ $s3.urlMode | default "presigned" | quote }}
 {{- else }}
 FLUXGATE_OUTPUT_DIR: {{ .Values.outputs.volume.mountPath | quote }}
 {{- end }}
