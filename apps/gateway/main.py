@@ -136,7 +136,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         BodyLimitMiddleware,
         max_bytes=settings.gateway_max_body_bytes,
         # Task inputs carry images (uploads, base64); every other body stays small.
-        larger={"/tasks": settings.gateway_max_upload_bytes},
+        larger={
+            path: settings.gateway_max_upload_bytes
+            for path in ("/tasks", *compat.upload_paths(settings))
+        },
     )
     app.add_middleware(SecurityHeadersMiddleware)
     if settings.cors_origins:

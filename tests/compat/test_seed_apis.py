@@ -251,3 +251,30 @@ def test_compat_routes_are_off_unless_enabled(stack: Stack) -> None:
     assert httpx.get(f"{stack.gateway}/health").status_code == 404
     wavespeed = httpx.post(f"{stack.gateway}/flux", json={"input": {"prompt": "a fox"}})
     assert wavespeed.status_code == 422
+
+
+def test_compat_uploads_get_the_upload_body_limit(compat: str) -> None:
+    # Noise does not compress: a ~2 MB photo-sized PNG, over the 1 MiB limit of other routes.
+    import numpy as np
+
+    noise = Image.frombytes("RGB", (820, 820), np.random.default_rng(1).bytes(820 * 820 * 3))
+    buffer = io.BytesIO()
+    noise.save(buffer, format="PNG")
+    assert buffer.tell() > 1024 * 1024
+    created = httpx.post(
+        f"{compat}/api/v1/tasks/create/",
+        data={"task_type": "background_removal", "parameters": '{"iterations": 1}'},
+        files={"image": ("big.png", buffer.getvalue(), "image/png")},
+        timeout=30,
+    )
+    assert created.status_code == 201, created.text
+    processed = httpx.post(
+        f"{compat}/api/process",
+        data={"text": "ink"},
+        files={"image": ("big.png", buffer.getvalue(), "image/png")},
+        timeout=30,
+    )
+    assert processed.status_code == 202, processed.text
+    # Only the limit was under test: free the shared worker.
+    httpx.post(f"{compat}/api/v1/tasks/{created.json()['task_id']}/cancel/", timeout=10)
+    httpx.post(f"{compat}/cancel_task/{processed.json()['job_id']}", timeout=10)

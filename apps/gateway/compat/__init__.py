@@ -32,3 +32,16 @@ def routers(settings: GatewaySettings) -> list[APIRouter]:
         "wavespeed": wavespeed,
     }
     return [modules[name].router for name in enabled(settings)]
+
+
+# Routes of each surface whose bodies carry images (they get the upload body limit).
+UPLOAD_PATHS = {
+    "backserv": ("/submit_task",),
+    "backendai": ("/api/v1/tasks/create/", "/api/v1/tasks/submit/"),
+    "imagetext": ("/api/process",),
+    "wavespeed": (),
+}
+
+
+def upload_paths(settings: GatewaySettings) -> list[str]:
+    return [path for name in enabled(settings) for path in UPLOAD_PATHS[name]]
