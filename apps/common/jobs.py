@@ -233,6 +233,20 @@ class JobStore:
         await self._redis.set(keys.cancel_key(task_id), reason, ex=self._ttl_s)
 
 
+# Opens a run of a job; a run still open from before means that run's process died (OOM,
+# SIGKILL, hard time limit): it is counted. Returns the count of such deaths.
+OPEN_ATTEMPT_LUA = """
+local crashes = tonumber(redis.call('HGET', KEYS[1], 'crashes') or '0')
+if redis.call('HGET', KEYS[1], 'open') == '1' then
+  crashes = crashes + 1
+  redis.call('HSET', KEYS[1], 'crashes', crashes)
+end
+redis.call('HSET', KEYS[1], 'open', '1')
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return crashes
+"""
+
+
 class SyncJobStore:
     """Job records over a blocking Redis client (Celery workers)."""
 
@@ -240,6 +254,15 @@ class SyncJobStore:
         self._redis = client
         self._ttl_s = ttl_s
         self._apply = client.register_script(APPLY_EVENT_LUA)
+        self._open_attempt = client.register_script(OPEN_ATTEMPT_LUA)
+
+    def open_attempt(self, task_id: str) -> int:
+        """Start a run of the job; how many earlier runs died without finishing."""
+        return int(self._open_attempt(keys=[keys.attempt_key(task_id)], args=[self._ttl_s]))
+
+    def close_attempt(self, task_id: str) -> None:
+        """The run ended on its own terms (success, failure, retry, stop)."""
+        self._redis.hset(keys.attempt_key(task_id), "open", "0")
 
     def get(self, task_id: str) -> JobRecord | None:
         raw = self._redis.hgetall(keys.job_key(task_id))

@@ -99,3 +99,8 @@ def usage_key(owner: str, day: str) -> str:
 def usage_counted_key(task_id: str) -> str:
     """Set once a job's final state is metered, so a repeated announce counts nothing."""
     return f"{PREFIX}:usage-counted:{task_id}"
+
+
+def attempt_key(task_id: str) -> str:
+    """Hash of one job's runs: whether one is open, and how many died without finishing."""
+    return f"{PREFIX}:attempt:{task_id}"

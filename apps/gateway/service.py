@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import secrets
 import time
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
@@ -117,6 +120,7 @@ class TaskService:
         self._limits = KeyLimits(client)
         self._allow = AllowList.parse(settings.webhook_allow)
         self._outputs = outputs
+        self._decodes = anyio.CapacityLimiter(settings.gateway_decode_concurrency)
 
     def view(
         self, record: JobRecord, event: str | None = None, *, queue_position: int | None = None
@@ -290,11 +294,16 @@ class TaskService:
                     raise InvalidInput(f"{name}: URL {exc}", field=name) from exc
                 continue
             try:
-                info = await run_in_threadpool(
-                    images.inspect,
-                    value,
-                    max_bytes=self._settings.input_image_max_bytes,
-                    max_pixels=self._settings.input_image_max_pixels,
+                # A decode holds the whole bitmap (up to 160 MB at the pixel limit): a few at a
+                # time, so a burst of large uploads cannot exhaust the gateway's memory.
+                info = await anyio.to_thread.run_sync(
+                    functools.partial(
+                        images.inspect,
+                        value,
+                        max_bytes=self._settings.input_image_max_bytes,
+                        max_pixels=self._settings.input_image_max_pixels,
+                    ),
+                    limiter=self._decodes,
                 )
             except images.ImageRejected as exc:
                 raise InvalidInput(f"{name}: {exc}", field=name) from exc

@@ -20,6 +20,8 @@ class GatewaySettings(CommonSettings):
     notifier_url: str = "http://127.0.0.1:8300"
     # Browser origins allowed to call the API (comma-separated); empty means CORS off.
     cors_origins: CommaList = []
+    # Uploaded images decoded at once (each holds its whole bitmap while it is checked).
+    gateway_decode_concurrency: int = Field(default=2, ge=1)
     # How often outputs older than the job TTL are removed from the output store.
     gateway_output_sweep_interval_s: float = Field(default=3600, gt=0)
     # `direct`: record and Celery message in one Redis round trip; `celery`: Celery's send_task.

@@ -22,6 +22,13 @@ class WorkerSettings(CommonSettings):
     # Retries when no inference server can take the job, with exponential backoff and jitter.
     worker_max_retries: int = Field(default=5, ge=0)
     worker_retry_backoff_s: float = Field(default=2.0, gt=0)
+    # A job whose worker process died this many times while running it (out of memory, killed)
+    # fails with `worker_crashed` instead of being delivered again and again.
+    worker_max_crashes: int = Field(default=3, ge=1)
+    # Pixel budgets of the CPU task types: the result of an upscale, and the input of the
+    # full-resolution filters (stylize, face swap); larger inputs fail with `image_too_large`.
+    worker_max_output_pixels: int = Field(default=64_000_000, ge=4096)
+    worker_max_work_pixels: int = Field(default=16_000_000, ge=4096)
     # Progress events are coalesced to at most one per this interval per task.
     worker_progress_interval_ms: int = Field(default=100, ge=0)
     # How long terminal events are retried against the notifier before writing them directly.

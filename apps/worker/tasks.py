@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from functools import lru_cache
 
@@ -93,6 +94,17 @@ def run_with_retries(self: Task, task_id: str, failures: int) -> None:
     """Run the job; map what went wrong onto a retry, a failed job, or nothing lost."""
     deps = job_deps()
     try:
+        crashes = deps.store.open_attempt(task_id)
+        if crashes >= settings.worker_max_crashes:
+            # Each delivery killed its worker process: stop feeding it to the next one.
+            fail(
+                deps,
+                task_id,
+                "worker_crashed",
+                f"the worker process died {crashes} times while running this job "
+                "(out of memory, or killed); it was not run again",
+            )
+            return
         run_job(task_id, deps)
     except InferenceBusy as exc:
         # Backpressure, not failure: wait in the durable queue, without spending the budget.
@@ -124,6 +136,9 @@ def run_with_retries(self: Task, task_id: str, failures: int) -> None:
         # A bug must end the job visibly, not leave it `running` forever.
         log.exception("job crashed", task_id=task_id)
         fail(deps, task_id, "internal_error", f"{type(exc).__name__}: {exc}")
+    finally:
+        with contextlib.suppress(RedisError):  # Redis down: the retry above reopens it
+            deps.store.close_attempt(task_id)
 
 
 @app.task(name=TASK_WEBHOOK, queue=QUEUE_WEBHOOKS)

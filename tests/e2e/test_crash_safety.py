@@ -14,7 +14,9 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+import redis
 
+from apps.common import keys
 from tests.conftest import FAST_DELIVERY_ENV, STEP_DELAY_MS, Stack
 from tests.e2e.wsclient import watch
 from tests.procs import Proc, poll_until, start_redis, start_stack, wait_http_ok, wait_stack_ready
@@ -191,3 +193,27 @@ def test_sigterm_lets_an_inference_server_finish_its_batch(crash_stack: CrashSta
     assert finished["status"] == "succeeded", finished["error"]
     poll_until(lambda: not inference.alive(), timeout=30, what="the server to exit")
     crash_stack.restart("inference")
+
+
+def test_a_job_that_keeps_killing_its_worker_is_failed_not_looped(
+    crash_stack: CrashStack,
+) -> None:
+    """Out of memory on every try: after FLUXGATE_WORKER_MAX_CRASHES deaths the job fails."""
+    task_id = str(crash_stack.submit(num_inference_steps=30)["task_id"])
+    attempts = redis.Redis.from_url(crash_stack.redis_url, decode_responses=True)
+    for deaths in range(3):  # the default budget
+        # The run `deaths` (0-based) is at work once it has counted the deaths before it.
+        poll_until(
+            lambda n=deaths: (
+                attempts.hget(keys.attempt_key(task_id), "crashes") == (None if n == 0 else str(n))
+                and attempts.hget(keys.attempt_key(task_id), "open") == "1"
+            ),
+            timeout=60,
+            what=f"run {deaths + 1} to start",
+        )
+        for child in crash_stack.worker_children():
+            child.send_signal(signal.SIGKILL)
+    view = crash_stack.wait_status(task_id, "failed", "succeeded", timeout=60)
+    assert view["status"] == "failed", view
+    assert view["error"]["code"] == "worker_crashed"  # type: ignore[index]
+    assert crash_stack.procs["worker"].alive()

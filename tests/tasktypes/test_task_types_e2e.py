@@ -213,3 +213,12 @@ def test_a_running_worker_job_can_be_canceled(stack: Stack) -> None:
     assert cancel.status_code == 202, cancel.text
     view = stack.wait_status(task_id, "canceled", "succeeded", "failed", timeout=60)
     assert view["status"] == "canceled", view
+
+
+def test_work_past_the_pixel_budget_fails_before_it_is_allocated(stack: Stack) -> None:
+    # 2100x2000 x4 is 67.2 million output pixels, over the default 64 million.
+    flat = png(Image.new("RGB", (2100, 2000), (90, 120, 200)))
+    view = run_task(stack, "upscale", {"image": b64(flat), "scale": 4, "method": "lanczos"})
+    assert view["status"] == "failed"
+    assert view["error"]["code"] == "image_too_large"
+    assert "input.image" in view["error"]["message"]

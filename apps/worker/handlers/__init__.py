@@ -82,3 +82,14 @@ def handler_module(task_type: str) -> ModuleType:
 def handled_types() -> set[str]:
     """Every type with a handler module here (for the registry's completeness test)."""
     return {info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_")}
+
+
+def check_pixels(image: Image.Image, budget: int, *, field: str, times: int = 1) -> None:
+    """Refuse work past a pixel budget before allocating it (`times`: the output's growth)."""
+    pixels = image.width * image.height * times
+    if pixels > budget:
+        raise InvalidJobInput(
+            "image_too_large",
+            f"input.{field} is {image.width}x{image.height}: this work needs {pixels:,} pixels, "
+            f"over the limit of {budget:,}",
+        )

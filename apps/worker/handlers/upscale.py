@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from apps.common.task_types.upscale import UpscaleInput
-from apps.worker.handlers import HandlerContext, Output, OutputImage
+from apps.worker.handlers import HandlerContext, Output, OutputImage, check_pixels
 from apps.worker.imaging.upscale import upscale
 
 TASK_TYPE = "upscale"
@@ -11,6 +11,9 @@ TASK_TYPE = "upscale"
 
 def run(task_input: UpscaleInput, ctx: HandlerContext) -> Output:
     source = ctx.image("image")
+    check_pixels(
+        source, ctx.settings.worker_max_output_pixels, field="image", times=task_input.scale**2
+    )
     done = upscale(
         source,
         task_input.scale,
