@@ -20,6 +20,7 @@ from apps.common import keys
 from apps.common.contracts import FluxRequest
 from apps.common.signing import verify_webhook
 from apps.gateway.idempotency import digest as idempotency_digest
+from apps.gateway.routes.flux import flux_job
 from tests.e2e.wsclient import watch
 from tests.procs import Proc, free_port, python_module, stack_env, start_redis, wait_http_ok
 
@@ -349,7 +350,8 @@ def test_a_key_still_being_accepted_answers_retry_not_conflict(auth_stack: AuthS
     must say "retry shortly", distinct from a key reused with another body."""
     token = auth_stack.new_key("in-progress")
     owner = httpx.get(f"{auth_stack.gateway}/usage", headers=bearer(token)).json()["key"]
-    body = FluxRequest.model_validate(FLUX).model_dump_json()
+    # What POST /flux binds a key to (the fingerprint the route computes).
+    body = flux_job(FluxRequest.model_validate(FLUX)).idempotency_body
     claim = {"task_id": str(uuid.uuid4()), "body": idempotency_digest(body)}
     client = redis.Redis.from_url(auth_stack.redis_url)
     client.set(keys.idempotency_key(owner, idempotency_digest("held-key")), json.dumps(claim))
