@@ -682,6 +682,20 @@ def test_cli_run_saves_the_image_and_prints_the_view(stack: Stack, tmp_path: Pat
     assert conflict.returncode == 8 and "already succeeded" in conflict.stderr
 
 
+def test_cli_runs_image_task_types_from_files(stack: Stack, tmp_path: Path) -> None:
+    picture = tmp_path / "in.png"
+    Image.new("RGB", (30, 20), (20, 90, 200)).save(picture)
+    out = tmp_path / "big.png"
+    done = fluxgate(
+        "--url", stack.gateway, "run", "upscale", "--image", str(picture),
+        "--set", "scale=4", "--set", "method=lanczos", "-o", str(out), "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert png_size(out.read_bytes()) == (120, 80)
+    missing = fluxgate("--url", stack.gateway, "run", "upscale", "--image", "no/such.png")
+    assert missing.returncode == 2 and "cannot read no/such.png" in missing.stderr
+
+
 def test_cli_saves_several_images_with_numbered_names(stack: Stack, tmp_path: Path) -> None:
     done = fluxgate(
         "--url",
