@@ -7,21 +7,17 @@ never existed, so ids cannot be probed.
 from __future__ import annotations
 
 import asyncio
-import base64
-import functools
 import secrets
 import time
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-import anyio
-import anyio.to_thread
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
-from apps.common import images, keys
+from apps.common import keys
 from apps.common.announce import Announcer
 from apps.common.apikeys import ApiKey
 from apps.common.contracts import (
@@ -56,20 +52,13 @@ from apps.common.usage import UsageMeter
 from apps.gateway.auth import ANONYMOUS, owner_of
 from apps.gateway.enqueue import JobQueue
 from apps.gateway.idempotency import IdempotencyKeys
+from apps.gateway.job_images import JobImages
 from apps.gateway.limits import KeyAdmission, KeyLimits, retry_after_s
 from apps.gateway.settings import GatewaySettings
 
 log = get_logger(__name__)
 # A key at its cap of active jobs is told to come back after about this long.
 TOO_MANY_JOBS_RETRY_S = 5
-
-
-# Image bytes one view may carry as base64 (`?include=base64`); larger images keep only `url`.
-MAX_BASE64_BYTES = 32 * 1024 * 1024
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 @dataclass(frozen=True)
@@ -119,8 +108,7 @@ class TaskService:
         self._idempotency = IdempotencyKeys(client)
         self._limits = KeyLimits(client)
         self._allow = AllowList.parse(settings.webhook_allow)
-        self._outputs = outputs
-        self._decodes = anyio.CapacityLimiter(settings.gateway_decode_concurrency)
+        self._inputs = JobImages(outputs, settings, self._allow)
 
     def view(
         self, record: JobRecord, event: str | None = None, *, queue_position: int | None = None
@@ -132,6 +120,10 @@ class TaskService:
             event=event,
             queue_position=queue_position,
         )
+
+    async def with_base64(self, view: dict[str, Any]) -> dict[str, Any]:
+        """A dumped view whose result images carry `base64` (`?include=base64`)."""
+        return await self._inputs.with_base64(view)
 
     async def live_view(self, record: JobRecord) -> JobView:
         """The view with the job's current place in its queue (while queued)."""
@@ -149,26 +141,6 @@ class TaskService:
             )
         return view
 
-    async def with_base64(self, view: dict[str, Any]) -> dict[str, Any]:
-        """A dumped view whose result images (and image-valued result keys) carry `base64`."""
-        result = view.get("result") or {}
-        outputs = [*result.get("images", [])]
-        outputs += [v for v in result.values() if isinstance(v, dict) and "url" in v]
-        budget = MAX_BASE64_BYTES
-        for image in outputs:
-            try:
-                data = await run_in_threadpool(self._outputs.read_output, image["url"])
-            except FileNotFoundError:
-                image["base64"] = None  # cleaned up already
-                continue
-            budget -= len(data)
-            if budget < 0:
-                # Past what one answer should carry: fetch it from `url` instead.
-                image["base64"] = None
-                continue
-            image["base64"] = await run_in_threadpool(_b64, data)
-        return view
-
     # --- submit -------------------------------------------------------------------------------
 
     async def submit(self, job: NewJob, options: SubmitOptions, caller: ApiKey | None) -> Submitted:
@@ -181,7 +153,7 @@ class TaskService:
                 field="type",
             )
         # Pure checks first (image decoding, URL safety): a bad input spends no rate or key.
-        extensions = await self._check_images(job)
+        extensions = await self._inputs.check(job.images)
         delivery = job.delivery
         webhook: dict[str, Any] | None = None
         if delivery.webhook_url is not None:
@@ -227,18 +199,18 @@ class TaskService:
             )
         try:
             if job.images:
-                await self._store_images(record, job, extensions)
+                await self._inputs.store(record, job.images, extensions)
             refusal = await self._queue.accept(record, keys.owner_tasks_key(scope), admission)
         except Exception as exc:
             log.error("accept failed", error=repr(exc))
-            await self._forget_inputs(record, job)
+            await self._inputs.forget(record, job.images)
             if options.idempotency_key is not None:
                 await self._idempotency.release(scope, options.idempotency_key)
             if isinstance(exc, RedisError):
                 raise
             raise Unavailable("the job queue is unavailable; retry later") from exc
         if refusal is not None and caller is not None:
-            await self._forget_inputs(record, job)
+            await self._inputs.forget(record, job.images)
             if options.idempotency_key is not None:
                 await self._idempotency.release(scope, options.idempotency_key)
             if refusal.reason == "rate":
@@ -279,60 +251,6 @@ class TaskService:
             webhook=webhook,
             deadline_at=deadline_at,
         )
-
-    async def _check_images(self, job: NewJob) -> dict[str, str]:
-        """Decode each uploaded image once (refusing corrupt, oversized and bomb files), and
-        check image URLs as webhook URLs are checked; the worker fetches them later. Returns
-        each upload's file extension."""
-        extensions: dict[str, str] = {}
-        for field, value in job.images.items():
-            name = f"input.{field}"
-            if isinstance(value, str):
-                try:
-                    await run_in_threadpool(check_url, value, self._allow)
-                except UnsafeUrl as exc:
-                    raise InvalidInput(f"{name}: URL {exc}", field=name) from exc
-                continue
-            try:
-                # A decode holds the whole bitmap (up to 160 MB at the pixel limit): a few at a
-                # time, so a burst of large uploads cannot exhaust the gateway's memory.
-                info = await anyio.to_thread.run_sync(
-                    functools.partial(
-                        images.inspect,
-                        value,
-                        max_bytes=self._settings.input_image_max_bytes,
-                        max_pixels=self._settings.input_image_max_pixels,
-                    ),
-                    limiter=self._decodes,
-                )
-            except images.ImageRejected as exc:
-                raise InvalidInput(f"{name}: {exc}", field=name) from exc
-            extensions[field] = info.extension
-        return extensions
-
-    async def _store_images(
-        self, record: JobRecord, job: NewJob, extensions: dict[str, str]
-    ) -> None:
-        """Uploaded bytes go to the output store; the record keeps only their references."""
-        for field, value in job.images.items():
-            if isinstance(value, bytes):
-                record.input[field] = await run_in_threadpool(
-                    self._outputs.put_input,
-                    record.task_id,
-                    field,
-                    value,
-                    extension=extensions[field],
-                )
-            else:
-                record.input[field] = value
-
-    async def _forget_inputs(self, record: JobRecord, job: NewJob) -> None:
-        """A refused submit leaves nothing behind: not even its uploaded inputs."""
-        if any(isinstance(value, bytes) for value in job.images.values()):
-            try:
-                await run_in_threadpool(self._outputs.delete_inputs, record.task_id)
-            except Exception as exc:  # the sweep removes them later anyway
-                log.warning("could not delete a refused job's inputs", error=repr(exc))
 
     async def _check_webhook_url(self, url: str) -> None:
         try:
