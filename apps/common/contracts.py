@@ -5,7 +5,15 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 MAX_SEED = 2**32 - 1
 
@@ -65,10 +73,20 @@ def _multiple_of_16(value: int) -> int:
     return value
 
 
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+# A text-to-image prompt: 1..2000 characters, not only whitespace.
+Prompt = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_not_blank)]
+
+
 class FluxInput(StrictModel):
     """Text-to-image input of the `flux` task type."""
 
-    prompt: str = Field(min_length=1, max_length=2000)
+    prompt: Prompt
     negative_prompt: str | None = Field(default=None, max_length=2000)
     width: int = Field(default=1024, ge=64, le=2048)
     height: int = Field(default=1024, ge=64, le=2048)
@@ -82,13 +100,6 @@ class FluxInput(StrictModel):
     refine_prompt: bool = False
     # `GET /tasks/{id}` then carries each image's bytes as base64 too (as `?include=base64`).
     enable_base64_output: bool = False
-
-    @field_validator("prompt")
-    @classmethod
-    def _prompt_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value
 
     _width_multiple = field_validator("width")(_multiple_of_16)
     _height_multiple = field_validator("height")(_multiple_of_16)

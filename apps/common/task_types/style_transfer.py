@@ -1,6 +1,6 @@
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from apps.common.contracts import MAX_SEED, OutputFormat, StrictModel
+from apps.common.contracts import MAX_SEED, OutputFormat, Prompt, StrictModel
 from apps.common.task_types import TaskType
 from apps.common.task_types._fields import ImageField
 
@@ -9,7 +9,7 @@ class StyleTransferInput(StrictModel):
     """FLUX image-to-image: `image` redrawn as `prompt` says; `strength` is how far it may move."""
 
     image: ImageField
-    prompt: str = Field(min_length=1, max_length=2000)
+    prompt: Prompt
     strength: float = Field(default=0.6, ge=0.05, le=1.0)
     num_inference_steps: int = Field(default=28, ge=1, le=100)
     guidance_scale: float = Field(default=3.5, ge=0, le=20)
@@ -18,13 +18,6 @@ class StyleTransferInput(StrictModel):
     # The output's long side; the image's aspect ratio is kept (both sides multiples of 16).
     max_side: int = Field(default=1024, ge=64, le=2048)
     output_format: OutputFormat = OutputFormat.PNG
-
-    @field_validator("prompt")
-    @classmethod
-    def _prompt_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value
 
 
 TASK_TYPE = TaskType(
