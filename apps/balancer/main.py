@@ -21,7 +21,7 @@ from apps.common.errors import Unavailable
 from apps.common.http import install_error_handlers
 from apps.common.request_context import RequestContextMiddleware
 from apps.common.settings import get_settings
-from apps.common.tracing import instrument_app
+from apps.common.tracing import fastapi_options, instrument_app
 from apps.common.url_guard import Resolver, system_resolver
 
 
@@ -70,7 +70,7 @@ def create_app(
                     loop.cancel()
                 await asyncio.gather(*loops, return_exceptions=True)
 
-    app = FastAPI(title="Fluxgate balancer", lifespan=lifespan)
+    app = FastAPI(title="Fluxgate balancer", lifespan=lifespan, **fastapi_options())
     install_error_handlers(app)
     app.mount("/metrics", make_asgi_app())
     # Outermost: ids and timing cover every other layer.

@@ -30,7 +30,7 @@ from apps.common.queues import make_producer
 from apps.common.redis_client import async_redis
 from apps.common.request_context import RequestContextMiddleware
 from apps.common.settings import get_settings
-from apps.common.tracing import instrument_app, instrument_celery
+from apps.common.tracing import fastapi_options, instrument_app, instrument_celery
 from apps.gateway import compat
 from apps.gateway.body_limit import BodyLimitMiddleware, SecurityHeadersMiddleware
 from apps.gateway.enqueue import JobQueue
@@ -112,6 +112,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             await client.aclose()
 
     app = FastAPI(
+        **fastapi_options(),
         title="Fluxgate",
         summary="Queue AI image jobs and get results pushed over WebSocket or webhooks.",
         lifespan=lifespan,

@@ -24,7 +24,7 @@ from apps.common.http import install_error_handlers
 from apps.common.logging import get_logger
 from apps.common.request_context import RequestContextMiddleware
 from apps.common.settings import get_settings
-from apps.common.tracing import instrument_app
+from apps.common.tracing import fastapi_options, instrument_app
 from apps.inference.batcher import Batcher
 from apps.inference.settings import InferenceSettings
 
@@ -86,7 +86,7 @@ def create_app(settings: InferenceSettings | None = None) -> FastAPI:
         if app.state.batcher is not None:
             await app.state.batcher.stop()
 
-    app = FastAPI(title="Fluxgate inference", lifespan=lifespan)
+    app = FastAPI(title="Fluxgate inference", lifespan=lifespan, **fastapi_options())
     install_error_handlers(app)
     app.mount("/metrics", make_asgi_app())
     # Outermost: ids and timing cover every other layer.

@@ -51,7 +51,7 @@ class EventHub:
     def __init__(self, client: aioredis.Redis, resync: Resync) -> None:
         self._redis = client
         self._resync = resync
-        self._subscribers: dict[str, set[asyncio.Queue[Published]]] = defaultdict(set)
+        self._subscribers: dict[str, set[asyncio.Queue[Published | None]]] = defaultdict(set)
         self._ready = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
 
@@ -69,9 +69,10 @@ class EventHub:
             await asyncio.gather(self._reader, return_exceptions=True)
 
     @asynccontextmanager
-    async def subscribe(self, task_id: str) -> AsyncIterator[asyncio.Queue[Published]]:
-        """A queue that receives every view of `task_id` published while the block runs."""
-        queue: asyncio.Queue[Published] = asyncio.Queue()
+    async def subscribe(self, task_id: str) -> AsyncIterator[asyncio.Queue[Published | None]]:
+        """A queue that receives every view of `task_id` published while the block runs. The
+        hub puts only views; a subscriber may put None in its own queue to wake itself up."""
+        queue: asyncio.Queue[Published | None] = asyncio.Queue()
         self._subscribers[task_id].add(queue)
         try:
             yield queue

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 from apps.common.jobs import JobStore
 from apps.notifier.events import EventIngest
-from apps.notifier.hub import EventHub, Published
+from apps.notifier.hub import EventHub
 
 EVENT_STREAM = "text/event-stream"
 # No caching, and no buffering in nginx (it honours X-Accel-Buffering from upstream).
@@ -48,10 +48,12 @@ async def task_event_stream(
         last_seq = record.seq
         while True:
             try:
-                message: Published = await asyncio.wait_for(queue.get(), keepalive_s)
+                message = await asyncio.wait_for(queue.get(), keepalive_s)
             except TimeoutError:
                 yield b": keepalive\n\n"
                 continue
+            if message is None:  # only a WebSocket's own watcher puts one; never here
+                return
             if message.seq <= last_seq:
                 continue  # already covered by the snapshot or an earlier view
             last_seq = message.seq

@@ -40,7 +40,7 @@ async def wait_for_terminal(
         async def next_terminal() -> Published:
             while True:
                 message = await queue.get()
-                if message.terminal:
+                if message is not None and message.terminal:
                     return message
 
         try:
