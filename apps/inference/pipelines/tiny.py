@@ -7,10 +7,10 @@ without a GPU or a hub download. Images are noise, but a seed always gives the s
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
+
+from apps.common.build_once import build_once
 
 # Bump when the recipe below changes, so an old cached copy is rebuilt instead of reused.
 TINY_FLUX_VERSION = "1"
@@ -29,22 +29,7 @@ def tiny_flux_dir(cache_dir: Path) -> Path:
 
 def ensure_tiny_flux(cache_dir: Path) -> Path:
     """Build and save the tiny pipeline once; return its directory (safe across processes)."""
-    target = tiny_flux_dir(cache_dir)
-    if (target / "model_index.json").exists():
-        return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-flux-", dir=cache_dir))
-    try:
-        _build(staging)
-        try:
-            # Another process may have finished first: theirs wins, ours is thrown away.
-            os.rename(staging, target)
-        except OSError:
-            if not (target / "model_index.json").exists():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return build_once(tiny_flux_dir(cache_dir), "model_index.json", _build)
 
 
 def _build(out: Path) -> None:

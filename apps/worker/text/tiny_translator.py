@@ -7,11 +7,11 @@ without a hub download. Its translations are gibberish, but the same input gives
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
+
+from apps.common.build_once import build_once
 
 _SEED = 0
 # Multilingual, like opus-mt-en-ROMANCE: the output language is chosen by a token in the input.
@@ -36,22 +36,7 @@ def tiny_translator_dir(cache_dir: Path) -> Path:
 
 def ensure_tiny_translator(cache_dir: Path) -> Path:
     """Build and save the tiny model once; return its directory (safe across processes)."""
-    target = tiny_translator_dir(cache_dir)
-    if (target / "config.json").exists():
-        return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-marian-", dir=cache_dir))
-    try:
-        _build(staging)
-        try:
-            # Another process may have finished first: theirs wins, ours is thrown away.
-            os.rename(staging, target)
-        except OSError:
-            if not (target / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return build_once(tiny_translator_dir(cache_dir), "config.json", _build)
 
 
 def _build(out: Path) -> None:
