@@ -53,28 +53,18 @@ step() {
   fi
 }
 
-for values in charts/fluxgate/ci/*-values.yaml; do
-  mode=$(basename "$values" -values.yaml)
-  step "helm lint --strict charts/fluxgate ($mode)" "$HELM" lint --strict charts/fluxgate -f "$values"
-  if "$HELM" template fluxgate charts/fluxgate -n fluxgate -f "$values" >"$OUT/fluxgate-$mode.yaml" 2>"$OUT/err"; then
-    validate "$OUT/fluxgate-$mode.yaml" "helm template charts/fluxgate ($mode)"
-  else
-    cat "$OUT/err" >&2
-    summary+=("FAIL  helm template charts/fluxgate ($mode)")
-    failed=1
-  fi
-done
-
-for values in charts/redis/ci/*-values.yaml; do
-  mode=$(basename "$values" -values.yaml)
-  step "helm lint --strict charts/redis ($mode)" "$HELM" lint --strict charts/redis -f "$values"
-  if "$HELM" template redis charts/redis -n fluxgate -f "$values" >"$OUT/redis-$mode.yaml" 2>"$OUT/err"; then
-    validate "$OUT/redis-$mode.yaml" "helm template charts/redis ($mode)"
-  else
-    cat "$OUT/err" >&2
-    summary+=("FAIL  helm template charts/redis ($mode)")
-    failed=1
-  fi
+for chart in fluxgate redis; do
+  for values in charts/$chart/ci/*-values.yaml; do
+    mode=$(basename "$values" -values.yaml)
+    step "helm lint --strict charts/$chart ($mode)" "$HELM" lint --strict "charts/$chart" -f "$values"
+    if "$HELM" template "$chart" "charts/$chart" -n fluxgate -f "$values" >"$OUT/$chart-$mode.yaml" 2>"$OUT/err"; then
+      validate "$OUT/$chart-$mode.yaml" "helm template charts/$chart ($mode)"
+    else
+      cat "$OUT/err" >&2
+      summary+=("FAIL  helm template charts/$chart ($mode)")
+      failed=1
+    fi
+  done
 done
 
 for env in dev prod; do

@@ -10,6 +10,7 @@ a bucket lifecycle rule where the store may set one, and by the gateway's sweep 
 
 from __future__ import annotations
 
+import mimetypes
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -23,14 +24,6 @@ from apps.common.outputs import INPUTS_PREFIX, STORE_SCHEME, key_of, name_of
 
 # SigV4 presigned URLs live at most 7 days.
 MAX_PRESIGN_S = 7 * 24 * 3600
-_CONTENT_TYPES = {
-    "png": "image/png",
-    "jpg": "image/jpeg",
-    "webp": "image/webp",
-    "bmp": "image/bmp",
-    "gif": "image/gif",
-    "tiff": "image/tiff",
-}
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -83,7 +76,7 @@ class S3OutputStore:
             Bucket=self.bucket,
             Key=self._object_key(key),
             Body=data,
-            ContentType=_CONTENT_TYPES.get(extension, "application/octet-stream"),
+            ContentType=mimetypes.guess_type(f"x.{extension}")[0] or "application/octet-stream",
         )
 
     def put(self, task_id: str, index: int, data: bytes, *, extension: str) -> str:

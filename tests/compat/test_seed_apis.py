@@ -12,7 +12,7 @@ from PIL import Image
 
 from tests.conftest import Stack
 from tests.procs import poll_until
-from tests.tasktypes.conftest import astronaut, gradient, png
+from tests.tasktypes.conftest import astronaut, gradient, noise_png, png
 
 SMALL = {"width": 64, "height": 64, "num_inference_steps": 2}
 
@@ -255,23 +255,19 @@ def test_compat_routes_are_off_unless_enabled(stack: Stack) -> None:
 
 def test_compat_uploads_get_the_upload_body_limit(compat: str) -> None:
     # Noise does not compress: a ~2 MB photo-sized PNG, over the 1 MiB limit of other routes.
-    import numpy as np
-
-    noise = Image.frombytes("RGB", (820, 820), np.random.default_rng(1).bytes(820 * 820 * 3))
-    buffer = io.BytesIO()
-    noise.save(buffer, format="PNG")
-    assert buffer.tell() > 1024 * 1024
+    noise = noise_png(820, seed=1)
+    assert len(noise) > 1024 * 1024
     created = httpx.post(
         f"{compat}/api/v1/tasks/create/",
         data={"task_type": "background_removal", "parameters": '{"iterations": 1}'},
-        files={"image": ("big.png", buffer.getvalue(), "image/png")},
+        files={"image": ("big.png", noise, "image/png")},
         timeout=30,
     )
     assert created.status_code == 201, created.text
     processed = httpx.post(
         f"{compat}/api/process",
         data={"text": "ink"},
-        files={"image": ("big.png", buffer.getvalue(), "image/png")},
+        files={"image": ("big.png", noise, "image/png")},
         timeout=30,
     )
     assert processed.status_code == 202, processed.text

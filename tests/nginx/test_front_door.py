@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -19,6 +18,7 @@ from apps.common.signing import sign_internal
 from tests.conftest import INTERNAL_SECRET, Stack
 from tests.e2e.wsclient import watch
 from tests.procs import ROOT, Proc, free_port, wait_http_ok
+from tests.tasktypes.conftest import noise_png
 
 sys.path.insert(0, str(ROOT / "nginx"))
 from render import render
@@ -227,14 +227,12 @@ def test_gateway_honours_prefer_wait(stack: Stack) -> None:
 
 def test_task_uploads_get_their_own_larger_limit(front: str) -> None:
     # Noise does not compress: a ~1.5 MB PNG, over the 1 MiB limit of every other route.
-    noise = Image.frombytes("RGB", (720, 720), np.random.default_rng(0).bytes(720 * 720 * 3))
-    buffer = io.BytesIO()
-    noise.save(buffer, format="PNG")
-    assert buffer.tell() > 1024 * 1024
+    noise = noise_png(720)
+    assert len(noise) > 1024 * 1024
     response = httpx.post(
         f"{front}/tasks",
         data={"type": "stylize", "input": '{"preset": "detail_enhance"}'},
-        files={"image": ("noise.png", buffer.getvalue(), "image/png")},
+        files={"image": ("noise.png", noise, "image/png")},
         timeout=30,
     )
     assert response.status_code == 202, response.text

@@ -48,6 +48,12 @@ def submit_task(
     )
 
 
+def noise_png(side: int, seed: int = 0) -> bytes:
+    """Random pixels do not compress: a PNG of about 3 x side^2 bytes, for body-limit tests."""
+    pixels = np.random.default_rng(seed).bytes(side * side * 3)
+    return png(Image.frombytes("RGB", (side, side), pixels))
+
+
 def run_task(
     stack: Stack,
     task_type: str,
