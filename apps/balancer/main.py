@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,9 +16,9 @@ from prometheus_client import make_asgi_app
 from apps.balancer.discovery import DnsDiscovery
 from apps.balancer.health import HealthChecker
 from apps.balancer.pool import BackendPool, BackendState
-from apps.balancer.proxy import Forwarder
+from apps.balancer.proxy import WAIT_HEADER, Forwarder
 from apps.balancer.settings import BalancerSettings
-from apps.common.errors import Unavailable
+from apps.common.errors import InvalidInput, Unavailable
 from apps.common.http import install_error_handlers
 from apps.common.request_context import RequestContextMiddleware
 from apps.common.settings import get_settings
@@ -99,7 +100,17 @@ def create_app(
 
     @app.post("/v1/infer/{model}")
     async def infer(model: str, request: Request) -> Response:
+        """Forward to a backend with room; with `X-Fluxgate-Wait-S`, wait up to that long for
+        one (a cold start, a full pool) before answering 503."""
         forwarder: Forwarder = request.app.state.forwarder
-        return await forwarder.forward(model, await request.body(), dict(request.headers))
+        try:
+            wait_s = float(request.headers.get(WAIT_HEADER, "0"))
+        except ValueError:
+            wait_s = math.nan
+        if not math.isfinite(wait_s) or wait_s < 0:
+            raise InvalidInput(f"{WAIT_HEADER} must be seconds, 0 or more", field=WAIT_HEADER)
+        return await forwarder.forward(
+            model, await request.body(), dict(request.headers), wait_s=wait_s
+        )
 
     return app

@@ -7,6 +7,7 @@ ejects it again for twice as long.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 import random
@@ -94,6 +95,12 @@ class BackendPool:
         self._eject_max_s = eject_max_s
         self._queue_factor = queue_factor
         self._round_robin = itertools.count()
+        # Requests waiting for room (see `wait_for_change`), woken by anything that may make some.
+        self._waiters: list[asyncio.Future[None]] = []
+        # When each model last had a usable backend (monotonic); a model never seen counts from
+        # the pool's creation, so a cold start is measured from the balancer's start.
+        self._created = time.monotonic()
+        self._last_ready: dict[str, float] = {}
         for url in urls:
             self.add(url)
 
@@ -111,6 +118,35 @@ class BackendPool:
             self.add(url, source)
         for url in [u for u, b in self.backends.items() if b.source == source and u not in urls]:
             del self.backends[url]
+        self._changed()
+
+    # --- waiting for room -----------------------------------------------------------------------
+
+    async def wait_for_change(self, timeout_s: float) -> None:
+        """Return when a backend may have room (a request ended, a backend became healthy or
+        joined), or after `timeout_s`. The caller checks `choose` again either way."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout=max(0.0, timeout_s))
+        except TimeoutError:
+            pass
+        finally:
+            if future in self._waiters:
+                self._waiters.remove(future)
+
+    def _changed(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for future in waiters:
+            if not future.done():
+                future.set_result(None)
+
+    def unready_s(self, model: str, now: float | None = None) -> float:
+        """How long `model` has had no usable backend (0 while it has one)."""
+        now = time.monotonic() if now is None else now
+        if self.usable(model, now):
+            return 0.0
+        return now - self._last_ready.get(model, self._created)
 
     # --- choice ---------------------------------------------------------------------------------
 
@@ -129,6 +165,8 @@ class BackendPool:
                 state is BackendState.HALF_OPEN and not backend.probing
             ):
                 found.append(backend)
+        if found:
+            self._last_ready[model] = now
         return found
 
     def choose(self, model: str, *, exclude: set[str] | None = None) -> Backend | None:
@@ -176,6 +214,7 @@ class BackendPool:
     ) -> None:
         backend.in_flight -= 1
         IN_FLIGHT.labels(backend.url).set(backend.in_flight)
+        self._changed()
         if ok:
             backend.served += 1
             if latency_ms is not None:
@@ -220,6 +259,12 @@ class BackendPool:
             backend.healthy = backend.was_healthy = True
             # Re-admitted after a real outage: start afresh rather than as a suspect.
             backend.ejected_until = backend.eject_backoff_s = 0.0
+        now = time.monotonic()
+        if backend.state(now) is BackendState.HEALTHY:
+            for model in backend.models:
+                self._last_ready[model] = now
+        # Admitted, back-off over (half-open), or more capacity: waiting requests look again.
+        self._changed()
 
     def check_failed(self, backend: Backend) -> None:
         backend.check_successes = 0

@@ -2,8 +2,14 @@
 
 Before the first byte of the answer, a failure (refused connection, reset, timeout, 5xx) moves the
 request to another backend, within `max_attempts`. After it, the stream just ends: the worker sees
-no result and retries the job. When every backend is full the answer is a quick 503 with
-Retry-After, so work waits in the durable Celery queue rather than in memory here.
+no result and retries the job.
+
+A request that finds no backend with room (all full, or none ready: a cold start, scaled to zero)
+may wait here up to the caller's `X-Fluxgate-Wait-S` for one, and starts the moment one has room.
+Past that it gets a 503 that says why (`X-Fluxgate-Refused`: `full` or `no_backend`, and for the
+latter `X-Fluxgate-Unready-S`, how long the model has had no ready server), so the job goes on
+waiting in the worker and in Redis rather than spending its retry budget. A request that was
+tried and failed on every backend is refused as `failed`: that one is a real failure.
 """
 
 from __future__ import annotations
@@ -32,8 +38,13 @@ LATENCY = Histogram(
 )
 
 _PASSED_HEADERS = ("content-type", "x-request-id", "x-fluxgate-task-id")
-# Tells the worker why it was refused: `full` (wait and retry) or `no_backend`.
+# Tells the worker why it was refused: `full` or `no_backend` (wait), `failed` (a real failure).
 BUSY_HEADER = "X-Fluxgate-Refused"
+# Seconds the model has had no ready backend, with `no_backend`.
+UNREADY_HEADER = "X-Fluxgate-Unready-S"
+# Seconds the caller lets a request wait here for room before it is refused (default 0).
+WAIT_HEADER = "x-fluxgate-wait-s"
+MAX_WAIT_S = 60.0
 
 
 @dataclass
@@ -42,30 +53,45 @@ class Forwarder:
     client: httpx.AsyncClient
     max_attempts: int
 
-    async def forward(self, model: str, body: bytes, headers: dict[str, str]) -> Response:
+    async def forward(
+        self, model: str, body: bytes, headers: dict[str, str], *, wait_s: float = 0.0
+    ) -> Response:
         sent_headers = {k: v for k, v in headers.items() if k.lower() in _PASSED_HEADERS}
+        deadline = time.monotonic() + min(max(wait_s, 0.0), MAX_WAIT_S)
         tried: set[str] = set()
-        for attempt in range(self.max_attempts):
+        attempt = 0
+        while attempt < self.max_attempts:
             backend = self.pool.choose(model, exclude=tried)
             if backend is None:
-                break
+                left = deadline - time.monotonic()
+                if tried or left <= 0:
+                    break
+                # Nothing was tried yet: wait for room instead of refusing at once.
+                await self.pool.wait_for_change(left)
+                continue
             if attempt:
                 RETRIES.inc()
+            attempt += 1
             tried.add(backend.url)
             answer = await self._try(backend, model, body, sent_headers)
             if answer is not None:
                 return answer
-        reason = "no_backend" if not self.pool.usable(model) else "full"
+        return self._refusal(model, failed=bool(tried))
+
+    def _refusal(self, model: str, *, failed: bool) -> Response:
+        headers = {"Retry-After": str(self.pool.retry_after_s(model))}
+        unready_s = self.pool.unready_s(model)
+        if failed:
+            reason, message = "failed", f"every inference backend tried for '{model}' failed"
+        elif unready_s > 0:
+            reason, message = "no_backend", f"no ready inference backend serves '{model}'"
+            headers[UNREADY_HEADER] = f"{unready_s:.1f}"
+        else:
+            reason, message = "full", "every inference backend is at capacity"
         REFUSED.labels(reason).inc()
-        message = (
-            f"no healthy inference backend serves '{model}'"
-            if reason == "no_backend"
-            else "every inference backend is at capacity"
-        )
+        headers[BUSY_HEADER] = reason
         return JSONResponse(
-            {"error": {"code": "unavailable", "message": message}},
-            status_code=503,
-            headers={"Retry-After": str(self.pool.retry_after_s(model)), BUSY_HEADER: reason},
+            {"error": {"code": "unavailable", "message": message}}, status_code=503, headers=headers
         )
 
     async def _try(

@@ -45,6 +45,18 @@ class EventKind(StrEnum):
     FAILED = "failed"
     CANCELED = "canceled"
     EXPIRED = "expired"
+    # A queued job is waiting for a model server (`TaskEvent.waiting_for` says which kind of
+    # wait); it stays `queued`. Pushed to subscribers, never sent as a webhook.
+    WAITING = "waiting"
+
+
+class WaitReason(StrEnum):
+    """Why a queued job that a worker holds has not started (`waiting_for` of the view)."""
+
+    # No model server is ready: none configured yet, all loading, all ejected, scaled to zero.
+    MODEL_SERVER = "model_server"
+    # Model servers are ready but every one is at capacity.
+    CAPACITY = "capacity"
 
 
 class WebhookEvent(StrEnum):
@@ -155,6 +167,8 @@ class TaskEvent(StrictModel):
     progress: int | None = Field(default=None, ge=0, le=100)
     result: JobResult | None = None
     error: ErrorInfo | None = None
+    # With `waiting`: what the job waits for.
+    waiting_for: WaitReason | None = None
     # When the producer finished the work (its clock, epoch seconds): the job view splits the
     # time after it (delivery) from the work before it (running).
     at: float | None = None
@@ -217,6 +231,8 @@ class JobView(BaseModel):
     started_at: str | None
     finished_at: str | None
     queue_position: int | None = None
+    # While queued: what the job waits for (`model_server` during a cold start), else null.
+    waiting_for: WaitReason | None = None
     result: JobResult | None = None
     error: ErrorInfo | None = None
     urls: TaskUrls

@@ -23,6 +23,7 @@ from apps.common.contracts import (
     TaskEvent,
     TaskStatus,
     TaskUrls,
+    WaitReason,
 )
 
 # Applies one event to a job hash in one step. Moves only forward: nothing after a terminal state,
@@ -34,6 +35,7 @@ local key = KEYS[1]
 local event, progress, result, err = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local only_from = ARGV[5]
 local done_at = ARGV[6]
+local waiting_for = ARGV[7]
 local status = redis.call('HGET', key, 'status')
 if not status then return {-1} end
 -- A caller that decided from what it read earlier (cancel a queued job) applies only from then.
@@ -46,6 +48,13 @@ if not terminal[status] then
   if event == 'started' then
     if status == 'queued' then
       redis.call('HSET', key, 'status', 'running', 'started_at', now)
+      redis.call('HDEL', key, 'waiting_for')
+      changed = true
+    end
+  elseif event == 'waiting' then
+    if status == 'queued' and waiting_for ~= ''
+       and redis.call('HGET', key, 'waiting_for') ~= waiting_for then
+      redis.call('HSET', key, 'waiting_for', waiting_for)
       changed = true
     end
   elseif event == 'progress' then
@@ -119,6 +128,8 @@ class JobRecord(BaseModel):
     request_id: str | None = None
     # Place in the order of its queue lane (set at enqueue), for `queue_position`.
     queue_ticket: int | None = None
+    # What a worker holding this queued job found it waiting for (cleared when it starts).
+    waiting_for: WaitReason | None = None
 
     def to_hash(self) -> dict[str, str]:
         data = self.model_dump(mode="json", exclude_none=True)
@@ -177,6 +188,7 @@ def _event_args(event: TaskEvent, only_from: TaskStatus | None = None) -> list[s
         "" if event.error is None else event.error.model_dump_json(),
         "" if only_from is None else only_from.value,
         "" if event.at is None else f"{event.at:.6f}",
+        "" if event.waiting_for is None else event.waiting_for.value,
     ]
 
 
@@ -332,6 +344,7 @@ def job_view(
         result=record.result,
         error=record.error,
         queue_position=queue_position if record.status is TaskStatus.QUEUED else None,
+        waiting_for=record.waiting_for if record.status is TaskStatus.QUEUED else None,
         urls=task_urls(record.task_id, public_base=public_base, public_ws_base=public_ws_base),
         timings=StageTimings(
             queued_ms=_span_ms(record.created_at, record.started_at),

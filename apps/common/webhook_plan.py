@@ -13,12 +13,14 @@ from apps.common.jobs import JobRecord, iso_utc
 def plan_webhook(record: JobRecord, view: JobView) -> WebhookMessage | None:
     """The message for `view` (an applied event), or None when the task has no subscriber for it.
 
-    Terminal events always go out; `started` and `progress` only when asked for. The caller keeps
-    progress to one per second.
+    Terminal events always go out; `started` and `progress` only when asked for; `waiting` never.
+    The caller keeps progress to one per second.
     """
     if not record.webhook or view.event is None or view.event == "snapshot":
         return None
     kind = EventKind(view.event)
+    if kind is EventKind.WAITING:
+        return None  # a note on a queued job, for those watching it live; not a webhook type
     wanted = set(record.webhook.get("events", []))
     if kind is EventKind.STARTED and WebhookEvent.STARTED not in wanted:
         return None

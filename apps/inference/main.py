@@ -40,6 +40,8 @@ async def _load_engine(app: FastAPI, settings: InferenceSettings) -> None:
     from apps.inference.pipelines.flux import FluxEngine, pick_device
 
     try:
+        if settings.inference_load_delay_s:
+            await asyncio.sleep(settings.inference_load_delay_s)
         engine = await asyncio.to_thread(FluxEngine.load, settings)
         if settings.inference_warmup:
             await asyncio.to_thread(engine.warm_up)

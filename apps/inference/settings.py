@@ -22,6 +22,9 @@ class InferenceSettings(CommonSettings):
     inference_max_sequence_length: int | None = Field(default=None, ge=8, le=512)
     # Test and demo knob: slows each diffusion step so progress and cancel can be watched.
     inference_step_delay_ms: int = Field(default=0, ge=0, le=60_000)
+    # Test and demo knob: sleeps this long before loading the pipeline, as a real FLUX checkpoint
+    # takes 30-120 s to load, so a cold start (and a restart in the middle of one) can be watched.
+    inference_load_delay_s: float = Field(default=0.0, ge=0, le=600)
     # Dynamic batching: compatible requests arriving within max_wait_ms share one pipeline call of
     # up to max_batch_size images. None picks 16 on a GPU (80 GB fits FLUX at 1024 px) and 4 on CPU.
     inference_max_batch_size: int | None = Field(default=None, ge=1, le=64)

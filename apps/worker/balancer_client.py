@@ -12,18 +12,22 @@ from apps.common.request_context import outgoing_headers
 
 _LINE = TypeAdapter(InferenceLine)
 REFUSED = "x-fluxgate-refused"
+UNREADY = "x-fluxgate-unready-s"
+WAIT = "x-fluxgate-wait-s"
 
 
 class InferenceRetryable(Exception):
     """No backend took the job, or the stream broke before a result: running it again may work."""
 
 
-class InferenceBusy(InferenceRetryable):
-    """Every backend is at capacity: wait `retry_after_s` and try again; not a failure."""
+class InferenceBusy(Exception):
+    """No backend took the request without trying one: none is ready (`no_backend`, for
+    `unready_s` seconds) or all are full (`full`). The job waits; this is not a failure."""
 
-    def __init__(self, message: str, retry_after_s: float) -> None:
+    def __init__(self, message: str, *, reason: str, unready_s: float) -> None:
         super().__init__(message)
-        self.retry_after_s = retry_after_s
+        self.reason = reason
+        self.unready_s = unready_s
 
 
 class InferenceRejected(Exception):
@@ -37,21 +41,24 @@ class BalancerClient:
             timeout=httpx.Timeout(read_timeout_s, connect=5.0),
         )
 
-    def stream(self, model: str, request: InferenceRequest) -> Generator[InferenceLine, None, None]:
+    def stream(
+        self, model: str, request: InferenceRequest, *, wait_s: float = 0.0
+    ) -> Generator[InferenceLine, None, None]:
         """Progress lines, then one result or error line. Closing the iterator closes the stream,
-        which the inference server takes as a cancel."""
+        which the inference server takes as a cancel. With `wait_s` the balancer holds the
+        request up to that long for a backend with room before refusing it (`InferenceBusy`)."""
+        headers = {"content-type": "application/json", WAIT: f"{wait_s:.3f}", **outgoing_headers()}
         try:
             with self._client.stream(
-                "POST",
-                f"/v1/infer/{model}",
-                content=request.wire_json(),
-                headers={"content-type": "application/json", **outgoing_headers()},
+                "POST", f"/v1/infer/{model}", content=request.wire_json(), headers=headers
             ) as response:
-                if response.status_code == 503 and response.headers.get(REFUSED) == "full":
-                    retry_after = response.headers.get("retry-after", "1")
+                reason = response.headers.get(REFUSED)
+                if response.status_code == 503 and reason in ("full", "no_backend"):
+                    response.read()
                     raise InferenceBusy(
-                        "every inference backend is at capacity",
-                        float(retry_after) if retry_after.isdigit() else 1.0,
+                        _error_message(response),
+                        reason=reason,
+                        unready_s=_seconds(response.headers.get(UNREADY)),
                     )
                 if response.status_code in (502, 503, 504):
                     raise InferenceRetryable(f"balancer answered {response.status_code}")
@@ -77,3 +84,17 @@ class BalancerClient:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _seconds(value: str | None) -> float:
+    try:
+        return max(0.0, float(value)) if value else 0.0
+    except ValueError:
+        return 0.0
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"balancer answered {response.status_code}"

@@ -54,12 +54,15 @@ class EventSender:
         )
 
     def send(self, event: TaskEvent) -> None:
-        """Progress is best effort (a newer one follows); every other event must land."""
-        if event.event not in (EventKind.STARTED, EventKind.PROGRESS) and event.at is None:
+        """Progress and waiting notes are best effort (a newer one follows); every other event
+        must land."""
+        if event.event not in (EventKind.STARTED, EventKind.PROGRESS, EventKind.WAITING) and (
+            event.at is None
+        ):
             # Stamped here so the job view can tell the work's time from the delivery's.
             event = event.model_copy(update={"at": time.time()})
         body = event.model_dump_json(exclude_none=True).encode()
-        if event.event is EventKind.PROGRESS:
+        if event.event in (EventKind.PROGRESS, EventKind.WAITING):
             try:
                 self._post(body)
             except (_NotifierDown, _NotifierRefused) as exc:

@@ -7,6 +7,7 @@ failure or stop becomes one event."""
 from __future__ import annotations
 
 import base64
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from apps.common.request_context import bind_ids
 from apps.common.task_types import task_type
 from apps.worker import imaging, text
 from apps.worker.balancer_client import BalancerClient
+from apps.worker.capacity import open_when_ready
 from apps.worker.event_sender import EventSender
 from apps.worker.handlers import (
     HandlerContext,
@@ -91,17 +93,18 @@ def run_job(task_id: str, deps: JobDeps) -> None:
         kind = EventKind.EXPIRED if record.status is TaskStatus.QUEUED else EventKind.CANCELED
         deps.events.send(TaskEvent(task_id=task_id, event=kind, error=DEADLINE_EXCEEDED))
         return
-    if record.status is TaskStatus.QUEUED:
+    spec = task_type(record.type)
+    # An inference job starts when a model server takes it; until then it waits, queued.
+    if record.status is TaskStatus.QUEUED and spec.runs_on != "inference":
         deps.events.send(TaskEvent(task_id=task_id, event=EventKind.STARTED))
 
-    spec = task_type(record.type)
     ctx = _context(record, deps)
     task_input = spec.input_model.model_validate(record.input)
     module = handler_module(record.type)
     try:
         if spec.runs_on == "inference":
             prepared = module.prepare(task_input, ctx)
-            _run_on_inference(task_id, prepared.model, prepared.request, prepared.extra, deps)
+            _run_on_inference(record, prepared.model, prepared.request, prepared.extra, deps)
             return
         started = time.perf_counter()
         output: Output = module.run(task_input, ctx)
@@ -172,12 +175,18 @@ def _context(record: JobRecord, deps: JobDeps) -> HandlerContext:
 
 
 def _run_on_inference(
-    task_id: str, model: str, request: Any, extra: dict[str, Any], deps: JobDeps
+    record: JobRecord, model: str, request: Any, extra: dict[str, Any], deps: JobDeps
 ) -> None:
+    task_id = record.task_id
     last_progress_at = 0.0
-    lines = deps.balancer.stream(model, request)
+    opened = open_when_ready(record, model, request, deps)
+    if opened is None:
+        return
+    first, lines = opened
+    if record.status is TaskStatus.QUEUED:
+        deps.events.send(TaskEvent(task_id=task_id, event=EventKind.STARTED))
     try:
-        for line in lines:
+        for line in itertools.chain([first], lines):
             if isinstance(line, InferenceProgress):
                 if reason := deps.store.cancel_reason(task_id):
                     lines.close()  # the inference server drops the request at its next step

@@ -19,7 +19,9 @@ class WorkerSettings(CommonSettings):
     # A job past the soft limit fails with `timeout`; the hard limit kills a stuck process.
     job_soft_time_limit_s: int = Field(default=540, ge=1)
     job_time_limit_s: int = Field(default=600, ge=2)
-    # Retries when no inference server can take the job, with exponential backoff and jitter.
+    # Retries when an inference request fails (a stream that breaks, a server that errors), with
+    # exponential backoff and jitter. Finding no model server ready, or all of them busy, is not
+    # a failure: the job waits (below) and spends none of these.
     worker_max_retries: int = Field(default=5, ge=0)
     worker_retry_backoff_s: float = Field(default=2.0, gt=0)
     # A job whose worker process died this many times while running it (out of memory, killed)
@@ -31,6 +33,16 @@ class WorkerSettings(CommonSettings):
     worker_max_work_pixels: int = Field(default=16_000_000, ge=4096)
     # Progress events are coalesced to at most one per this interval per task.
     worker_progress_interval_ms: int = Field(default=100, ge=0)
+    # A job that finds no model server ready (cold start, scale from zero, all ejected) waits; once
+    # none has been ready for this long during its wait it ends `expired` with `no_capacity`.
+    max_capacity_wait_s: float = Field(default=900.0, gt=0)
+    # A worker slot holds a waiting job this long, then puts it back at the head of its queue lane
+    # (and takes the most urgent one): the wait never runs into the job's time limits, and a more
+    # urgent job that arrived meanwhile goes first.
+    worker_capacity_slice_s: float = Field(default=30.0, gt=0)
+    # How long one inference request may wait in the balancer for room before it is refused and
+    # the worker looks at the job again (canceled? past its deadline?).
+    worker_capacity_poll_s: float = Field(default=10.0, gt=0, le=60)
     # How long terminal events are retried against the notifier before writing them directly.
     worker_event_retry_s: float = Field(default=30.0, ge=0)
 
@@ -64,5 +76,10 @@ class WorkerSettings(CommonSettings):
             raise ValueError(
                 "need FLUXGATE_JOB_SOFT_TIME_LIMIT_S < FLUXGATE_JOB_TIME_LIMIT_S < "
                 "FLUXGATE_BROKER_VISIBILITY_TIMEOUT_S, or jobs would be redelivered while running"
+            )
+        if self.worker_capacity_slice_s * 2 > self.job_soft_time_limit_s:
+            raise ValueError(
+                "need 2 x FLUXGATE_WORKER_CAPACITY_SLICE_S <= FLUXGATE_JOB_SOFT_TIME_LIMIT_S: a "
+                "job that waited one slice for a model server must still have time to run"
             )
         return self

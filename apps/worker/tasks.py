@@ -22,10 +22,10 @@ from apps.common.url_guard import AllowList
 from apps.common.usage import SyncUsageMeter
 from apps.worker.balancer_client import (
     BalancerClient,
-    InferenceBusy,
     InferenceRejected,
     InferenceRetryable,
 )
+from apps.worker.capacity import HandBack, HandBackScript
 from apps.worker.celery_app import app, settings
 from apps.worker.event_sender import EventSender
 from apps.worker.inputs import FETCH_TIMEOUT, InputImages
@@ -69,6 +69,11 @@ def job_deps() -> JobDeps:
 
 
 @lru_cache(maxsize=1)
+def hand_back_script() -> HandBackScript:
+    return HandBackScript(redis_client())
+
+
+@lru_cache(maxsize=1)
 def webhook_delivery() -> WebhookDelivery:
     return WebhookDelivery(settings, redis_client())
 
@@ -106,11 +111,14 @@ def run_with_retries(self: Task, task_id: str, failures: int) -> None:
             )
             return
         run_job(task_id, deps)
-    except InferenceBusy as exc:
-        # Backpressure, not failure: wait in the durable queue, without spending the budget.
-        raise self.retry(
-            args=[task_id, failures], exc=exc, countdown=exc.retry_after_s * random.uniform(1, 1.5)
-        ) from exc
+    except HandBack:
+        # Waited a slice for a model server: back to the head of its lane, in Redis, not as an
+        # ETA message in this worker's memory; the ack that follows finds nothing left to remove.
+        tag = (self.request.properties or {}).get("delivery_tag")
+        if hand_back_script().hand_back(tag):
+            log.info("job handed back to its queue while it waits", task_id=task_id)
+        else:
+            log.warning("waiting job's delivery not found; not handed back", task_id=task_id)
     except InferenceRetryable as exc:
         if failures >= settings.worker_max_retries:
             fail(deps, task_id, "inference_unavailable", str(exc))

@@ -28,6 +28,8 @@ CRASH_ENV = {
     "FLUXGATE_JOB_SOFT_TIME_LIMIT_S": "8",
     "FLUXGATE_JOB_TIME_LIMIT_S": "10",
     "FLUXGATE_BROKER_VISIBILITY_TIMEOUT_S": "12",
+    # A waiting job must still have time to run within the short soft limit above.
+    "FLUXGATE_WORKER_CAPACITY_SLICE_S": "3",
     "FLUXGATE_WORKER_EVENT_RETRY_S": "60",
 }
 

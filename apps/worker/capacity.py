@@ -1,0 +1,168 @@
+"""Waiting for a model server without failing and without holding the queue.
+
+A job that finds no ready model server (cold start, scale from zero, all ejected) or all of them
+busy stays `queued`: the worker slot that took it asks the balancer again and again, each request
+held there until a backend has room (so it starts the moment one has), and says on the job what it
+waits for. It spends none of the job's retry budget. After `worker_capacity_slice_s` the slot puts
+the message back at the head of its lane (`hand_back`) and takes the most urgent one: the jobs
+behind it never leave Redis, a more urgent job is not stuck behind a waiting one, and the wait
+never counts against the job's time limits by more than one slice. The wait ends with the job's
+`Cancel-After` deadline (`expired`, `deadline_exceeded`) or once no model server has been ready for
+`max_capacity_wait_s` of it (`expired`, `no_capacity`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Generator
+from typing import TYPE_CHECKING
+
+import redis
+
+from apps.common.contracts import (
+    ErrorInfo,
+    EventKind,
+    InferenceLine,
+    InferenceRequest,
+    TaskEvent,
+    TaskStatus,
+    WaitReason,
+)
+from apps.common.jobs import DEADLINE_EXCEEDED, JobRecord
+from apps.common.logging import get_logger
+from apps.common.queues import lane_name
+from apps.worker.balancer_client import InferenceBusy, InferenceRetryable
+
+if TYPE_CHECKING:
+    from apps.worker.run_job import JobDeps
+
+log = get_logger(__name__)
+
+# kombu's Redis transport keeps each delivered, not yet acknowledged message here (by delivery tag)
+# and in a sorted set by delivery time; a test checks these names against kombu's own.
+UNACKED_KEY = "unacked"
+UNACKED_INDEX_KEY = "unacked_index"
+# Never ask the balancer to hold a request for less than this: no busy loop near a limit.
+_MIN_HOLD_S = 0.1
+
+# Puts a delivered message back at the head of its lane (kombu serves a lane from its right end)
+# and forgets the delivery, in one step, only if the delivery is still ours: a worker killed at
+# any point leaves the message either delivered (redelivered later) or queued, never both.
+HAND_BACK_LUA = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('RPUSH', KEYS[3], ARGV[3])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+class HandBack(Exception):
+    """The job waited one slice: put its message back at the head of its lane."""
+
+
+def no_capacity_error(waited_s: float) -> ErrorInfo:
+    return ErrorInfo(
+        code="no_capacity",
+        message=(
+            f"no model server became ready within {waited_s:.0f} s "
+            "(FLUXGATE_MAX_CAPACITY_WAIT_S); the job was not run"
+        ),
+    )
+
+
+def open_when_ready(
+    record: JobRecord, model: str, request: InferenceRequest, deps: JobDeps
+) -> tuple[InferenceLine, Generator[InferenceLine, None, None]] | None:
+    """The first line and the rest of the job's inference stream once a model server took it;
+    None when the job ended while it waited (canceled, expired). Raises `HandBack`."""
+    settings = deps.settings
+    slice_end = time.monotonic() + settings.worker_capacity_slice_s
+    capacity_left = settings.max_capacity_wait_s
+    refused_before = False
+    while True:
+        hold = min(settings.worker_capacity_poll_s, slice_end - time.monotonic(), capacity_left)
+        if record.deadline_at is not None:
+            hold = min(hold, record.deadline_at - time.time())
+        lines = deps.balancer.stream(model, request, wait_s=max(hold, _MIN_HOLD_S))
+        try:
+            first = next(lines)
+        except InferenceBusy as exc:
+            lines.close()
+            refused = exc
+        except StopIteration:
+            raise InferenceRetryable("the inference stream ended before a result") from None
+        else:
+            if refused_before and _ended(deps, record.task_id):
+                # Canceled (or expired) while it waited: the model server drops it on close.
+                lines.close()
+                return None
+            return first, lines
+        refused_before = True
+        current = deps.store.get(record.task_id)
+        if current is None or current.status.is_terminal:
+            log.info("job ended while it waited for a model server", task_id=record.task_id)
+            return None
+        record = current
+        now = time.time()
+        if record.deadline_at is not None and now >= record.deadline_at:
+            _give_up(deps, record, DEADLINE_EXCEEDED, EventKind.CANCELED)
+            return None
+        reason = WaitReason.MODEL_SERVER if refused.reason == "no_backend" else WaitReason.CAPACITY
+        if reason is WaitReason.MODEL_SERVER:
+            # The wait that counts is the part of this job's queueing with no server ready.
+            waited = min(now - record.created_at, refused.unready_s)
+            if waited >= settings.max_capacity_wait_s:
+                log.warning("no model server became ready", task_id=record.task_id, waited=waited)
+                _give_up(deps, record, no_capacity_error(waited), EventKind.FAILED)
+                return None
+            capacity_left = settings.max_capacity_wait_s - waited
+        else:
+            capacity_left = settings.max_capacity_wait_s
+        if record.waiting_for is not reason:
+            log.info("job waits", task_id=record.task_id, waiting_for=reason.value)
+            deps.events.send(
+                TaskEvent(task_id=record.task_id, event=EventKind.WAITING, waiting_for=reason)
+            )
+            record = record.model_copy(update={"waiting_for": reason})
+        if time.monotonic() >= slice_end:
+            raise HandBack
+
+
+def _give_up(deps: JobDeps, record: JobRecord, error: ErrorInfo, if_running: EventKind) -> None:
+    # A queued job expires; one already running (a rerun after its worker died) cannot.
+    kind = EventKind.EXPIRED if record.status is TaskStatus.QUEUED else if_running
+    deps.events.send(TaskEvent(task_id=record.task_id, event=kind, error=error))
+
+
+def _ended(deps: JobDeps, task_id: str) -> bool:
+    current = deps.store.get(task_id)
+    return current is None or current.status.is_terminal
+
+
+class HandBackScript:
+    """`hand_back` over one blocking Redis client (a worker process's)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+        self._script = client.register_script(HAND_BACK_LUA)
+
+    def hand_back(self, delivery_tag: str | None) -> bool:
+        """Put the message delivered as `delivery_tag` back at the head of its lane; False when
+        it is no longer this worker's (already acknowledged or restored elsewhere)."""
+        if not delivery_tag:
+            return False
+        raw = self._redis.hget(UNACKED_KEY, delivery_tag)
+        if raw is None:
+            return False
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        message, _exchange, routing_key = json.loads(text)
+        priority = int((message.get("properties") or {}).get("priority") or 0)
+        lane = lane_name(str(routing_key), priority)
+        return bool(
+            self._script(
+                keys=[UNACKED_KEY, UNACKED_INDEX_KEY, lane],
+                args=[delivery_tag, text, json.dumps(message)],
+            )
+        )
