@@ -98,6 +98,20 @@ def create_app(
         now = time.monotonic()
         return [b.describe(now) for b in pool.backends.values()]
 
+    @app.get("/demand")
+    async def demand(request: Request) -> dict[str, int]:
+        """Inference requests on the pool now: running or queued on a backend (`in_flight`) and
+        held here for room (`waiting`). The chart's KEDA ScaledObject adds `total` to the GPU
+        queue's length, so a busy pool is not scaled down and a waiting one is scaled up."""
+        pool: BackendPool = request.app.state.pool
+        forwarder: Forwarder = request.app.state.forwarder
+        in_flight = sum(b.in_flight for b in pool.backends.values())
+        return {
+            "in_flight": in_flight,
+            "waiting": forwarder.waiting,
+            "total": in_flight + forwarder.waiting,
+        }
+
     @app.post("/v1/infer/{model}")
     async def infer(model: str, request: Request) -> Response:
         """Forward to a backend with room; with `X-Fluxgate-Wait-S`, wait up to that long for

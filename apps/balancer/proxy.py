@@ -52,6 +52,8 @@ class Forwarder:
     pool: BackendPool
     client: httpx.AsyncClient
     max_attempts: int
+    # Requests held here right now, waiting for a backend with room (part of `demand`).
+    waiting: int = 0
 
     async def forward(
         self, model: str, body: bytes, headers: dict[str, str], *, wait_s: float = 0.0
@@ -67,7 +69,11 @@ class Forwarder:
                 if tried or left <= 0:
                     break
                 # Nothing was tried yet: wait for room instead of refusing at once.
-                await self.pool.wait_for_change(left)
+                self.waiting += 1
+                try:
+                    await self.pool.wait_for_change(left)
+                finally:
+                    self.waiting -= 1
                 continue
             if attempt:
                 RETRIES.inc()

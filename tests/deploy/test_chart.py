@@ -368,7 +368,7 @@ def test_chart_sets_only_settings_the_apps_know(docs: list[dict[str, Any]]) -> N
 
 def test_keda_scales_each_worker_group_on_its_queue_lanes(prod: list[dict[str, Any]]) -> None:
     deployments = by_kind(prod, "Deployment")
-    scaled = by_kind(prod, "ScaledObject")
+    scaled = {n: o for n, o in by_kind(prod, "ScaledObject").items() if "-worker-" in n}
     auths = by_kind(prod, "TriggerAuthentication")
     assert set(scaled) == {f"fluxgate-worker-{g}" for g in ("gpu", "cpu", "webhooks")}
     for obj in scaled.values():
@@ -395,6 +395,64 @@ def test_keda_scales_each_worker_group_on_its_queue_lanes(prod: list[dict[str, A
         assert set(modifiers["formula"].split(" + ")) == {t["name"] for t in triggers}
         assert float(modifiers["target"]) > 0
         assert 0 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
+
+
+def test_keda_scales_the_model_servers_on_gpu_lanes_plus_the_pool(
+    prod: list[dict[str, Any]],
+) -> None:
+    """Queued GPU jobs plus what runs or waits on the pool: a busy pool is never scaled down, a
+    waiting one is scaled up, and the floor may be zero."""
+    spec = by_kind(prod, "ScaledObject")["fluxgate-inference"]["spec"]
+    target = by_kind(prod, "Deployment")[spec["scaleTargetRef"]["name"]]
+    assert component(target) == "inference"
+    assert "replicas" not in target["spec"], "KEDA owns the replica count"
+    triggers = {t["name"]: t for t in spec["triggers"]}
+    lanes = {t["metadata"]["listName"] for t in triggers.values() if t["type"] == "redis"}
+    assert lanes == {lane_name("gpu", p) for p in range(PRIORITY_LANES)}
+    pool = triggers["pool"]
+    assert pool["type"] == "metrics-api"
+    assert pool["metadata"]["url"] == f"http://fluxgate-balancer.{NAMESPACE}.svc:8100/demand"
+    assert pool["metadata"]["valueLocation"] == "total"
+    modifiers = spec["advanced"]["scalingModifiers"]
+    assert set(modifiers["formula"].split(" + ")) == set(triggers)
+    assert modifiers["activationTarget"] == "0"
+    # The balancer lets KEDA's operator read /demand through the network policy.
+    balancer_policy = by_kind(prod, "NetworkPolicy")["fluxgate-balancer"]
+    peers = [p for rule in balancer_policy["spec"]["ingress"] for p in rule["from"]]
+    assert any("namespaceSelector" in p for p in peers)
+    # A server scaled down or rolled finishes its longest job first.
+    hard_limit = int(
+        by_kind(prod, "ConfigMap")["fluxgate-worker-config"]["data"]["FLUXGATE_JOB_TIME_LIMIT_S"]
+    )
+    assert target["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > hard_limit
+
+
+def test_the_model_servers_may_scale_to_zero(tools: Path) -> None:
+    done = helm(
+        tools,
+        "template",
+        "x",
+        str(CHART),
+        "--set",
+        "inference.autoscaling.enabled=true,inference.autoscaling.minReplicaCount=0",
+    )
+    scaled = [d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "ScaledObject"]
+    [inference] = [d for d in scaled if d["metadata"]["name"].endswith("-inference")]
+    assert inference["spec"]["minReplicaCount"] == 0
+
+
+def test_a_grace_period_shorter_than_the_longest_job_is_refused(tools: Path) -> None:
+    done = helm(
+        tools,
+        "template",
+        "x",
+        str(CHART),
+        "--set",
+        "inference.terminationGracePeriodSeconds=60",
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "must cover workers.jobTimeLimitS" in done.stderr
 
 
 def test_service_monitors_select_services_and_name_their_ports(

@@ -104,6 +104,8 @@ FLUXGATE_WORKER_METRICS_PORT: {{ $w.metricsPort | toString | quote }}
 FLUXGATE_JOB_SOFT_TIME_LIMIT_S: {{ $w.jobSoftTimeLimitS | toString | quote }}
 FLUXGATE_JOB_TIME_LIMIT_S: {{ $w.jobTimeLimitS | toString | quote }}
 FLUXGATE_WORKER_MAX_RETRIES: {{ $w.maxRetries | toString | quote }}
+FLUXGATE_MAX_CAPACITY_WAIT_S: {{ $w.maxCapacityWaitS | toString | quote }}
+FLUXGATE_WORKER_CAPACITY_SLICE_S: {{ $w.capacitySliceS | toString | quote }}
 FLUXGATE_LLM_URL: {{ $w.llm.url | quote }}
 FLUXGATE_LLM_MODEL: {{ $w.llm.model | quote }}
 FLUXGATE_LLM_TIMEOUT_S: {{ $w.llm.timeoutS | toString | quote }}
