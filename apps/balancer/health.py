@@ -13,6 +13,10 @@ from apps.common.logging import get_logger
 
 log = get_logger(__name__)
 
+# While requests wait for room, backends are checked this often: a server that finished loading
+# is admitted within this, not within a whole interval (a cold start's last step).
+STARVED_INTERVAL_S = 0.25
+
 
 class HealthChecker:
     def __init__(
@@ -26,7 +30,10 @@ class HealthChecker:
     async def run_forever(self) -> None:
         while True:
             await self.check_all()
-            await asyncio.sleep(self._interval_s)
+            interval = self._interval_s
+            if self._pool.waiting:
+                interval = min(interval, STARVED_INTERVAL_S)
+            await asyncio.sleep(interval)
 
     async def check_all(self) -> None:
         await asyncio.gather(*(self._check(b) for b in list(self._pool.backends.values())))

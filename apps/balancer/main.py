@@ -104,13 +104,8 @@ def create_app(
         held here for room (`waiting`). The chart's KEDA ScaledObject adds `total` to the GPU
         queue's length, so a busy pool is not scaled down and a waiting one is scaled up."""
         pool: BackendPool = request.app.state.pool
-        forwarder: Forwarder = request.app.state.forwarder
         in_flight = sum(b.in_flight for b in pool.backends.values())
-        return {
-            "in_flight": in_flight,
-            "waiting": forwarder.waiting,
-            "total": in_flight + forwarder.waiting,
-        }
+        return {"in_flight": in_flight, "waiting": pool.waiting, "total": in_flight + pool.waiting}
 
     @app.post("/v1/infer/{model}")
     async def infer(model: str, request: Request) -> Response:

@@ -97,6 +97,8 @@ class BackendPool:
         self._round_robin = itertools.count()
         # Requests waiting for room (see `wait_for_change`), woken by anything that may make some.
         self._waiters: list[asyncio.Future[None]] = []
+        # Requests inside `wait_for_change` now (the balancer's /demand counts them).
+        self.waiting = 0
         # When each model last had a usable backend (monotonic); a model never seen counts from
         # the pool's creation, so a cold start is measured from the balancer's start.
         self._created = time.monotonic()
@@ -127,11 +129,13 @@ class BackendPool:
         joined), or after `timeout_s`. The caller checks `choose` again either way."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(future)
+        self.waiting += 1
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout=max(0.0, timeout_s))
         except TimeoutError:
             pass
         finally:
+            self.waiting -= 1
             if future in self._waiters:
                 self._waiters.remove(future)
 

@@ -52,8 +52,6 @@ class Forwarder:
     pool: BackendPool
     client: httpx.AsyncClient
     max_attempts: int
-    # Requests held here right now, waiting for a backend with room (part of `demand`).
-    waiting: int = 0
 
     async def forward(
         self, model: str, body: bytes, headers: dict[str, str], *, wait_s: float = 0.0
@@ -69,11 +67,7 @@ class Forwarder:
                 if tried or left <= 0:
                     break
                 # Nothing was tried yet: wait for room instead of refusing at once.
-                self.waiting += 1
-                try:
-                    await self.pool.wait_for_change(left)
-                finally:
-                    self.waiting -= 1
+                await self.pool.wait_for_change(left)
                 continue
             if attempt:
                 RETRIES.inc()
