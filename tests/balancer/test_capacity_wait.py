@@ -83,11 +83,13 @@ def test_a_bad_wait_header_is_a_422_naming_it(value: str) -> None:
     async def scenario() -> httpx.Response:
         app = create_app(BalancerSettings(balancer_backends=[]))
         transport = httpx.ASGITransport(app=app)
-        async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=transport, base_url="http://b") as client:
-                return await client.post(
-                    "/v1/infer/flux", content=b"{}", headers={"x-fluxgate-wait-s": value}
-                )
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://b") as client,
+        ):
+            return await client.post(
+                "/v1/infer/flux", content=b"{}", headers={"x-fluxgate-wait-s": value}
+            )
 
     answer = asyncio.run(scenario())
     assert answer.status_code == 422
