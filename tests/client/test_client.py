@@ -755,10 +755,16 @@ def test_text_progress_bar_shows_queue_position_then_percent() -> None:
             {"task_id": "t", "status": "queued", "progress": 0, "seq": 1, "queue_position": 2}
         )
     )
-    bar.update(JobView.from_dict({"task_id": "t", "status": "running", "progress": 50, "seq": 2}))
+    bar.update(
+        JobView.from_dict(
+            {"task_id": "t", "status": "queued", "seq": 2, "waiting_for": "model_server"}
+        )
+    )
+    bar.update(JobView.from_dict({"task_id": "t", "status": "running", "progress": 50, "seq": 3}))
     bar.close()
     frames = sink.text.split("\r")[1:]
     assert frames[0].rstrip() == "[..........]   0% queued, 2 ahead"
-    assert frames[1].rstrip() == "[#####.....]  50% running"
-    assert len(frames[1]) >= len(frames[0].rstrip())  # the longer line is fully overwritten
+    assert frames[1].rstrip() == "[..........]   0% queued, waiting for a model server to start"
+    assert frames[2].rstrip() == "[#####.....]  50% running"
+    assert len(frames[2]) >= len(frames[1].rstrip())  # the longer line is fully overwritten
     assert sink.text.endswith("\n")

@@ -39,6 +39,8 @@ function clearError() {
 function describe(view) {
   switch (view.status) {
     case "queued":
+      if (view.waiting_for === "model_server") return "Queued: waiting for a model server to start.";
+      if (view.waiting_for === "capacity") return "Queued: waiting for a free model server.";
       return view.queue_position == null ? "Queued."
         : view.queue_position === 0 ? "Queued: next to start."
         : `Queued: ${view.queue_position} job(s) ahead.`;
@@ -50,7 +52,9 @@ function describe(view) {
     }
     case "failed": return `Failed: ${view.error ? view.error.message : "unknown error"}`;
     case "canceled": return "Canceled.";
-    case "expired": return "Expired before it started.";
+    case "expired":
+      return view.error && view.error.code === "no_capacity"
+        ? `Expired: ${view.error.message}` : "Expired before it started.";
     default: return view.status;
   }
 }

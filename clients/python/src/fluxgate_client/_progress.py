@@ -15,7 +15,15 @@ class Progress(Protocol):
     def close(self) -> None: ...
 
 
+WAITING_FOR = {
+    "model_server": "waiting for a model server to start",
+    "capacity": "waiting for a free model server",
+}
+
+
 def describe(view: JobView) -> str:
+    if view.status == "queued" and view.waiting_for:
+        return f"queued, {WAITING_FOR.get(view.waiting_for, 'waiting for ' + view.waiting_for)}"
     if view.status == "queued" and view.queue_position is not None:
         ahead = view.queue_position
         return "queued, next up" if ahead == 0 else f"queued, {ahead} ahead"

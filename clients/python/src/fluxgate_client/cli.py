@@ -263,6 +263,8 @@ def _summary(view: JobView) -> str:
     rows.append(("status", f"{view.status} ({view.progress}%)"))
     if view.queue_position is not None:
         rows.append(("queue", f"{view.queue_position} ahead"))
+    if view.waiting_for:
+        rows.append(("waiting", f"for {view.waiting_for.replace('_', ' ')}"))
     for name, at in (
         ("created", view.created_at),
         ("started", view.started_at),
@@ -280,6 +282,8 @@ def _event_line(view: JobView) -> str:
     line = f"{view.seq:>4} {view.event or '-':<9} {view.status:<9} {view.progress:>3}%"
     if view.queue_position is not None:
         line += f"  queue position {view.queue_position}"
+    if view.waiting_for:
+        line += f"  waiting for {view.waiting_for.replace('_', ' ')}"
     if view.error:
         line += f"  {view.error_code}: {view.error_message}"
     return line

@@ -52,6 +52,8 @@ class JobView:
     started_at: str | None
     finished_at: str | None
     queue_position: int | None
+    # While queued: what the job waits for, e.g. `model_server` during a cold start.
+    waiting_for: str | None
     result: dict[str, Any] | None
     error: dict[str, Any] | None
     urls: TaskUrls | None
@@ -73,6 +75,7 @@ class JobView:
             started_at=raw.get("started_at"),
             finished_at=raw.get("finished_at"),
             queue_position=_int_or_none(raw.get("queue_position")),
+            waiting_for=w if isinstance(w := raw.get("waiting_for"), str) else None,
             result=_dict_or_none(raw.get("result")),
             error=_dict_or_none(raw.get("error")),
             urls=TaskUrls.from_dict(raw.get("urls")),
