@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
@@ -158,8 +159,12 @@ class HandBackScript:
             return False
         text = raw.decode() if isinstance(raw, bytes) else str(raw)
         message, _exchange, routing_key = json.loads(text)
-        priority = int((message.get("properties") or {}).get("priority") or 0)
+        properties = message.setdefault("properties", {})
+        priority = int(properties.get("priority") or 0)
         lane = lane_name(str(routing_key), priority)
+        # A new tag for the next delivery: the ack of this one, which follows, must not remove the
+        # next delivery's entry when a slot takes the message again before that ack.
+        properties["delivery_tag"] = str(uuid.uuid4())
         return bool(
             self._script(
                 keys=[UNACKED_KEY, UNACKED_INDEX_KEY, lane],

@@ -151,6 +151,8 @@ def test_jobs_wait_through_a_cold_start_and_a_restart_mid_load(
     assert events.index("waiting") < events.index("started"), events
     waited = next(m for m in transcript[0].messages if m["event"] == "waiting")
     assert waited["status"] == "queued" and waited["waiting_for"] == "model_server"
+    # Every hand-back found its delivery: none was dropped by an ack of an earlier delivery.
+    assert "not handed back" not in stack.procs["worker"].log_path.read_text()
     # Six completions, one each; the waiting note is not a webhook.
     receiver.wait_for(path, 6, timeout=30)
     types = [d.body["type"] for d in receiver.at(path)]
