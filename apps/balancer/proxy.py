@@ -64,9 +64,11 @@ class Forwarder:
             backend = self.pool.choose(model, exclude=tried)
             if backend is None:
                 left = deadline - time.monotonic()
-                if tried or left <= 0:
+                untried = [b for b in self.pool.usable(model) if b.url not in tried]
+                if left <= 0 or (tried and not untried):
                     break
-                # Nothing was tried yet: wait for room instead of refusing at once.
+                # Wait for room rather than refuse at once: nothing was tried yet, or the servers
+                # not tried yet are only full.
                 await self.pool.wait_for_change(left)
                 continue
             if attempt:
@@ -76,7 +78,9 @@ class Forwarder:
             answer = await self._try(backend, model, body, sent_headers)
             if answer is not None:
                 return answer
-        return self._refusal(model, failed=bool(tried))
+        untried = [b for b in self.pool.usable(model) if b.url not in tried]
+        # A real failure only when every server that could take it was tried and failed.
+        return self._refusal(model, failed=bool(tried) and not untried)
 
     def _refusal(self, model: str, *, failed: bool) -> Response:
         headers = {"Retry-After": str(self.pool.retry_after_s(model))}

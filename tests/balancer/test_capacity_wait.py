@@ -94,3 +94,35 @@ def test_a_bad_wait_header_is_a_422_naming_it(value: str) -> None:
     answer = asyncio.run(scenario())
     assert answer.status_code == 422
     assert answer.json()["error"]["field"] == "x-fluxgate-wait-s"
+
+
+def test_a_failed_server_and_a_full_one_mean_wait_not_fail() -> None:
+    async def scenario() -> httpx.Response:
+        pool = BackendPool(["http://127.0.0.1:9", "http://b"])
+        for backend in pool.backends.values():
+            pool.check_passed(backend, LOAD)
+        full = pool.backends["http://b"]
+        for _ in range(2):
+            pool.acquire(full)
+        async with httpx.AsyncClient() as client:
+            # The closed port fails at once; the full server is waited for, then refused as full.
+            return await Forwarder(pool, client, max_attempts=3).forward(
+                "flux", b"{}", {}, wait_s=0.2
+            )
+
+    answer = asyncio.run(scenario())
+    assert answer.status_code == 503
+    assert answer.headers[BUSY_HEADER] == "full"
+
+
+def test_every_server_failing_is_a_failure() -> None:
+    async def scenario() -> httpx.Response:
+        pool = BackendPool(["http://127.0.0.1:9"])
+        pool.check_passed(pool.backends["http://127.0.0.1:9"], LOAD)
+        async with httpx.AsyncClient() as client:
+            return await Forwarder(pool, client, max_attempts=3).forward(
+                "flux", b"{}", {}, wait_s=5
+            )
+
+    answer = asyncio.run(scenario())
+    assert answer.headers[BUSY_HEADER] == "failed"
