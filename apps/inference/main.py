@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from prometheus_client import Gauge, make_asgi_app
 
-from apps.common.contracts import BackendLoad, InferenceRequest
+from apps.common.contracts import BackendLoad, InferenceProgress, InferenceRequest
 from apps.common.errors import NotFound, Unavailable
 from apps.common.http import install_error_handlers
 from apps.common.logging import get_logger
@@ -127,8 +127,14 @@ def create_app(settings: InferenceSettings | None = None) -> FastAPI:
         batcher = batcher_of(request)
         if model not in batcher.models:
             raise NotFound(f"model '{model}' is not served here", field="model")
+        total = body.input.num_inference_steps
+        accepted = InferenceProgress(step=0, total=total).model_dump_json().encode() + b"\n"
 
         async def lines() -> AsyncIterator[bytes]:
+            # Taken: say so at once (step 0), before the request may wait here for a batch. The
+            # job counts as started from here, and the balancer forwards this first line only
+            # once this server took the request (it fails over before that).
+            yield accepted
             async for event in batcher.run(body):
                 yield event.model_dump_json().encode() + b"\n"
 

@@ -112,17 +112,17 @@ def test_incompatible_requests_form_separate_batches(server: str) -> None:
 def test_progress_arrives_in_order_for_every_request(server: str) -> None:
     for lines in run_all(server, [body(f"p-{i}", num_inference_steps=4) for i in range(3)]):
         steps = [line["step"] for line in lines if line["type"] == "progress"]
-        assert steps == [1, 2, 3, 4]
+        assert steps == [0, 1, 2, 3, 4], "step 0 first: the server took the request"
         assert lines[-1]["type"] == "result"
 
 
 def test_a_request_that_leaves_does_not_stop_its_batch(server: str) -> None:
     payloads = [body(f"stay-{i}", num_inference_steps=6, seed=i) for i in range(3)]
     results = run_all(server, payloads, stop_after={0: 2})
-    assert [line["step"] for line in results[0]] == [1, 2]
+    assert [line["step"] for line in results[0]] == [0, 1, 2]
     for lines in results[1:]:
         assert lines[-1]["type"] == "result" and lines[-1]["batch_size"] == 3
-        assert [line["step"] for line in lines if line["type"] == "progress"] == list(range(1, 7))
+        assert [line["step"] for line in lines if line["type"] == "progress"] == list(range(7))
     load = httpx.get(f"{server}/load").json()
     assert load["running"] == 0 and load["queued"] == 0 and load["capacity"] == 4
 

@@ -24,18 +24,21 @@ def deliver(client: redis.Redis, lane: str) -> tuple[str, dict[str, object]]:
     assert isinstance(raw, str)
     message = json.loads(raw)
     tag = message["properties"]["delivery_tag"]
+    queue = message["properties"]["delivery_info"]["routing_key"]
     client.zadd(UNACKED_INDEX_KEY, {tag: 1.0})
-    client.hset(UNACKED_KEY, tag, json.dumps([message, "", "gpu"]))
+    client.hset(UNACKED_KEY, tag, json.dumps([message, "", queue]))
     return tag, message
 
 
 def test_hand_back_puts_the_message_first_under_a_new_tag(redis_client: redis.Redis) -> None:
     task_id = str(uuid.uuid4())
-    lane, raw = task_message(TASK_FLUX, task_id, [task_id], queue="gpu", api_priority=5)
+    # A queue no worker of the session's stack consumes.
+    queue = f"handback-{task_id[:8]}"
+    lane, raw = task_message(TASK_FLUX, task_id, [task_id], queue=queue, api_priority=5)
     redis_client.delete(lane)
     redis_client.lpush(lane, raw)
     tag, _ = deliver(redis_client, lane)
-    behind = task_message(TASK_FLUX, "behind", ["behind"], queue="gpu", api_priority=5)[1]
+    behind = task_message(TASK_FLUX, "behind", ["behind"], queue=queue, api_priority=5)[1]
     redis_client.lpush(lane, behind)
 
     assert HandBackScript(redis_client).hand_back(tag)
