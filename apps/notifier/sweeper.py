@@ -17,6 +17,7 @@ from apps.common import keys
 from apps.common.announce import Announcer
 from apps.common.contracts import EventKind, TaskEvent, TaskStatus, WebhookMessage
 from apps.common.jobs import CANCEL_BY_DEADLINE, DEADLINE_EXCEEDED, JobRecord, JobStore
+from apps.common.leases import LEASE_LUA
 from apps.common.logging import get_logger
 from apps.common.queues import send_webhook
 from apps.notifier.events import EventIngest
@@ -28,12 +29,6 @@ POP_DUE_LUA = """
 local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 if #items > 0 then redis.call('ZREM', KEYS[1], unpack(items)) end
 return items
-"""
-# Takes the lease when free, renews it when ours.
-LEASE_LUA = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
-return 0
 """
 BATCH = 200
 

@@ -4,7 +4,7 @@ A job that finds no ready model server (cold start, scale from zero, all ejected
 busy stays `queued`: the worker slot that took it asks the balancer again and again, each request
 held there until a backend has room (so it starts the moment one has), and says on the job what it
 waits for. It spends none of the job's retry budget. After `worker_capacity_slice_s` the slot puts
-the message back at the head of its lane (`hand_back`) and takes the most urgent one: the jobs
+the message back at the head of its lane (`Unacked.put_back`), then takes the most urgent: the jobs
 behind it never leave Redis, a more urgent job is not stuck behind a waiting one, and the wait
 never counts against the job's time limits by more than one slice. The wait ends with the job's
 `Cancel-After` deadline (`expired`, `deadline_exceeded`) or once no model server has been ready for
@@ -13,13 +13,9 @@ never counts against the job's time limits by more than one slice. The wait ends
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
 from collections.abc import Generator
 from typing import TYPE_CHECKING
-
-import redis
 
 from apps.common.contracts import (
     ErrorInfo,
@@ -32,7 +28,6 @@ from apps.common.contracts import (
 )
 from apps.common.jobs import DEADLINE_EXCEEDED, JobRecord
 from apps.common.logging import get_logger
-from apps.common.queues import lane_name
 from apps.worker.balancer_client import InferenceBusy, InferenceRetryable
 
 if TYPE_CHECKING:
@@ -40,23 +35,8 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-# kombu's Redis transport keeps each delivered, not yet acknowledged message here (by delivery tag)
-# and in a sorted set by delivery time; a test checks these names against kombu's own.
-UNACKED_KEY = "unacked"
-UNACKED_INDEX_KEY = "unacked_index"
 # Never ask the balancer to hold a request for less than this: no busy loop near a limit.
 _MIN_HOLD_S = 0.1
-
-# Puts a delivered message back at the head of its lane (kombu serves a lane from its right end)
-# and forgets the delivery, in one step, only if the delivery is still ours: a worker killed at
-# any point leaves the message either delivered (redelivered later) or queued, never both.
-HAND_BACK_LUA = """
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('RPUSH', KEYS[3], ARGV[3])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[1], ARGV[1])
-return 1
-"""
 
 
 class HandBack(Exception):
@@ -140,34 +120,3 @@ def _give_up(deps: JobDeps, record: JobRecord, error: ErrorInfo, if_running: Eve
 def _ended(deps: JobDeps, task_id: str) -> bool:
     current = deps.store.get(task_id)
     return current is None or current.status.is_terminal
-
-
-class HandBackScript:
-    """`hand_back` over one blocking Redis client (a worker process's)."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self._redis = client
-        self._script = client.register_script(HAND_BACK_LUA)
-
-    def hand_back(self, delivery_tag: str | None) -> bool:
-        """Put the message delivered as `delivery_tag` back at the head of its lane; False when
-        it is no longer this worker's (already acknowledged or restored elsewhere)."""
-        if not delivery_tag:
-            return False
-        raw = self._redis.hget(UNACKED_KEY, delivery_tag)
-        if raw is None:
-            return False
-        text = raw.decode() if isinstance(raw, bytes) else str(raw)
-        message, _exchange, routing_key = json.loads(text)
-        properties = message.setdefault("properties", {})
-        priority = int(properties.get("priority") or 0)
-        lane = lane_name(str(routing_key), priority)
-        # A new tag for the next delivery: the ack of this one, which follows, must not remove the
-        # next delivery's entry when a slot takes the message again before that ack.
-        properties["delivery_tag"] = str(uuid.uuid4())
-        return bool(
-            self._script(
-                keys=[UNACKED_KEY, UNACKED_INDEX_KEY, lane],
-                args=[delivery_tag, text, json.dumps(message)],
-            )
-        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import redis
 import structlog
 from celery import Celery, Task
 from celery.signals import (
@@ -13,8 +14,12 @@ from celery.signals import (
     worker_init,
     worker_process_init,
     worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
 )
+from celery.worker import state as worker_state
 from kombu import Queue
+from kombu.transport import redis as kombu_redis
 
 from apps.common.logging import configure_logging
 from apps.common.queues import (
@@ -27,9 +32,16 @@ from apps.common.request_context import bind_ids
 from apps.common.settings import get_settings
 from apps.common.tracing import instrument_celery, setup_tracing
 from apps.worker import metrics
+from apps.worker.recovery import WorkerLease
 from apps.worker.settings import WorkerSettings
 
 settings = get_settings(WorkerSettings)
+
+# The workers' leases put back the messages of a worker that died or lost Redis, within seconds
+# (apps/worker/recovery.py). kombu's own restore of a closing channel's messages runs while the
+# connection is being lost, cannot reach Redis then, and took the whole consumer down with it
+# ("Unrecoverable error" after a Redis restart): leave that to the leases.
+kombu_redis.QoS.restore_at_shutdown = False
 
 app = Celery("fluxgate", broker=settings.redis_url, include=["apps.worker.tasks"])
 app.conf.update(
@@ -80,6 +92,42 @@ def _serve_metrics(**_kwargs: object) -> None:
         metrics.serve(
             settings.worker_metrics_host, settings.worker_metrics_port, settings.redis_url
         )
+
+
+_lease: WorkerLease | None = None
+
+
+def _held_delivery_tags() -> list[str]:
+    """The deliveries this worker holds: reserved (prefetched) and running requests."""
+    for _ in range(10):
+        try:  # the consumer thread may change the sets while they are copied
+            requests = [*worker_state.active_requests, *worker_state.reserved_requests]
+            break
+        except RuntimeError:
+            continue
+    else:
+        raise RuntimeError("the worker's request sets kept changing; beat skipped")
+    tags = (getattr(getattr(r, "message", None), "delivery_tag", None) for r in requests)
+    return [str(tag) for tag in tags if tag]
+
+
+@worker_ready.connect
+def _start_lease(**_kwargs: object) -> None:
+    global _lease
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+    _lease = WorkerLease(
+        client,
+        _held_delivery_tags,
+        lease_s=settings.worker_lease_s,
+        heartbeat_s=settings.worker_heartbeat_s,
+    )
+    _lease.start()
+
+
+@worker_shutdown.connect
+def _stop_lease(**_kwargs: object) -> None:
+    if _lease is not None:
+        _lease.stop()
 
 
 @worker_process_init.connect

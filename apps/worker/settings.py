@@ -43,6 +43,10 @@ class WorkerSettings(CommonSettings):
     # How long one inference request may wait in the balancer for room before it is refused and
     # the worker looks at the job again (canceled? past its deadline?).
     worker_capacity_poll_s: float = Field(default=10.0, gt=0, le=60)
+    # Each worker says every heartbeat which jobs it holds; a job no live worker has held for a
+    # lease (its worker was killed, or lost Redis) is put back in its queue and runs again.
+    worker_heartbeat_s: float = Field(default=2.0, gt=0)
+    worker_lease_s: float = Field(default=10.0, gt=0)
     # How long terminal events are retried against the notifier before writing them directly.
     worker_event_retry_s: float = Field(default=30.0, ge=0)
 
@@ -76,6 +80,11 @@ class WorkerSettings(CommonSettings):
             raise ValueError(
                 "need FLUXGATE_JOB_SOFT_TIME_LIMIT_S < FLUXGATE_JOB_TIME_LIMIT_S < "
                 "FLUXGATE_BROKER_VISIBILITY_TIMEOUT_S, or jobs would be redelivered while running"
+            )
+        if self.worker_lease_s < 3 * self.worker_heartbeat_s:
+            raise ValueError(
+                "need FLUXGATE_WORKER_LEASE_S >= 3 x FLUXGATE_WORKER_HEARTBEAT_S: a live worker "
+                "must renew its lease more than once before it lapses"
             )
         if self.worker_capacity_slice_s * 2 > self.job_soft_time_limit_s:
             raise ValueError(

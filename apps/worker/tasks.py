@@ -25,11 +25,12 @@ from apps.worker.balancer_client import (
     InferenceRejected,
     InferenceRetryable,
 )
-from apps.worker.capacity import HandBack, HandBackScript
+from apps.worker.capacity import HandBack
 from apps.worker.celery_app import app, settings
 from apps.worker.event_sender import EventSender
 from apps.worker.inputs import FETCH_TIMEOUT, InputImages
 from apps.worker.run_job import JobDeps, fail, run_job
+from apps.worker.unacked import Unacked
 from apps.worker.webhooks import WebhookDelivery
 
 log = get_logger(__name__)
@@ -69,8 +70,8 @@ def job_deps() -> JobDeps:
 
 
 @lru_cache(maxsize=1)
-def hand_back_script() -> HandBackScript:
-    return HandBackScript(redis_client())
+def unacked() -> Unacked:
+    return Unacked(redis_client())
 
 
 @lru_cache(maxsize=1)
@@ -115,7 +116,7 @@ def run_with_retries(self: Task, task_id: str, failures: int) -> None:
         # Waited a slice for a model server: back to the head of its lane, in Redis, not as an
         # ETA message in this worker's memory; the ack that follows finds nothing left to remove.
         tag = (self.request.properties or {}).get("delivery_tag")
-        if hand_back_script().hand_back(tag):
+        if unacked().put_back(tag):
             log.info("job handed back to its queue while it waits", task_id=task_id)
         else:
             log.warning("waiting job's delivery not found; not handed back", task_id=task_id)

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from apps.common.queues import PRIORITY_LANES, lane_name
-from apps.worker.capacity import UNACKED_KEY
+from apps.worker.unacked import UNACKED_KEY
 from tests.conftest import FAST_DELIVERY_ENV, Stack
 from tests.e2e.wsclient import Transcript, watch
 from tests.procs import Proc, poll_until, start_redis, start_stack, wait_http_ok, wait_stack_ready
@@ -35,7 +35,6 @@ CAPACITY_ENV = {
     "FLUXGATE_WORKER_CAPACITY_POLL_S": "0.5",
     "FLUXGATE_JOB_SOFT_TIME_LIMIT_S": "20",
     "FLUXGATE_JOB_TIME_LIMIT_S": "25",
-    "FLUXGATE_BROKER_VISIBILITY_TIMEOUT_S": "30",
 }
 
 
@@ -208,7 +207,7 @@ def test_a_worker_killed_while_jobs_wait_loses_and_duplicates_none(
         timeout=30,
         what="the jobs to wait",
     )
-    # SIGKILL to the whole worker: what it held comes back after the visibility timeout.
+    # SIGKILL to the whole worker: what it held is put back once its lease lapses.
     stack.restart_worker(signal.SIGKILL)
     stack.start_model_server()
     for task_id in tasks:
