@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -57,6 +58,21 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(validation_error_body(exc), status_code=422)
+
+    @app.exception_handler(RedisError)
+    async def _redis_down(_request: Request, exc: RedisError) -> JSONResponse:
+        # Redis restarting or unreachable: nothing was lost, the caller may retry soon.
+        log.error("redis error", error=repr(exc))
+        return JSONResponse(
+            {
+                "error": {
+                    "code": "unavailable",
+                    "message": "the job store is unavailable; retry later",
+                }
+            },
+            status_code=503,
+            headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

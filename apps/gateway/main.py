@@ -10,12 +10,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import make_asgi_app
-from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from apps.common.announce import Announcer
@@ -97,6 +96,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             QueuePositions(client),
             job_ttl_s=settings.job_ttl_s,
             publisher=settings.gateway_publisher,
+            wait_replicas=settings.redis_wait_replicas,
+            wait_timeout_ms=settings.redis_wait_timeout_ms,
         )
         app.state.service = TaskService(store, queue, client, announcer, settings, outputs)
         sweeper = asyncio.create_task(sweep_outputs(outputs, settings))
@@ -118,20 +119,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-
-    @app.exception_handler(RedisError)
-    async def _redis_down(_request: Request, exc: RedisError) -> JSONResponse:
-        log.error("redis error", error=repr(exc))
-        return JSONResponse(
-            {
-                "error": {
-                    "code": "unavailable",
-                    "message": "the job store is unavailable; retry later",
-                }
-            },
-            status_code=503,
-            headers={"Retry-After": "1"},
-        )
 
     app.add_middleware(
         BodyLimitMiddleware,

@@ -7,6 +7,7 @@ import time
 import httpx
 from celery import Celery
 from tenacity import (
+    RetryCallState,
     RetryError,
     retry,
     retry_if_exception_type,
@@ -29,7 +30,16 @@ log = get_logger(__name__)
 
 
 class _NotifierDown(Exception):
-    pass
+    def __init__(self, message: str, retry_after_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return min(30.0, max(0.0, float(response.headers.get("retry-after", "0"))))
+    except ValueError:
+        return 0.0
 
 
 class _NotifierRefused(Exception):
@@ -105,7 +115,8 @@ class EventSender:
         except httpx.TransportError as exc:
             raise _NotifierDown(repr(exc)) from exc
         if response.status_code >= 500:
-            raise _NotifierDown(f"notifier answered {response.status_code}")
+            # 503 with Retry-After: its Redis is restarting; come back when it says.
+            raise _NotifierDown(f"notifier answered {response.status_code}", _retry_after(response))
         if response.status_code == 404:
             log.error("event for a task that no longer exists", body=response.text[:300])
         elif response.status_code >= 400:
@@ -115,9 +126,16 @@ class EventSender:
             )
 
     def _post_with_retries(self, body: bytes) -> None:
+        backoff = wait_exponential_jitter(initial=0.1, max=5.0)
+
+        def wait(state: RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            asked = error.retry_after_s if isinstance(error, _NotifierDown) else 0.0
+            return max(backoff(state), asked)
+
         retrying = retry(
             retry=retry_if_exception_type(_NotifierDown),
-            wait=wait_exponential_jitter(initial=0.1, max=5.0),
+            wait=wait,
             stop=stop_after_delay(self._settings.worker_event_retry_s),
             reraise=False,
         )
