@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 from websockets.sync.server import Server, ServerConnection, serve
 
 from tests.procs import free_port
@@ -151,18 +152,34 @@ def send_and_hold(*messages: str) -> Script:
 class FakeWS:
     """A real WebSocket server: connection n runs script n (the last one repeats)."""
 
-    def __init__(self, *scripts: Script) -> None:
+    def __init__(self, *scripts: Script, refuse: int = 0) -> None:
+        """`refuse`: answer the first handshakes 503, as a notifier that is restarting."""
         self._scripts = scripts
         self._lock = threading.Lock()
         self.connections: list[dict[str, str]] = []
         self.paths: list[str] = []
-        self._server: Server = serve(self._handle, "127.0.0.1", free_port(), compression=None)
+        self.refused = 0
+        self._refuse = refuse
+        self._server: Server = serve(
+            self._handle,
+            "127.0.0.1",
+            free_port(),
+            compression=None,
+            process_request=self._maybe_refuse,
+        )
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def base(self) -> str:
         host, port = self._server.socket.getsockname()[:2]
         return f"ws://{host}:{port}"
+
+    def _maybe_refuse(self, ws: ServerConnection, _request: Request) -> Response | None:
+        with self._lock:
+            if self.refused >= self._refuse:
+                return None
+            self.refused += 1
+        return ws.respond(503, "restarting\n")
 
     def _handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None  # set once the handshake is done, as it is here

@@ -39,7 +39,6 @@ from fluxgate_client import (
     UnsupportedTaskTypeError,
     WaitTimeout,
     WebhookVerificationError,
-    WebSocketUnavailable,
     verify_webhook,
 )
 from fluxgate_client._progress import TextProgress
@@ -482,20 +481,61 @@ def test_async_stream_reconnects_after_a_drop_without_repeating_a_view() -> None
     assert "authorization" not in ws.connections[0]
 
 
-def test_stream_gives_up_after_the_reconnect_budget() -> None:
+def test_stream_retries_a_first_handshake_that_fails() -> None:
+    with (
+        FakeWS(
+            send(view("t-1", 1, "running", event="snapshot"), view("t-1", 2, "succeeded", 100)),
+            refuse=2,
+        ) as ws,
+        Fluxgate("http://127.0.0.1:1", ws_url=ws.base) as client,
+    ):
+        views = list(client.stream("t-1"))
+    assert ws.refused == 2
+    assert [(v.seq, v.status) for v in views] == [(1, "running"), (2, "succeeded")]
+
+
+def test_async_stream_retries_a_first_handshake_that_fails() -> None:
+    async def main(base: str) -> list[JobView]:
+        async with AsyncFluxgate("http://127.0.0.1:1", ws_url=base) as client:
+            return [v async for v in client.stream("t-1")]
+
+    with FakeWS(
+        send(view("t-1", 1, "running", event="snapshot"), view("t-1", 2, "failed", 50, "failed")),
+        refuse=1,
+    ) as ws:
+        views = asyncio.run(main(ws.base))
+    assert ws.refused == 1
+    assert [v.status for v in views] == ["running", "failed"]
+
+
+def test_stream_polls_when_the_websocket_cannot_be_opened(stack: Stack) -> None:
+    dead_ws = f"ws://127.0.0.1:{free_port()}"  # nothing listens there
+    task_id = str(stack.submit(width=64, height=64, num_inference_steps=2)["task_id"])
+    with Fluxgate(stack.gateway, ws_url=dead_ws) as client:
+        views = list(client.stream(task_id))
+
+    async def main() -> list[JobView]:
+        async with AsyncFluxgate(stack.gateway, ws_url=dead_ws) as client:
+            return [v async for v in client.stream(task_id)]
+
+    for seen in (views, asyncio.run(main())):
+        assert seen[-1].status == "succeeded"
+        assert [v.seq for v in seen] == sorted({v.seq for v in seen})
+
+
+def test_stream_polls_once_the_reconnect_budget_is_spent() -> None:
     with (
         FakeWS(
             send(view("t-1", 1, "running", event="snapshot"), close_code=1011),
             send(close_code=1011),
         ) as ws,
-        Fluxgate("http://127.0.0.1:1", ws_url=ws.base, reconnect_budget=0.5) as client,
+        FakeHTTP(Answer(200, json.loads(view("t-1", 3, "succeeded", 100, "snapshot")))) as http,
+        Fluxgate(http.url, ws_url=ws.base, reconnect_budget=0.5) as client,
     ):
-        seen: list[int] = []
-        with pytest.raises(WebSocketUnavailable):
-            for got in client.stream("t-1"):
-                seen.append(got.seq)
-    assert seen == [1]
+        seen = [got.seq for got in client.stream("t-1")]
+    assert seen == [1, 3]
     assert 2 <= len(ws.connections) <= 6  # 0.2 s, then 0.3 s: backing off, not spinning
+    assert [r.path for r in http.requests] == ["/tasks/t-1"]
 
 
 def test_close_codes_4404_and_4401_are_typed_errors() -> None:

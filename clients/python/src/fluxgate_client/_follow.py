@@ -23,6 +23,9 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
 RECONNECT_START_S = 0.2
 RECONNECT_MAX_S = 5.0
+# A first handshake that fails (the notifier restarting, a rolling update) is retried for this
+# long before the caller falls back to polling: about five tries.
+FIRST_CONNECT_BUDGET_S = 5.0
 POLL_START_S = 0.2
 POLL_MAX_S = 2.0
 

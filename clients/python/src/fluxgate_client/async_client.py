@@ -24,6 +24,7 @@ from fluxgate_client._base import (
     image_url,
 )
 from fluxgate_client._follow import (
+    FIRST_CONNECT_BUDGET_S,
     POLL_START_S,
     Backoff,
     Deadline,
@@ -174,12 +175,21 @@ class AsyncFluxgate(ClientBase):
     async def stream(
         self, task_id: str, *, ws_url: str | None = None
     ) -> AsyncGenerator[JobView, None]:
-        """The job's views as they happen, until it ends (see `Fluxgate.stream`). Leaving
+        """The job's views as they happen, until it ends (see `Fluxgate.stream`: the first
+        connection is retried, polling takes over when the WebSocket cannot be had). Leaving
         early: `async with contextlib.aclosing(client.stream(id)) as views:`."""
-        async with contextlib.aclosing(
-            self._follow(task_id, ws_url, Deadline(None, task_id))
-        ) as views:
-            async for view in views:
+        deadline = Deadline(None, task_id)
+        seen = SeqFilter()
+        try:
+            async with contextlib.aclosing(self._follow(task_id, ws_url, deadline)) as views:
+                async for view in views:
+                    if seen.fresh(view):
+                        yield view
+            return
+        except WebSocketUnavailable:
+            pass
+        async with contextlib.aclosing(self._poll_views(task_id, deadline, seen)) as polled:
+            async for view in polled:
                 yield view
 
     # `timeout` rather than asyncio.timeout(): the same signature as the blocking client, and a
@@ -246,6 +256,7 @@ class AsyncFluxgate(ClientBase):
         target = self._ws_target(task_id, ws_url)
         seen = SeqFilter()
         backoff = Backoff(self.reconnect_budget)
+        first_connect = Backoff(min(FIRST_CONNECT_BUDGET_S, self.reconnect_budget))
         opened = False
         while True:
             open_timeout = deadline.cap(self.timeout)
@@ -267,7 +278,12 @@ class AsyncFluxgate(ClientBase):
                         if better is not None:
                             target = better
                             continue
-                    raise WebSocketUnavailable(f"cannot open {target.url}: {exc!r}") from exc
+                    # Not opened yet: retry a few times before the caller falls back to polling.
+                    delay = first_connect.next_delay()
+                    if delay is None:
+                        raise WebSocketUnavailable(f"cannot open {target.url}: {exc!r}") from exc
+                    await asyncio.sleep(deadline.cap(delay))
+                    continue
             else:
                 opened = True
                 async with ws:
@@ -298,13 +314,28 @@ class AsyncFluxgate(ClientBase):
     async def _poll(
         self, task_id: str, deadline: Deadline, seen: SeqFilter, on_update: OnUpdate | None
     ) -> JobView:
+        last: JobView | None = None
+        async with contextlib.aclosing(
+            self._poll_views(task_id, deadline, seen, every=True)
+        ) as polled:
+            async for view in polled:
+                if seen.fresh(view):
+                    await _notify(on_update, view)
+                last = view
+        assert last is not None
+        return last
+
+    async def _poll_views(
+        self, task_id: str, deadline: Deadline, seen: SeqFilter, *, every: bool = False
+    ) -> AsyncGenerator[JobView, None]:
+        """Views by polling until the job ends: the new ones, or `every` one polled."""
         delay = POLL_START_S
         while True:
             view = await self.get(task_id)
-            if seen.fresh(view):
-                await _notify(on_update, view)
+            if every or seen.fresh(view):
+                yield view
             if view.is_terminal:
-                return view
+                return
             await asyncio.sleep(deadline.cap(delay))
             deadline.remaining()
             delay = next_poll_delay(delay)

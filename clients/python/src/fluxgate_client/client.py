@@ -23,6 +23,7 @@ from fluxgate_client._base import (
     image_url,
 )
 from fluxgate_client._follow import (
+    FIRST_CONNECT_BUDGET_S,
     POLL_START_S,
     Backoff,
     Deadline,
@@ -172,10 +173,21 @@ class Fluxgate(ClientBase):
         return JobView.from_dict(self.request("POST", path, idempotent=True).json())
 
     def stream(self, task_id: str, *, ws_url: str | None = None) -> Generator[JobView, None, None]:
-        """The job's views as they happen, the current one first, until it ends; reconnects
-        on a dropped connection and never yields the same or an older view twice. Leaving
+        """The job's views as they happen, the current one first, until it ends; retries the
+        first connection and reconnects on a dropped one, falls back to polling when the
+        WebSocket cannot be had, and never yields the same or an older view twice. Leaving
         early: `with contextlib.closing(client.stream(id)) as views:` closes the socket."""
-        return self._follow(task_id, ws_url, Deadline(None, task_id))
+        deadline = Deadline(None, task_id)
+        seen = SeqFilter()
+        try:
+            with contextlib.closing(self._follow(task_id, ws_url, deadline)) as views:
+                for view in views:
+                    if seen.fresh(view):
+                        yield view
+            return
+        except WebSocketUnavailable:
+            pass
+        yield from self._poll_views(task_id, deadline, seen)
 
     def wait(
         self, task_id: str, timeout: float | None = None, *, on_update: OnUpdate | None = None
@@ -240,6 +252,7 @@ class Fluxgate(ClientBase):
         target = self._ws_target(task_id, ws_url)
         seen = SeqFilter()
         backoff = Backoff(self.reconnect_budget)
+        first_connect = Backoff(min(FIRST_CONNECT_BUDGET_S, self.reconnect_budget))
         opened = False
         while True:
             open_timeout = deadline.cap(self.timeout)
@@ -261,7 +274,12 @@ class Fluxgate(ClientBase):
                         if better is not None:
                             target = better
                             continue
-                    raise WebSocketUnavailable(f"cannot open {target.url}: {exc!r}") from exc
+                    # Not opened yet: retry a few times before the caller falls back to polling.
+                    delay = first_connect.next_delay()
+                    if delay is None:
+                        raise WebSocketUnavailable(f"cannot open {target.url}: {exc!r}") from exc
+                    time.sleep(deadline.cap(delay))
+                    continue
             else:
                 opened = True
                 with ws:
@@ -291,13 +309,25 @@ class Fluxgate(ClientBase):
     def _poll(
         self, task_id: str, deadline: Deadline, seen: SeqFilter, on_update: OnUpdate | None
     ) -> JobView:
+        last: JobView | None = None
+        for view in self._poll_views(task_id, deadline, seen, every=True):
+            if seen.fresh(view) and on_update is not None:
+                on_update(view)
+            last = view
+        assert last is not None
+        return last
+
+    def _poll_views(
+        self, task_id: str, deadline: Deadline, seen: SeqFilter, *, every: bool = False
+    ) -> Generator[JobView, None, None]:
+        """Views by polling until the job ends: the new ones, or `every` one polled."""
         delay = POLL_START_S
         while True:
             view = self.get(task_id)
-            if seen.fresh(view) and on_update is not None:
-                on_update(view)
+            if every or seen.fresh(view):
+                yield view
             if view.is_terminal:
-                return view
+                return
             time.sleep(deadline.cap(delay))
             deadline.remaining()
             delay = next_poll_delay(delay)
