@@ -78,6 +78,15 @@ class Refusal:
     wait_s: float = 0.0
 
 
+class NotReplicated(Exception):
+    """The job was accepted on the primary, but fewer replicas than asked have it yet."""
+
+    def __init__(self, acked: int, wanted: int) -> None:
+        super().__init__(f"{acked} of {wanted} Redis replicas acknowledged the job in time")
+        self.acked = acked
+        self.wanted = wanted
+
+
 class JobQueue:
     def __init__(
         self,
@@ -88,12 +97,16 @@ class JobQueue:
         *,
         job_ttl_s: int,
         publisher: Publisher = "direct",
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 500,
     ) -> None:
         self._producer = producer
         self._store = store
         self._positions = positions
         self._job_ttl_s = job_ttl_s
         self._publisher = publisher
+        self._wait_replicas = wait_replicas
+        self._wait_timeout_ms = wait_timeout_ms
         self._accept = client.register_script(ACCEPT_LUA)
         self._limits = KeyLimits(client)
         self._start_job = client.register_script(ACTIVE_CAP_LUA)
@@ -116,7 +129,7 @@ class JobQueue:
             headers=self._message_headers(record),
         )
         fields = [item for pair in record.to_hash().items() for item in pair]
-        reply = await self._accept(
+        reply, acked = await self._run_accept(
             keys=[
                 keys.job_key(record.task_id),
                 listing_key,
@@ -144,7 +157,20 @@ class JobQueue:
             wait = float(reply[2]) if len(reply) > 2 else 0.0
             return Refusal("rate" if reason == "rate" else "cap", wait)
         record.queue_ticket = int(reply[1])
+        if acked is not None and acked < self._wait_replicas:
+            raise NotReplicated(acked, self._wait_replicas)
         return None
+
+    async def _run_accept(self, *, keys: list[str], args: list[Any]) -> tuple[Any, int | None]:
+        """The accept script's reply, and with `wait_replicas` how many replicas have it: WAIT
+        counts the writes of its own connection, so both go down one connection (a pipeline)."""
+        if not self._wait_replicas:
+            return await self._accept(keys=keys, args=args), None
+        async with self._redis.pipeline(transaction=False) as pipe:
+            await self._accept(keys=keys, args=args, client=pipe)
+            pipe.wait(self._wait_replicas, self._wait_timeout_ms)
+            reply, acked = await pipe.execute()
+        return reply, int(acked)
 
     async def _accept_with_celery(
         self, record: JobRecord, listing_key: str, admission: KeyAdmission | None

@@ -50,7 +50,7 @@ from apps.common.task_types import task_type
 from apps.common.url_guard import AllowList, UnsafeUrl, check_url
 from apps.common.usage import UsageMeter
 from apps.gateway.auth import ANONYMOUS, owner_of
-from apps.gateway.enqueue import JobQueue
+from apps.gateway.enqueue import JobQueue, NotReplicated
 from apps.gateway.idempotency import IdempotencyKeys
 from apps.gateway.job_images import JobImages
 from apps.gateway.limits import KeyAdmission, KeyLimits, retry_after_s
@@ -201,6 +201,13 @@ class TaskService:
             if job.images:
                 await self._inputs.store(record, job.images, extensions)
             refusal = await self._queue.accept(record, keys.owner_tasks_key(scope), admission)
+        except NotReplicated as exc:
+            # Queued on the primary: it will run. Say so, so a retry asks for this task again.
+            raise Unavailable(
+                f"task {record.task_id} was accepted but is not yet durable ({exc}); retry with "
+                "the same Idempotency-Key to get this task",
+                task=self.view(record).model_dump(mode="json"),
+            ) from exc
         except Exception as exc:
             log.error("accept failed", error=repr(exc))
             await self._inputs.forget(record, job.images)

@@ -51,6 +51,8 @@ FLUXGATE_GATEWAY_PORT: {{ $g.port | toString | quote }}
 FLUXGATE_GATEWAY_MAX_BODY_BYTES: {{ $g.maxBodyBytes | int64 | toString | quote }}
 FLUXGATE_GATEWAY_MAX_UPLOAD_BYTES: {{ $g.maxUploadBytes | int64 | toString | quote }}
 FLUXGATE_GATEWAY_PUBLISHER: {{ $g.publisher | quote }}
+FLUXGATE_REDIS_WAIT_REPLICAS: {{ $g.waitReplicas | toString | quote }}
+FLUXGATE_REDIS_WAIT_TIMEOUT_MS: {{ $g.waitTimeoutMs | toString | quote }}
 FLUXGATE_CORS_ORIGINS: {{ join "," $g.corsOrigins | quote }}
 {{- include "fluxgate.config.extra" $g.extraConfig }}
 {{- end -}}
@@ -106,6 +108,8 @@ FLUXGATE_JOB_TIME_LIMIT_S: {{ $w.jobTimeLimitS | toString | quote }}
 FLUXGATE_WORKER_MAX_RETRIES: {{ $w.maxRetries | toString | quote }}
 FLUXGATE_MAX_CAPACITY_WAIT_S: {{ $w.maxCapacityWaitS | toString | quote }}
 FLUXGATE_WORKER_CAPACITY_SLICE_S: {{ $w.capacitySliceS | toString | quote }}
+FLUXGATE_WORKER_HEARTBEAT_S: {{ $w.heartbeatS | toString | quote }}
+FLUXGATE_WORKER_LEASE_S: {{ $w.leaseS | toString | quote }}
 FLUXGATE_LLM_URL: {{ $w.llm.url | quote }}
 FLUXGATE_LLM_MODEL: {{ $w.llm.model | quote }}
 FLUXGATE_LLM_TIMEOUT_S: {{ $w.llm.timeoutS | toString | quote }}
