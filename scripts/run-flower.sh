@@ -15,7 +15,9 @@ if [ -z "$auth" ]; then
   auth=$(cat .data/flower-auth)
   echo "flower: http://$host:$port/ (user:password in .data/flower-auth)"
 fi
+# Flower keeps every task it saw in memory: --max_tasks caps that history, so it stays bounded.
 # Handed over in the environment, not on the command line, where `ps` would show it.
 export FLOWER_BASIC_AUTH=$auth
 exec .venv/bin/python -m celery -A apps.worker.celery_app flower \
-  --address="$host" --port="$port" --purge_offline_workers=60
+  --address="$host" --port="$port" --purge_offline_workers=60 \
+  --max_tasks="${FLUXGATE_FLOWER_MAX_TASKS:-2000}"
