@@ -7,7 +7,9 @@ come back through the workers' leases, within seconds.
 
 from __future__ import annotations
 
+import json
 import signal
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +18,11 @@ import httpx
 import psutil
 import pytest
 import redis
+from websockets.sync.client import connect
 
 from apps.common import keys
 from tests.conftest import FAST_DELIVERY_ENV, STEP_DELAY_MS, Stack
-from tests.e2e.wsclient import watch
+from tests.e2e.wsclient import Transcript, read_all, watch
 from tests.procs import Proc, poll_until, start_redis, start_stack, wait_http_ok, wait_stack_ready
 from tests.webhook_receiver import WebhookReceiver
 
@@ -138,9 +141,18 @@ def test_a_redis_restart_under_a_running_job_strands_nothing(
         timeout=30,
         what="the job to be well under way",
     )
-    crash_stack.restart_redis(sig)
-    view = crash_stack.wait_status(task_id, "succeeded", "failed", timeout=90)
-    assert view["status"] == "succeeded", view["error"]
+    # A WebSocket subscriber rides out the restart: the notifier resubscribes and resyncs it.
+    url = f"{crash_stack.notifier_ws}/ws/tasks/{task_id}"
+    with connect(url, open_timeout=10, compression=None) as ws:
+        assert json.loads(ws.recv(timeout=10))["event"] == "snapshot"
+        transcripts: list[Transcript] = []
+        watcher = threading.Thread(target=lambda: transcripts.append(read_all(ws, timeout=120)))
+        watcher.start()
+        crash_stack.restart_redis(sig)
+        view = crash_stack.wait_status(task_id, "succeeded", "failed", timeout=90)
+        assert view["status"] == "succeeded", view["error"]
+        watcher.join(timeout=60)
+    assert transcripts and transcripts[0].messages[-1]["status"] == "succeeded"
     assert one_completed_webhook(receiver, path)["data"]["status"] == "succeeded"
     assert len(outputs_of(crash_stack, task_id)) == 1
     assert crash_stack.procs["worker"].alive()
