@@ -16,11 +16,18 @@ def _dumps(value: Any, **_kwargs: Any) -> str:
 
 def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
     """Route stdlib and structlog records to stderr in one format."""
-    renderer: structlog.types.Processor = (
+    # Tracebacks as plain text, never with each frame's locals: rich's renderer (structlog's
+    # default when rich is installed) spent 5-11 s of the event loop on one error with large
+    # locals, and locals may hold a client's data or a secret.
+    renderers: list[structlog.types.Processor] = (
         # orjson: the access line is written per request, the stdlib encoder costs more.
-        structlog.processors.JSONRenderer(serializer=_dumps)
+        [structlog.processors.format_exc_info, structlog.processors.JSONRenderer(serializer=_dumps)]
         if json
-        else structlog.dev.ConsoleRenderer(colors=False)
+        else [
+            structlog.dev.ConsoleRenderer(
+                colors=False, exception_formatter=structlog.dev.plain_traceback
+            )
+        ]
     )
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -40,7 +47,10 @@ def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processor=renderer)
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderers],
+        )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

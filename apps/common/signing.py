@@ -25,6 +25,11 @@ def sign_internal(body: bytes, secret: str, *, now: float | None = None) -> dict
     return {TIMESTAMP_HEADER: timestamp, SIGNATURE_HEADER: _digest(secret, timestamp, body)}
 
 
+def _epoch_seconds(value: str | None) -> bool:
+    # str.isdigit() is also true of "²" and other digits int() refuses: ASCII digits only.
+    return value is not None and value.isascii() and value.isdigit() and len(value) <= 12
+
+
 def verify_internal(
     body: bytes,
     secret: str,
@@ -33,8 +38,11 @@ def verify_internal(
     signature: str | None,
     now: float | None = None,
 ) -> bool:
-    """True when the headers are a fresh, valid signature of `body`."""
-    if not timestamp or not signature or not timestamp.isdigit():
+    """True when the headers are a fresh, valid signature of `body`; False for any malformed
+    header (never an exception: they come from a peer)."""
+    if timestamp is None or not _epoch_seconds(timestamp):
+        return False
+    if not signature or not signature.isascii():
         return False
     current = time.time() if now is None else now
     if abs(current - int(timestamp)) > TOLERANCE_S:
@@ -88,7 +96,9 @@ def verify_webhook(
     msg_id = headers.get(WEBHOOK_ID)
     timestamp = headers.get(WEBHOOK_TIMESTAMP)
     signatures = headers.get(WEBHOOK_SIGNATURE)
-    if not msg_id or not timestamp or not signatures or not timestamp.isdigit():
+    if timestamp is None or not _epoch_seconds(timestamp):
+        return False
+    if not msg_id or not signatures or not signatures.isascii():
         return False
     current = time.time() if now is None else now
     if abs(current - int(timestamp)) > tolerance_s:

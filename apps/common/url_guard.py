@@ -12,7 +12,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -59,9 +59,32 @@ class AllowList:
         return any(address in network for network in self.networks)
 
 
+# IPv6 ranges that carry an IPv4 address a gateway or tunnel will reach: NAT64 (well-known and
+# local-use prefixes, RFC 6052 / 8215) and IPv4-compatible addresses (::a.b.c.d, deprecated).
+_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """Every IPv4 address an IPv6 address leads to: mapped, 6to4, Teredo, NAT64, compatible."""
+    found: list[ipaddress.IPv4Address] = []
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    if any(address in net for net in _NAT64) or (address in _IPV4_COMPATIBLE and int(address) > 1):
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return found
+
+
 def _refusal(address: IPAddress) -> str | None:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """Why `address` may not be called (`loopback`, ...), or None."""
+    if isinstance(address, ipaddress.IPv6Address):
+        for inner in _embedded_ipv4(address):
+            if (kind := _refusal(inner)) is not None:
+                return f"{kind} (IPv4 {inner} inside)"
     for kind in ("loopback", "link_local", "multicast", "unspecified", "private", "reserved"):
         if getattr(address, f"is_{kind}"):
             return kind.replace("_", "-")
@@ -71,7 +94,8 @@ def _refusal(address: IPAddress) -> str | None:
 def _resolve(host: str, resolver: Resolver) -> list[IPAddress]:
     try:
         resolved = resolver(host)
-    except OSError as exc:
+    except (OSError, UnicodeError, ValueError) as exc:
+        # UnicodeError: IDNA cannot encode the name (a label over 63 characters, an empty one).
         raise UnsafeUrl(f"host {host} does not resolve") from exc
     if not resolved:
         raise UnsafeUrl(f"host {host} does not resolve")
@@ -102,7 +126,7 @@ class PinnedUrl:
 def pin_url(url: str, allow: AllowList, resolver: Resolver = system_resolver) -> PinnedUrl:
     """Check `url` (as check_url) and pin it to the first checked address of its host."""
     addresses = _checked_addresses(url, allow, resolver)
-    parts = urlsplit(url)
+    parts = _split(url)
     host = (parts.hostname or "").lower()
     if not addresses or _is_literal(host):
         return PinnedUrl(url)  # an address already, or a host the allow list names
@@ -130,9 +154,25 @@ def check_url(url: str, allow: AllowList, resolver: Resolver = system_resolver) 
     _checked_addresses(url, allow, resolver)
 
 
+def _split(url: str) -> SplitResult:
+    """The URL's parts; UnsafeUrl for anything a client could send that is not a clean URL."""
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        # urlsplit would silently drop tabs and line breaks; never call what was not written.
+        raise UnsafeUrl("contains whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parses the port: "http://h:99999/" raises here
+        hostname = parts.hostname
+    except ValueError as exc:  # "http://[zz]/", "http://[::1", a port out of range
+        raise UnsafeUrl(f"is not a valid URL ({exc})") from None
+    if hostname is not None and (len(hostname) > 253 or ".." in hostname):
+        raise UnsafeUrl("has an invalid host name")
+    return parts
+
+
 def _checked_addresses(url: str, allow: AllowList, resolver: Resolver) -> list[IPAddress]:
     """The host's addresses, all checked; empty for a host the allow list names."""
-    parts = urlsplit(url)
+    parts = _split(url)
     if parts.scheme not in ("http", "https"):
         raise UnsafeUrl("must be an http or https URL")
     host = (parts.hostname or "").lower()
@@ -148,7 +188,7 @@ def _checked_addresses(url: str, allow: AllowList, resolver: Resolver) -> list[I
         kind = _refusal(address)
         if kind is not None and not allow.permits(address):
             raise UnsafeUrl(
-                f"host {host} is a {kind} address ({address}); "
+                f"host {host} is a refused address ({address}: {kind}); "
                 "allow it with FLUXGATE_WEBHOOK_ALLOW if this is intended"
             )
     return addresses

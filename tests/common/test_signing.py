@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from apps.common.signing import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -61,3 +64,21 @@ def test_webhook_verification_refuses_tampering_and_age() -> None:
     assert not verify_webhook(body, headers, secret, now=1_000_000 + 301)
     rotated = {**headers, "webhook-signature": "v1,bm9wZQ== " + headers["webhook-signature"]}
     assert verify_webhook(body, rotated, secret, now=1_000_010)
+
+
+@settings(max_examples=300, deadline=None)
+@given(timestamp=st.text(max_size=20), signature=st.text(max_size=60), msg_id=st.text(max_size=20))
+def test_any_header_text_verifies_false_never_raises(
+    timestamp: str, signature: str, msg_id: str
+) -> None:
+    body = b'{"x": 1}'
+    assert verify_internal(body, "s" * 32, timestamp=timestamp, signature=signature) in (
+        True,
+        False,
+    )
+    headers = {"webhook-id": msg_id, "webhook-timestamp": timestamp, "webhook-signature": signature}
+    assert verify_webhook(body, headers, "whsec_" + "A" * 32) in (True, False)
+
+
+def test_a_superscript_timestamp_is_refused() -> None:
+    assert not verify_internal(b"{}", "s" * 32, timestamp="²", signature="x")

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import contextlib
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from apps.common.url_guard import AllowList, UnsafeUrl, check_url, pin_url
 
@@ -80,3 +84,50 @@ def test_a_checked_url_is_pinned_to_the_address_that_was_checked() -> None:
         pin_url("http://meta.example/", AllowList(), lambda _h: ["169.254.169.254"])
     v6 = pin_url("http://v6.example/p", AllowList(), lambda _h: ["2606:4700::1"])
     assert v6.url == "http://[2606:4700::1]/p" and v6.host == "v6.example"
+
+
+@pytest.mark.parametrize(
+    ("url", "inner"),
+    [
+        ("http://[2002:7f00:1::]/", "127.0.0.1"),  # 6to4
+        ("http://[2002:a9fe:a9fe::]/", "169.254.169.254"),  # 6to4 to cloud metadata
+        ("http://[64:ff9b::7f00:1]/", "127.0.0.1"),  # NAT64, well-known prefix
+        ("http://[64:ff9b:1::a00:1]/", "10.0.0.1"),  # NAT64, local-use prefix
+        ("http://[::127.0.0.1]/", "127.0.0.1"),  # IPv4-compatible
+        ("http://[::ffff:192.168.1.1]/", "192.168.1.1"),  # IPv4-mapped
+        ("http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/", "127.0.0.1"),  # Teredo client
+    ],
+)
+def test_ipv4_embedded_in_ipv6_is_checked_as_ipv4(url: str, inner: str) -> None:
+    with pytest.raises(UnsafeUrl, match=inner.replace(".", r"\.")):
+        check_url(url, AllowList())
+
+
+def test_an_embedding_of_a_public_ipv4_passes() -> None:
+    check_url("http://[2002:808:808::]/", AllowList())  # 6to4 of 8.8.8.8
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[zz]/",
+        "http://[::1",
+        "http://example.com:99999/",
+        "http://a..b/",
+        "http://" + "a" * 64 + ".example/",
+        "http://" + "a." * 150 + "example/",
+        "http://exa\tmple.com/",
+        "http://example.com/\r\nX-Injected: 1",
+        "http://example.com/\x00",
+    ],
+)
+def test_malformed_urls_are_refused_not_crashed_on(url: str) -> None:
+    with pytest.raises(UnsafeUrl):
+        check_url(url, AllowList())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80).map(lambda tail: "http://" + tail))
+def test_any_text_is_checked_or_refused_never_raises_otherwise(url: str) -> None:
+    with contextlib.suppress(UnsafeUrl):
+        check_url(url, AllowList(), resolver=lambda _host: ["93.184.216.34"])
