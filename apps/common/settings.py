@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import ipaddress
 from enum import StrEnum
 from functools import lru_cache
 from typing import Annotated, Literal, Self, TypeVar
@@ -74,21 +77,29 @@ class CommonSettings(BaseSettings):
     # type answers 503 `model_not_configured` at submit.
     translate_model: str = ""
 
+    # Prod refuses webhook and image URLs into loopback or private networks; this loudly named
+    # switch lets FLUXGATE_WEBHOOK_ALLOW open them anyway (an internal receiver you trust).
+    unsafe_allow_private_targets: bool = False
+
     @model_validator(mode="after")
-    def _refuse_dev_secrets_in_prod(self) -> Self:
-        if self.env is Environment.PROD:
-            if not self.auth:
-                raise ValueError("FLUXGATE_AUTH must be true when FLUXGATE_ENV=prod")
-            for name, default in (
-                ("internal_secret", DEV_INTERNAL_SECRET),
-                ("webhook_secret", DEV_WEBHOOK_SECRET),
-            ):
-                value = getattr(self, name)
-                if value == default or len(value) < 16:
-                    raise ValueError(
-                        f"FLUXGATE_{name.upper()} must be set to a strong secret when "
-                        "FLUXGATE_ENV=prod"
-                    )
+    def _refuse_weak_settings_in_prod(self) -> Self:
+        if self.env is not Environment.PROD:
+            return self
+        if not self.auth:
+            raise ValueError("FLUXGATE_AUTH must be true when FLUXGATE_ENV=prod")
+        if problem := weak_secret(self.internal_secret, dev=DEV_INTERNAL_SECRET):
+            raise ValueError(f"FLUXGATE_INTERNAL_SECRET {problem} (FLUXGATE_ENV=prod)")
+        if problem := weak_webhook_secret(self.webhook_secret):
+            raise ValueError(f"FLUXGATE_WEBHOOK_SECRET {problem} (FLUXGATE_ENV=prod)")
+        if self.admin_token and (problem := weak_secret(self.admin_token)):
+            raise ValueError(f"FLUXGATE_ADMIN_TOKEN {problem} (FLUXGATE_ENV=prod)")
+        if not self.unsafe_allow_private_targets and (
+            opened := private_targets(self.webhook_allow)
+        ):
+            raise ValueError(
+                f"FLUXGATE_WEBHOOK_ALLOW opens {opened} to webhooks and image URLs; prod refuses "
+                "that unless FLUXGATE_UNSAFE_ALLOW_PRIVATE_TARGETS=true"
+            )
         return self
 
     @property
@@ -98,6 +109,58 @@ class CommonSettings(BaseSettings):
     @property
     def public_ws_base(self) -> str:
         return self.public_ws_url.rstrip("/")
+
+
+MIN_SECRET_CHARS = 32
+MIN_SECRET_DISTINCT = 10
+MIN_WEBHOOK_KEY_BYTES = 24
+
+
+def weak_secret(value: str, *, dev: str | None = None) -> str | None:
+    """Why `value` is not a strong secret (too short, too few distinct characters, the dev
+    default or built from it), or None."""
+    if dev is not None and (value == dev or dev in value):
+        return "is the development default"
+    if len(value) < MIN_SECRET_CHARS:
+        return f"must be at least {MIN_SECRET_CHARS} characters"
+    if len(set(value)) < MIN_SECRET_DISTINCT:
+        return f"must have at least {MIN_SECRET_DISTINCT} distinct characters"
+    return None
+
+
+def weak_webhook_secret(value: str) -> str | None:
+    """Why `value` is not a strong `whsec_<base64>` key, or None."""
+    if not value.startswith("whsec_"):
+        return "must be a Standard Webhooks key: whsec_<base64>"
+    try:
+        key = base64.b64decode(value.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        return "must be whsec_ followed by base64"
+    dev_key = base64.b64decode(DEV_WEBHOOK_SECRET.removeprefix("whsec_"))
+    if key == dev_key or dev_key in key:
+        return "is the development default"
+    if len(key) < MIN_WEBHOOK_KEY_BYTES or len(set(key)) < MIN_SECRET_DISTINCT:
+        return f"must decode to at least {MIN_WEBHOOK_KEY_BYTES} random bytes"
+    return None
+
+
+def private_targets(allow: str) -> list[str]:
+    """The entries of FLUXGATE_WEBHOOK_ALLOW that open loopback, private or link-local space."""
+    opened = []
+    for raw in allow.split(","):
+        entry = raw.strip().lower()
+        if not entry:
+            continue
+        if entry in ("loopback", "private", "localhost"):
+            opened.append(entry)
+            continue
+        try:
+            network = ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            continue  # a host name: the operator named that one host
+        if not network.is_global:
+            opened.append(entry)
+    return opened
 
 
 SettingsT = TypeVar("SettingsT", bound=CommonSettings)

@@ -1,34 +1,77 @@
 from __future__ import annotations
 
+import base64
+import secrets
+
 import pytest
 from pydantic import ValidationError
 
-from apps.common.settings import CommonSettings
+from apps.common.settings import DEV_INTERNAL_SECRET, DEV_WEBHOOK_SECRET, CommonSettings
+
+STRONG_WEBHOOK = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def test_prod_refuses_to_run_without_auth(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def prod(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """A prod environment with strong secrets; each test weakens one thing."""
     monkeypatch.setenv("FLUXGATE_ENV", "prod")
-    monkeypatch.setenv("FLUXGATE_INTERNAL_SECRET", "x" * 32)
-    monkeypatch.setenv("FLUXGATE_WEBHOOK_SECRET", "whsec_" + "y" * 32)
+    monkeypatch.setenv("FLUXGATE_AUTH", "true")
+    monkeypatch.setenv("FLUXGATE_INTERNAL_SECRET", secrets.token_urlsafe(32))
+    monkeypatch.setenv("FLUXGATE_WEBHOOK_SECRET", STRONG_WEBHOOK)
+    monkeypatch.setenv("FLUXGATE_ADMIN_TOKEN", secrets.token_urlsafe(32))
+    monkeypatch.delenv("FLUXGATE_WEBHOOK_ALLOW", raising=False)
+    return monkeypatch
+
+
+def test_prod_starts_with_strong_secrets(prod: pytest.MonkeyPatch) -> None:
+    settings = CommonSettings()
+    assert settings.env == "prod" and settings.auth
+    assert settings.internal_secret != DEV_INTERNAL_SECRET
+
+
+def test_prod_refuses_to_run_without_auth(prod: pytest.MonkeyPatch) -> None:
+    prod.setenv("FLUXGATE_AUTH", "false")
     with pytest.raises(ValidationError, match="FLUXGATE_AUTH"):
         CommonSettings()
 
 
-def test_prod_refuses_the_dev_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FLUXGATE_ENV", "prod")
-    monkeypatch.setenv("FLUXGATE_AUTH", "true")
-    with pytest.raises(ValidationError, match="FLUXGATE_INTERNAL_SECRET"):
+@pytest.mark.parametrize(
+    ("name", "value", "why"),
+    [
+        ("FLUXGATE_INTERNAL_SECRET", DEV_INTERNAL_SECRET, "development default"),
+        ("FLUXGATE_INTERNAL_SECRET", "a" * 16, "at least 32"),
+        ("FLUXGATE_INTERNAL_SECRET", "ab" * 20, "distinct characters"),
+        ("FLUXGATE_INTERNAL_SECRET", DEV_INTERNAL_SECRET + "-2", "development default"),
+        ("FLUXGATE_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET, "development default"),
+        ("FLUXGATE_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET.removeprefix("whsec_"), "whsec_"),
+        ("FLUXGATE_WEBHOOK_SECRET", "whsec_" + "not base64!" * 4, "base64"),
+        ("FLUXGATE_WEBHOOK_SECRET", "whsec_" + base64.b64encode(b"x" * 32).decode(), "random"),
+        ("FLUXGATE_ADMIN_TOKEN", "admin", "at least 32"),
+        ("FLUXGATE_WEBHOOK_ALLOW", "loopback,private", "UNSAFE_ALLOW_PRIVATE_TARGETS"),
+        ("FLUXGATE_WEBHOOK_ALLOW", "10.1.0.0/16", "UNSAFE_ALLOW_PRIVATE_TARGETS"),
+    ],
+)
+def test_prod_refuses_weak_or_dev_settings(
+    prod: pytest.MonkeyPatch, name: str, value: str, why: str
+) -> None:
+    prod.setenv(name, value)
+    with pytest.raises(ValidationError, match=why) as raised:
         CommonSettings()
+    assert name.removeprefix("FLUXGATE_") in str(raised.value)
 
 
-def test_prod_starts_with_real_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FLUXGATE_ENV", "prod")
-    monkeypatch.setenv("FLUXGATE_AUTH", "true")
-    monkeypatch.setenv("FLUXGATE_INTERNAL_SECRET", "x" * 32)
-    monkeypatch.setenv("FLUXGATE_WEBHOOK_SECRET", "whsec_" + "y" * 32)
-    assert CommonSettings().env == "prod"
+def test_prod_opens_private_targets_only_when_told_loudly(prod: pytest.MonkeyPatch) -> None:
+    prod.setenv("FLUXGATE_WEBHOOK_ALLOW", "receiver.internal,10.1.2.3")
+    prod.setenv("FLUXGATE_UNSAFE_ALLOW_PRIVATE_TARGETS", "true")
+    assert CommonSettings().webhook_allow == "receiver.internal,10.1.2.3"
+    prod.setenv("FLUXGATE_WEBHOOK_ALLOW", "receiver.internal")  # one named host is fine
+    prod.delenv("FLUXGATE_UNSAFE_ALLOW_PRIVATE_TARGETS")
+    assert CommonSettings().webhook_allow == "receiver.internal"
 
 
 def test_dev_runs_with_no_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("FLUXGATE_ENV", raising=False)
-    assert CommonSettings().redis_url.startswith("redis://")
+    for name in ("FLUXGATE_ENV", "FLUXGATE_INTERNAL_SECRET", "FLUXGATE_WEBHOOK_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    settings = CommonSettings()
+    assert settings.env == "dev"
+    assert settings.internal_secret == DEV_INTERNAL_SECRET

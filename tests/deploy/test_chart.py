@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -51,9 +52,9 @@ SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|KEY|AUTH", re.IGNORECASE)
 
 # Known secret strings set on the command line: they may only show up base64-encoded in Secrets.
 SECRET_VALUES = {
-    "secrets.internalSecret": "s3cr3t-internal-XYZ-0123456789",
+    "secrets.internalSecret": "s3cr3t-internal-XYZ-0123456789-abcdefgh",
     "secrets.webhookSecret": "whsec_c2VjcmV0LXdlYmhvb2stWFla",
-    "secrets.adminToken": "s3cr3t-admin-XYZ-9876543210",
+    "secrets.adminToken": "s3cr3t-admin-XYZ-9876543210-abcdefghij",
     "secrets.llmApiKey": "s3cr3t-llm-XYZ-55555",
     "flower.auth.password": "s3cr3tFlowerXYZ",
     "redis.auth.password": "s3cr3tRedisXYZ42",
@@ -326,9 +327,9 @@ def _container_env(docs: list[dict[str, Any]], container: dict[str, Any]) -> dic
         if "value" in entry:
             env[entry["name"]] = entry["value"]
         elif entry["name"] == "FLUXGATE_WEBHOOK_SECRET":
-            env[entry["name"]] = "whsec_" + base64.b64encode(b"x" * 32).decode()
+            env[entry["name"]] = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
         else:
-            env[entry["name"]] = "stand-in-secret-0123456789"
+            env[entry["name"]] = secrets.token_urlsafe(32)
     return env
 
 
@@ -425,6 +426,30 @@ def test_keda_scales_the_model_servers_on_gpu_lanes_plus_the_pool(
         by_kind(prod, "ConfigMap")["fluxgate-worker-config"]["data"]["FLUXGATE_JOB_TIME_LIMIT_S"]
     )
     assert target["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > hard_limit
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("config.webhookAllow=loopback", 'opens "loopback" in prod'),
+        ("config.webhookAllow=10.0.0.0/8", "FLUXGATE_UNSAFE_ALLOW_PRIVATE_TARGETS"),
+        ("secrets.adminToken=admin", "at least 32 characters"),
+        ("config.auth=false", "needs config.auth=true"),
+    ],
+)
+def test_the_default_install_is_prod_and_refuses_unsafe_settings(
+    tools: Path, setting: str, message: str
+) -> None:
+    config_maps = [
+        d
+        for d in yaml.safe_load_all(helm(tools, "template", "x", str(CHART)).stdout)
+        if d and d["kind"] == "ConfigMap" and "FLUXGATE_ENV" in d.get("data", {})
+    ]
+    assert {c["data"]["FLUXGATE_ENV"] for c in config_maps} == {"prod"}
+    assert {c["data"]["FLUXGATE_AUTH"] for c in config_maps} == {"true"}
+    done = helm(tools, "template", "x", str(CHART), "--set", setting, check=False)
+    assert done.returncode != 0
+    assert message in done.stderr
 
 
 def test_the_model_servers_may_scale_to_zero(tools: Path) -> None:
