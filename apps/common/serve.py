@@ -38,4 +38,6 @@ def serve(
         ws_ping_timeout=20.0,
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )

@@ -53,6 +53,9 @@ class CommonSettings(BaseSettings):
     s3_endpoint_url: str = ""
     s3_region: str = ""
     s3_url_mode: Literal["presigned", "proxy"] = "presigned"
+    # Proxies whose X-Forwarded-Proto/-For a service believes (the front door), comma-separated
+    # addresses or `*`: URLs and redirects then name the client's scheme, host and port.
+    forwarded_allow_ips: str = "127.0.0.1"
     # Seconds an HTTP service keeps serving in-flight requests after SIGTERM (long-poll waits,
     # inference streams) before it stops; keep it below terminationGracePeriodSeconds.
     shutdown_grace_s: float = Field(default=10.0, ge=1)

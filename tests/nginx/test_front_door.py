@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import shutil
+import socket
 import sys
 import uuid
 from collections.abc import Iterator
@@ -168,6 +170,46 @@ def test_internal_routes_are_not_reachable(front: str) -> None:
     ):
         assert httpx.post(f"{front}{path}", content=b"{}").status_code == 404, path
         assert httpx.get(f"{front}{path}").status_code == 404, path
+
+
+def test_metrics_are_not_reachable_through_the_front_door(front: str) -> None:
+    for path in ("/metrics", "/metrics/", "/metrics/x"):
+        answer = httpx.get(f"{front}{path}")
+        assert answer.status_code == 404, path
+        assert answer.json()["error"]["code"] == "not_found"
+        assert "fluxgate_" not in answer.text
+
+
+def test_what_nginx_answers_itself_is_json(front: str) -> None:
+    huge = b'{"prompt": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    too_large = httpx.post(
+        f"{front}/flux", content=huge, headers={"content-type": "application/json"}
+    )
+    assert too_large.status_code == 413
+    assert too_large.json()["error"]["code"] == "body_too_large"
+    trace = httpx.request("TRACE", f"{front}/flux")
+    assert trace.status_code == 405
+    assert trace.json()["error"]["code"] == "method_not_allowed"
+    assert "POST" in trace.headers["allow"]
+    host, port = front.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(b"GET /tasks HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
+        reply = raw.recv(65536).decode(errors="replace")
+    assert reply.startswith("HTTP/1.1 400"), reply[:200]
+    assert '"code":"invalid_input"' in reply
+
+
+def test_redirects_keep_the_front_doors_port(front: str) -> None:
+    answer = httpx.get(f"{front}/tasks/", follow_redirects=False)
+    assert answer.status_code in (301, 307, 308), answer.status_code
+    assert answer.headers["location"].startswith(front), answer.headers["location"]
+
+
+def test_no_proxy_timeout_is_shorter_than_the_longest_wait() -> None:
+    """`Prefer: wait=300` through the front door must end in the API's answer, not nginx's 504."""
+    template = (ROOT / "nginx" / "nginx.conf.template").read_text()
+    timeouts = [int(t) for t in re.findall(r"proxy_read_timeout (\d+)s;", template)]
+    assert timeouts and min(timeouts) > 300, timeouts
 
 
 def test_request_ids_are_kept_or_made(front: str) -> None:

@@ -21,6 +21,7 @@ FLUXGATE_JOB_TTL_S: {{ $c.jobTtlS | toString | quote }}
 FLUXGATE_BROKER_VISIBILITY_TIMEOUT_S: {{ $c.brokerVisibilityTimeoutS | toString | quote }}
 FLUXGATE_WEBHOOK_ALLOW: {{ $c.webhookAllow | quote }}
 FLUXGATE_LOG_LEVEL: {{ $c.logLevel | quote }}
+FLUXGATE_FORWARDED_ALLOW_IPS: {{ $c.forwardedAllowIps | quote }}
 FLUXGATE_LOG_JSON: {{ $c.logJson | toString | quote }}
 FLUXGATE_OTEL_ENDPOINT: {{ $c.otelEndpoint | quote }}
 FLUXGATE_INPUT_IMAGE_MAX_BYTES: {{ $c.inputImageMaxBytes | int64 | toString | quote }}
