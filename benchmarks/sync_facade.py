@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "nginx"))
 
 from render import render
 
+from apps.common.settings import DEV_INTERNAL_SECRET as DEV_SECRET
 from benchmarks.common import machine, summary_ms, write_result
 from tests.procs import Proc, free_port, start_redis, start_stack, wait_http_ok, wait_stack_ready
 
@@ -88,7 +89,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fluxgate-bench-") as tmp_dir:
         tmp = Path(tmp_dir)
         redis_proc, redis_url = start_redis(tmp)
-        ports, _env, procs = start_stack(redis_url, tmp, worker_concurrency=args.clients)
+        ports, env, procs = start_stack(redis_url, tmp, worker_concurrency=args.clients)
         try:
             wait_stack_ready(ports, procs)
             port = free_port()
@@ -103,7 +104,12 @@ def main() -> None:
             procs["nginx"] = Proc(
                 "nginx",
                 [nginx, "-p", str(tmp / "nginx"), "-c", str(conf), "-e", "stderr"],
-                {},
+                # The facade's Lua reads the notifier's wait with a token of the services' secret.
+                {
+                    "FLUXGATE_INTERNAL_SECRET": env.get(
+                        "FLUXGATE_INTERNAL_SECRET", DEV_INTERNAL_SECRET
+                    )
+                },
                 tmp / "nginx.log",
             ).start()
             front = f"http://127.0.0.1:{port}"

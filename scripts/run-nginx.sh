@@ -8,4 +8,9 @@ if ! command -v nginx >/dev/null || [ ! -f /usr/lib/nginx/modules/ngx_http_lua_m
   exec tail -f /dev/null
 fi
 conf=$(realpath "$(.venv/bin/python nginx/render.py .data/nginx)")
+# The sync facade's Lua reads the notifier's wait with a token derived from this secret: the same
+# value the services use (their dev default when unset), taken from their settings.
+FLUXGATE_INTERNAL_SECRET=$(.venv/bin/python -c \
+  'from apps.common.settings import CommonSettings; print(CommonSettings().internal_secret)')
+export FLUXGATE_INTERNAL_SECRET
 exec nginx -p .data/nginx -c "$conf" -e stderr

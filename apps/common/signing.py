@@ -50,6 +50,24 @@ def verify_internal(
     return hmac.compare_digest(_digest(secret, timestamp, body), signature)
 
 
+# Lets a peer read the notifier's internal routes (/internal/wait, /internal/stream): a fixed
+# HMAC of the internal secret, so the secret itself never travels, and nginx's Lua
+# (`nginx/lua/internal.lua`, with `ngx.hmac_sha1`) derives the same value.
+INTERNAL_READ_HEADER = "x-fluxgate-internal"
+_INTERNAL_READ_MESSAGE = b"fluxgate-internal-read"
+
+
+def internal_read_token(secret: str) -> str:
+    digest = hmac.new(secret.encode(), _INTERNAL_READ_MESSAGE, hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def verify_internal_read(secret: str, value: str | None) -> bool:
+    if not value or not value.isascii():
+        return False
+    return hmac.compare_digest(value, internal_read_token(secret))
+
+
 # --- Standard Webhooks (https://www.standardwebhooks.com) ---------------------------------------
 
 WEBHOOK_ID = "webhook-id"

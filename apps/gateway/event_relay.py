@@ -12,19 +12,21 @@ import httpx
 
 from apps.common.errors import Unavailable
 from apps.common.request_context import outgoing_headers
+from apps.common.signing import INTERNAL_READ_HEADER, internal_read_token
 
 
 class EventRelay:
-    def __init__(self, http: httpx.AsyncClient, notifier_url: str) -> None:
+    def __init__(self, http: httpx.AsyncClient, notifier_url: str, internal_secret: str) -> None:
         self._http = http
         self._base = notifier_url.rstrip("/")
+        self._token = internal_read_token(internal_secret)
 
     async def open(self, task_id: str) -> AsyncIterator[bytes]:
         """Connect before answering, so a notifier that is down is a 503, not a broken stream."""
         request = self._http.build_request(
             "GET",
             f"{self._base}/internal/stream/{task_id}",
-            headers=outgoing_headers(),
+            headers={**outgoing_headers(), INTERNAL_READ_HEADER: self._token},
             timeout=httpx.Timeout(None, connect=2.0),
         )
         try:

@@ -102,8 +102,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.service = TaskService(store, queue, client, announcer, settings, outputs)
         sweeper = asyncio.create_task(sweep_outputs(outputs, settings))
         http = httpx.AsyncClient(limits=httpx.Limits(max_connections=None))
-        app.state.waiter = ResultWaiter(http, settings.notifier_url)
-        app.state.event_relay = EventRelay(http, settings.notifier_url)
+        app.state.waiter = ResultWaiter(http, settings.notifier_url, settings.internal_secret)
+        app.state.event_relay = EventRelay(http, settings.notifier_url, settings.internal_secret)
         try:
             yield
         finally:

@@ -6,14 +6,16 @@ from __future__ import annotations
 import httpx
 
 from apps.common.logging import get_logger
+from apps.common.signing import INTERNAL_READ_HEADER, internal_read_token
 
 log = get_logger(__name__)
 
 
 class ResultWaiter:
-    def __init__(self, client: httpx.AsyncClient, notifier_url: str) -> None:
+    def __init__(self, client: httpx.AsyncClient, notifier_url: str, internal_secret: str) -> None:
         self._client = client
         self._base = notifier_url.rstrip("/")
+        self._headers = {INTERNAL_READ_HEADER: internal_read_token(internal_secret)}
 
     async def terminal_view(self, task_id: str, wait_s: int) -> str | None:
         """The job view (JSON text) once terminal within `wait_s`, else None."""
@@ -21,6 +23,7 @@ class ResultWaiter:
             response = await self._client.get(
                 f"{self._base}/internal/wait/{task_id}",
                 params={"timeout": wait_s},
+                headers=self._headers,
                 timeout=httpx.Timeout(wait_s + 10, connect=2.0),
             )
         except httpx.HTTPError as exc:

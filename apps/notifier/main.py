@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Query, Request, WebSocket
+from fastapi import Depends, FastAPI, Query, Request, WebSocket
 from fastapi.responses import Response, StreamingResponse
 from prometheus_client import Gauge, make_asgi_app
 from redis.exceptions import RedisError
@@ -15,7 +15,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from apps.common.announce import Announcer
 from apps.common.apikeys import KeyStore, bearer_token
-from apps.common.errors import Unavailable
+from apps.common.errors import Unauthorized, Unavailable
 from apps.common.http import install_error_handlers
 from apps.common.jobs import JobRecord, JobStore
 from apps.common.queue_position import QueuePositions
@@ -23,7 +23,12 @@ from apps.common.queues import make_producer
 from apps.common.redis_client import async_redis
 from apps.common.request_context import RequestContextMiddleware, bind_ids
 from apps.common.settings import get_settings
-from apps.common.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from apps.common.signing import (
+    INTERNAL_READ_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    verify_internal_read,
+)
 from apps.common.tracing import fastapi_options, instrument_app
 from apps.notifier.events import EventIngest
 from apps.notifier.hub import EventHub
@@ -114,7 +119,14 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         body = f'{{"applied":{applied},"task":{outcome.view.model_dump_json()}}}'
         return Response(body, media_type=JSON)
 
-    @app.get("/internal/wait/{task_id}")
+    def internal_reader(request: Request) -> None:
+        # Only peers (the gateway, nginx's sync facade) read any task here: no tenant checks.
+        if not verify_internal_read(
+            settings.internal_secret, request.headers.get(INTERNAL_READ_HEADER)
+        ):
+            raise Unauthorized("internal route: the internal token is missing or wrong")
+
+    @app.get("/internal/wait/{task_id}", dependencies=[Depends(internal_reader)])
     async def wait(
         task_id: str,
         request: Request,
@@ -134,7 +146,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         )
         return Response(outcome.text, status_code=200 if outcome.terminal else 202, media_type=JSON)
 
-    @app.get("/internal/stream/{task_id}")
+    @app.get("/internal/stream/{task_id}", dependencies=[Depends(internal_reader)])
     async def stream(task_id: str, request: Request) -> StreamingResponse:
         """Server-sent events of one task, relayed by the gateway (which checks the caller)."""
         bind_ids(task_id=task_id)

@@ -47,7 +47,8 @@ def front(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
     proc = Proc(
         "nginx",
         [nginx, "-p", str(prefix), "-c", str(conf), "-e", "stderr"],
-        {},
+        # Its Lua signs the notifier reads of the sync facade with it, as in `make up`.
+        {"FLUXGATE_INTERNAL_SECRET": INTERNAL_SECRET},
         prefix / "nginx.log",
     ).start()
     try:

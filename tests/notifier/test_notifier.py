@@ -10,9 +10,11 @@ import redis
 
 from apps.common import keys
 from apps.common.jobs import new_job
-from apps.common.signing import sign_internal
+from apps.common.signing import INTERNAL_READ_HEADER, internal_read_token, sign_internal
 from tests.conftest import INTERNAL_SECRET, Stack
 from tests.procs import poll_until
+
+READER = {INTERNAL_READ_HEADER: internal_read_token(INTERNAL_SECRET)}
 
 
 def queued_task(stack: Stack) -> str:
@@ -78,7 +80,10 @@ def test_wait_returns_when_the_task_ends(stack: Stack) -> None:
     waiter = threading.Thread(
         target=lambda: answers.append(
             httpx.get(
-                f"{stack.notifier}/internal/wait/{task_id}", params={"timeout": 30}, timeout=40
+                f"{stack.notifier}/internal/wait/{task_id}",
+                params={"timeout": 30},
+                headers=READER,
+                timeout=40,
             )
         )
     )
@@ -96,8 +101,21 @@ def test_wait_returns_when_the_task_ends(stack: Stack) -> None:
 
 def test_wait_times_out_with_202_and_the_current_view(stack: Stack) -> None:
     task_id = queued_task(stack)
-    response = httpx.get(f"{stack.notifier}/internal/wait/{task_id}", params={"timeout": 0.3})
+    url = f"{stack.notifier}/internal/wait/{task_id}"
+    response = httpx.get(url, params={"timeout": 0.3}, headers=READER)
     assert response.status_code == 202
     assert response.json()["status"] == "queued"
-    missing = httpx.get(f"{stack.notifier}/internal/wait/nope", params={"timeout": 0.1})
+    missing = httpx.get(
+        f"{stack.notifier}/internal/wait/nope", params={"timeout": 0.1}, headers=READER
+    )
     assert missing.status_code == 404
+
+
+def test_internal_reads_need_the_internal_token(stack: Stack) -> None:
+    """Any task's view is there for peers only: without the token, 401 and no view."""
+    task_id = queued_task(stack)
+    for path in (f"/internal/wait/{task_id}?timeout=0.1", f"/internal/stream/{task_id}"):
+        for headers in ({}, {INTERNAL_READ_HEADER: "forged"}):
+            answer = httpx.get(f"{stack.notifier}{path}", headers=headers, timeout=10)
+            assert answer.status_code == 401, (path, headers)
+            assert task_id not in answer.text
