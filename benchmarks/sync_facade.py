@@ -105,11 +105,7 @@ def main() -> None:
                 "nginx",
                 [nginx, "-p", str(tmp / "nginx"), "-c", str(conf), "-e", "stderr"],
                 # The facade's Lua reads the notifier's wait with a token of the services' secret.
-                {
-                    "FLUXGATE_INTERNAL_SECRET": env.get(
-                        "FLUXGATE_INTERNAL_SECRET", DEV_INTERNAL_SECRET
-                    )
-                },
+                {"FLUXGATE_INTERNAL_SECRET": env.get("FLUXGATE_INTERNAL_SECRET", DEV_SECRET)},
                 tmp / "nginx.log",
             ).start()
             front = f"http://127.0.0.1:{port}"
