@@ -11,11 +11,15 @@ import base64
 import hashlib
 import hmac
 import os
+import secrets
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Protocol
+
+import redis
 
 from apps.common.settings import CommonSettings
 
@@ -58,6 +62,44 @@ def key_of(ref: str) -> str:
     return key
 
 
+# The key output names are made with, when FLUXGATE_OUTPUT_NAME_SECRET is not set: generated once
+# by the first process that needs it and kept in Redis, so it exists only on the server side
+# (never a default anyone can read in the source) and every gateway and worker shares it.
+OUTPUT_NAME_KEY = "fluxgate:output-name-key"
+
+
+class NameKey:
+    """The output-name key, resolved on first use (Redis may still be starting when a service
+    builds its output store)."""
+
+    def __init__(self, settings: CommonSettings) -> None:
+        self._explicit = settings.output_name_secret
+        self._redis_url = settings.redis_url
+        self._key: bytes | None = None
+
+    def __call__(self) -> bytes:
+        if self._key is None:
+            self._key = self._explicit.encode() if self._explicit else self._shared()
+        return self._key
+
+    def _shared(self) -> bytes:
+        client = redis.Redis.from_url(self._redis_url, socket_timeout=5, socket_connect_timeout=5)
+        try:
+            client.set(OUTPUT_NAME_KEY, secrets.token_urlsafe(32), nx=True)
+            value = client.get(OUTPUT_NAME_KEY)
+        finally:
+            client.close()
+        if value is None:
+            raise RuntimeError("the output-name key vanished from Redis")
+        return value if isinstance(value, bytes) else str(value).encode()
+
+
+def fixed_key(secret: str) -> Callable[[], bytes]:
+    """A name key given outright (tests, tools)."""
+    key = secret.encode()
+    return lambda: key
+
+
 def name_of(secret: bytes, task_id: str, index: int | str) -> str:
     """Unguessable without the secret, yet the same on a rerun, which then overwrites."""
     digest = hmac.new(secret, f"{task_id}:{index}".encode(), hashlib.sha256).digest()
@@ -67,13 +109,13 @@ def name_of(secret: bytes, task_id: str, index: int | str) -> str:
 class LocalOutputStore:
     """A directory served by the gateway under `/files/`."""
 
-    def __init__(self, root: Path, *, public_base: str, secret: str) -> None:
+    def __init__(self, root: Path, *, public_base: str, name_key: Callable[[], bytes]) -> None:
         self._root = root
         self._public_base = public_base.rstrip("/")
-        self._secret = secret.encode()
+        self._name_key = name_key
 
     def name_of(self, task_id: str, index: int | str) -> str:
-        return name_of(self._secret, task_id, index)
+        return name_of(self._name_key(), task_id, index)
 
     def put(self, task_id: str, index: int, data: bytes, *, extension: str) -> str:
         key = f"{task_id}/{self.name_of(task_id, index)}.{extension}"
@@ -135,7 +177,7 @@ def make_output_store(settings: CommonSettings) -> OutputStore:
 
         return S3OutputStore(
             settings.output_dir,
-            secret=settings.internal_secret,
+            name_key=NameKey(settings),
             public_base=settings.public_base,
             ttl_s=settings.job_ttl_s,
             endpoint_url=settings.s3_endpoint_url,
@@ -143,5 +185,5 @@ def make_output_store(settings: CommonSettings) -> OutputStore:
             url_mode=settings.s3_url_mode,
         )
     return LocalOutputStore(
-        Path(settings.output_dir), public_base=settings.public_base, secret=settings.internal_secret
+        Path(settings.output_dir), public_base=settings.public_base, name_key=NameKey(settings)
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import mimetypes
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,7 +41,7 @@ class S3OutputStore:
         self,
         url: str,
         *,
-        secret: str,
+        name_key: Callable[[], bytes],
         public_base: str,
         ttl_s: int,
         endpoint_url: str | None = None,
@@ -50,7 +50,7 @@ class S3OutputStore:
         client: Any = None,
     ) -> None:
         self.bucket, self.prefix = parse_s3_url(url)
-        self._secret = secret.encode()
+        self._name_key = name_key
         self._public_base = public_base.rstrip("/")
         self._ttl_s = ttl_s
         self._url_mode = url_mode
@@ -80,7 +80,7 @@ class S3OutputStore:
         )
 
     def put(self, task_id: str, index: int, data: bytes, *, extension: str) -> str:
-        key = f"{task_id}/{name_of(self._secret, task_id, index)}.{extension}"
+        key = f"{task_id}/{name_of(self._name_key(), task_id, index)}.{extension}"
         self._put(key, data, extension)
         if self._url_mode == "proxy":
             return f"{self._public_base}/files/{key}"
@@ -93,7 +93,7 @@ class S3OutputStore:
         )
 
     def put_input(self, task_id: str, field: str, data: bytes, *, extension: str) -> str:
-        name = name_of(self._secret, task_id, "input:" + field)
+        name = name_of(self._name_key(), task_id, "input:" + field)
         key = f"{INPUTS_PREFIX}/{task_id}/{name}.{extension}"
         self._put(key, data, extension)
         return STORE_SCHEME + key

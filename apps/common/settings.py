@@ -45,6 +45,8 @@ class CommonSettings(BaseSettings):
     webhook_secret: str = DEV_WEBHOOK_SECRET
     public_url: str = "http://localhost:8000"
     public_ws_url: str = "ws://localhost:8300"
+    # Key of the unguessable output file names; empty: one generated once and kept in Redis.
+    output_name_secret: str = ""
     # A local directory (served by the gateway at /files/), or s3://bucket/prefix.
     output_dir: str = ".data/outputs"
     # For an s3:// output store: the endpoint (MinIO, R2, ...; empty: AWS), the region, and how

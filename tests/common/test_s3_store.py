@@ -9,8 +9,15 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import redis
 
-from apps.common.outputs import LocalOutputStore, make_output_store
+from apps.common.outputs import (
+    OUTPUT_NAME_KEY,
+    LocalOutputStore,
+    fixed_key,
+    make_output_store,
+    name_of,
+)
 from apps.common.s3_store import S3OutputStore, parse_s3_url
 from apps.common.settings import CommonSettings
 from tests.s3server import S3_ENV, S3Server, s3_server
@@ -32,7 +39,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 def store(s3: S3Server, bucket: str, *, mode: str = "presigned") -> S3OutputStore:
     return S3OutputStore(
         f"s3://{bucket}/out/puts",
-        secret="x" * 32,
+        name_key=fixed_key("x" * 32),
         public_base="http://gateway.example",
         ttl_s=86400,
         endpoint_url=s3.url,
@@ -124,7 +131,7 @@ def test_the_setting_picks_the_store(tmp_path: Path) -> None:
 
 
 def test_local_sweep_removes_only_expired_files(tmp_path: Path) -> None:
-    outputs = LocalOutputStore(tmp_path, public_base="http://g", secret="s" * 32)
+    outputs = LocalOutputStore(tmp_path, public_base="http://g", name_key=fixed_key("s" * 32))
     old = outputs.put("old-task", 0, b"x", extension="png")
     outputs.put("new-task", 0, b"y", extension="png")
     old_path = tmp_path / old.removeprefix("http://g/files/")
@@ -137,3 +144,22 @@ def test_local_sweep_removes_only_expired_files(tmp_path: Path) -> None:
         outputs.read_output("http://g/files//etc/hostname")
     with pytest.raises(FileNotFoundError):
         outputs.read_output("http://g/files/new-task/../../secret")
+
+
+def test_output_names_use_a_key_only_the_server_has(redis_url: str, tmp_path: Path) -> None:
+    """With the dev internal secret, names are still unguessable: their key is generated once,
+    kept in Redis, and shared by every process; an explicit secret wins."""
+    own_db = redis_url.rsplit("/", 1)[0] + "/7"
+    redis.Redis.from_url(own_db).delete(OUTPUT_NAME_KEY)
+    settings = CommonSettings(output_dir=str(tmp_path), redis_url=own_db)
+    first = make_output_store(settings).put("task-1", 0, b"x", extension="png")
+    again = make_output_store(settings).put("task-1", 0, b"x", extension="png")
+    assert first == again, "every process names a rerun's outputs the same"
+    guessed = name_of(settings.internal_secret.encode(), "task-1", 0)
+    assert guessed not in first, "not computable from the dev default"
+    assert len(redis.Redis.from_url(own_db).get(OUTPUT_NAME_KEY) or b"") >= 32
+    explicit = CommonSettings(
+        output_dir=str(tmp_path), redis_url=own_db, output_name_secret="k" * 32
+    )
+    named = make_output_store(explicit).put("task-1", 0, b"x", extension="png")
+    assert name_of(b"k" * 32, "task-1", 0) in named
