@@ -76,7 +76,9 @@ class OutputFormat(StrEnum):
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and infinity pass range checks in surprising ways ("NaN: must be <= 20"): refuse them
+    # as what they are.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 def _multiple_of_16(value: int) -> int:

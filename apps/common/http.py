@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -95,7 +97,8 @@ def install_error_handlers(app: FastAPI) -> None:
                 status_code=422,
             )
         if exc.status_code == 405:
-            headers["Allow"] = ", ".join(_allowed_methods(request))
+            # A mounted app (static files, /metrics) names no methods: it serves reads.
+            headers["Allow"] = ", ".join(_allowed_methods(request) or ["GET", "HEAD"])
         code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(
             exc.status_code, "http_error"
         )
@@ -107,10 +110,21 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route serves at this path (Starlette names only the first route's)."""
+    """Every method served at this path: what the OpenAPI document declares for it (the contract
+    clients and schema checkers read; FastAPI's included routers do not expose their routes'
+    methods to matching), else what the app's own routes serve."""
+    path = request.url.path
     methods: set[str] = set()
-    for route in request.app.routes:
-        match, _ = route.matches({**request.scope, "method": "__none__"})
-        if match is not Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = "^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, path):
+            methods |= {m.upper() for m in operations if m.upper() in _HTTP_METHODS}
+    if not methods:
+        for route in request.app.routes:
+            match, _ = route.matches({**request.scope, "method": "__none__"})
+            if match is not Match.NONE:
+                methods |= set(getattr(route, "methods", None) or ())
     return sorted(methods)
+
+
+_HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

@@ -40,6 +40,10 @@ class TaskRequest(DeliveryFields):
     input: dict[str, Any] = Field(default_factory=dict)
 
 
+# Multipart parts that are the envelope's own fields; every other part is an input image.
+_ENVELOPE_FIELDS = frozenset(TaskRequest.model_fields)
+
+
 class TaskTypeInfo(BaseModel):
     name: str
     queue: str
@@ -64,9 +68,28 @@ async def task_types(request: Request) -> list[dict[str, Any]]:
 
 
 def _envelope_schema() -> dict[str, Any]:
-    schema = TaskRequest.model_json_schema()
+    schema = _inline_refs(TaskRequest.model_json_schema())
     schema["properties"]["type"]["enum"] = sorted(registry())
     return schema
+
+
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema with its `#/$defs/...` references replaced by the definitions: embedded in
+    the OpenAPI document, `#/$defs` would point at the document's root, where nothing is."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return walk(defs[ref.removeprefix("#/$defs/")])
+            return {key: walk(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        return node
+
+    result: dict[str, Any] = walk(schema)
+    return result
 
 
 @router.post(
@@ -218,6 +241,11 @@ def _image_value(
         raise InvalidInput(f"{name}: {exc}", field=name) from exc
 
 
+def _field_of(key: str) -> str:
+    """How a multipart part is named in errors: image parts are fields of `input`."""
+    return key if key in _ENVELOPE_FIELDS else f"input.{key}"
+
+
 async def _read_multipart(request: Request, *, max_bytes: int) -> tuple[dict[str, Any], dict]:
     """`type`, `input` (JSON text), delivery fields, and image files named after their field."""
     form = await request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS)
@@ -225,6 +253,8 @@ async def _read_multipart(request: Request, *, max_bytes: int) -> tuple[dict[str
         body: dict[str, Any] = {}
         uploads: dict[str, bytes] = {}
         for key, value in form.multi_items():
+            if key in uploads or (key in body and key != "webhook_events"):
+                raise InvalidInput(f"{key}: sent more than once", field=_field_of(key))
             if isinstance(value, UploadFile):
                 data = await value.read(max_bytes + 1)
                 if len(data) > max_bytes:

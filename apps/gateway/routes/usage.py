@@ -16,13 +16,16 @@ router = APIRouter(tags=["usage"])
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
 
-_DAY = r"^\d{4}-\d{2}-\d{2}$"
 # Strings, not `date`: pydantic would also take a number as a Unix time, which no one means here.
+# Declared as `format: date` (a pattern would admit 0000-00-00, which then answers 422).
+_DAY = {"format": "date"}
 Since = Annotated[
-    str | None, Query(pattern=_DAY, description="first UTC day, YYYY-MM-DD (default: 30 days ago)")
+    str | None,
+    Query(json_schema_extra=_DAY, description="first UTC day, YYYY-MM-DD (default: 30 days ago)"),
 ]
 Until = Annotated[
-    str | None, Query(pattern=_DAY, description="last UTC day, YYYY-MM-DD (default: today)")
+    str | None,
+    Query(json_schema_extra=_DAY, description="last UTC day, YYYY-MM-DD (default: today)"),
 ]
 
 
