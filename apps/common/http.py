@@ -11,7 +11,13 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from apps.common.errors import FluxgateError, IdempotencyInProgress, RateLimited, Unauthorized
+from apps.common.errors import (
+    BodyTooLarge,
+    FluxgateError,
+    IdempotencyInProgress,
+    RateLimited,
+    Unauthorized,
+)
 from apps.common.logging import get_logger
 
 log = get_logger(__name__)
@@ -84,6 +90,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 400 and isinstance(exc.__cause__, BodyTooLarge):
+            # A chunked body went over the limit while FastAPI read it: that is a 413, not JSON
+            # that failed to parse.
+            return JSONResponse(exc.__cause__.body(), status_code=413)
         if exc.status_code == 400:
             # FastAPI's "error parsing the body" (bytes that are not JSON): the body is invalid.
             return JSONResponse(

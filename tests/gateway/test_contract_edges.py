@@ -4,6 +4,7 @@ field, and the OpenAPI document says what the routes do (real gateway of the ses
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import httpx
 
@@ -63,3 +64,17 @@ def test_every_405_names_the_allowed_methods(stack: Stack) -> None:
             refused.append(path)
             assert answer.headers.get("allow", "").strip(), path
     assert "/flux" in refused and "/tasks" in refused
+
+
+def test_a_chunked_body_over_the_limit_is_413(stack: Stack) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"prompt": "'
+        for _ in range(20):  # 1.3 MB, over the 1 MiB limit of POST /flux
+            yield b"x" * 65536
+        yield b'"}'
+
+    answer = httpx.post(
+        f"{stack.gateway}/flux", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert answer.status_code == 413, answer.text
+    assert answer.json()["error"]["code"] == "body_too_large"
