@@ -11,6 +11,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -75,10 +76,23 @@ class OutputFormat(StrEnum):
         return f"image/{self.value}"
 
 
+_NUMBERS = (int, float, int | None, float | None)
+
+
 class StrictModel(BaseModel):
     # NaN and infinity pass range checks in surprising ways ("NaN: must be <= 20"): refuse them
     # as what they are.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: object, info: ValidationInfo) -> object:
+        # pydantic reads `true` as 1: "width: true" would be refused as "must be >= 64".
+        if isinstance(value, bool) and info.field_name is not None:
+            field = cls.model_fields.get(info.field_name)
+            if field is not None and field.annotation in _NUMBERS:
+                raise ValueError("must be a number, not a boolean")
+        return value
 
 
 def _multiple_of_16(value: int) -> int:

@@ -41,7 +41,9 @@ def validation_error_body(exc: RequestValidationError) -> dict[str, object]:
     elif kind == "json_invalid":
         message = "body is not valid JSON"
     else:
-        message = f"{field}: {first.get('msg', 'invalid value')}"
+        # Our validators' ValueErrors read "Value error, <reason>": the reason is the message.
+        reason = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+        message = f"{field}: {reason}"
     return {"error": {"code": "invalid_input", "message": message, "field": field}}
 
 

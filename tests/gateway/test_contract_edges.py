@@ -78,3 +78,11 @@ def test_a_chunked_body_over_the_limit_is_413(stack: Stack) -> None:
     )
     assert answer.status_code == 413, answer.text
     assert answer.json()["error"]["code"] == "body_too_large"
+
+
+def test_a_boolean_is_not_a_number(stack: Stack) -> None:
+    answer = httpx.post(f"{stack.gateway}/flux", json={"prompt": "a fox", "width": True})
+    assert answer.status_code == 422
+    error = answer.json()["error"]
+    assert error["field"] == "width"
+    assert error["message"] == "width: must be a number, not a boolean"
