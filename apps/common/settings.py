@@ -68,6 +68,9 @@ class CommonSettings(BaseSettings):
     auth: bool = False
     # Guards the /admin routes (key management); empty turns them off.
     admin_token: str = ""
+    # Prometheus usage counters per API key id (`key` label). Off: one `key="all"` series, since
+    # /metrics is readable by whoever reaches a pod; per-key usage is at /usage and /admin/usage.
+    metrics_per_key: bool = False
     # Who may be called back although private: host names, addresses, CIDRs, `loopback`, `private`.
     webhook_allow: str = ""
     log_level: str = "INFO"

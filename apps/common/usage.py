@@ -17,6 +17,7 @@ from prometheus_client import Counter
 
 from apps.common import keys
 from apps.common.jobs import JobRecord
+from apps.common.settings import CommonSettings, get_settings
 
 ANONYMOUS_OWNER = "anonymous"
 USAGE_TTL_S = 400 * 86400
@@ -72,10 +73,16 @@ def meter_args(record: JobRecord, *, guard_ttl_s: int) -> tuple[list[str], list[
     )
 
 
+# The `key` label when counters are not kept per key (the default): /metrics is readable by
+# whoever reaches a pod, so per-key usage stays behind GET /usage and /admin/usage.
+ALL_KEYS = "all"
+
+
 def count_in_metrics(record: JobRecord) -> None:
-    owner = record.owner or ANONYMOUS_OWNER
-    USAGE_JOBS.labels(owner, record.type, record.status.value).inc()
-    USAGE_COMPUTE.labels(owner, record.type).inc(compute_share_ms(record) / 1000)
+    per_key = get_settings(CommonSettings).metrics_per_key
+    key = (record.owner or ANONYMOUS_OWNER) if per_key else ALL_KEYS
+    USAGE_JOBS.labels(key, record.type, record.status.value).inc()
+    USAGE_COMPUTE.labels(key, record.type).inc(compute_share_ms(record) / 1000)
 
 
 @dataclass

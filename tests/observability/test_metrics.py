@@ -48,9 +48,7 @@ def test_a_job_moves_the_counters_and_stage_histograms_of_every_service(stack: S
             "finished by state": delta(
                 "notifier", "fluxgate_jobs_finished_total", type="flux", status="succeeded"
             ),
-            "usage metered": delta(
-                "notifier", "fluxgate_usage_jobs_total", key="anonymous", type="flux"
-            ),
+            "usage metered": delta("notifier", "fluxgate_usage_jobs_total", key="all", type="flux"),
             "balancer forwarded": delta("balancer", "fluxgate_balancer_request_seconds_count"),
             "inference batch": delta("inference", "fluxgate_inference_batch_images_count"),
             "inference steps": delta("inference", "fluxgate_inference_step_seconds_count"),

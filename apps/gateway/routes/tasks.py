@@ -72,7 +72,12 @@ async def get_task(
         200: {
             "description": "server-sent events: a `snapshot`, then each newer view; the "
             "stream ends after the final state. `id` is the view's `seq`.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            # A stream of frames, not one document: no schema a checker could hold it to.
+            "content": {
+                "text/event-stream": {
+                    "example": 'id: 3\nevent: progress\ndata: {"task_id": "...", "seq": 3}\n\n'
+                }
+            },
         },
         **error_responses(401, 404, 503),
     },
