@@ -206,6 +206,20 @@ def test_redirects_keep_the_front_doors_port(front: str) -> None:
     assert answer.headers["location"].startswith(front), answer.headers["location"]
 
 
+def test_urls_name_the_scheme_the_ingress_saw(front: str) -> None:
+    """Behind a TLS-terminating ingress (X-Forwarded-Proto: https), the task's URLs are https."""
+    answer = httpx.post(
+        f"{front}/flux",
+        json={"prompt": "a fox", "width": 64, "height": 64, "num_inference_steps": 1},
+        headers={"X-Forwarded-Proto": "https"},
+    )
+    assert answer.status_code == 202
+    redirect = httpx.get(
+        f"{front}/tasks/", headers={"X-Forwarded-Proto": "https"}, follow_redirects=False
+    )
+    assert redirect.headers["location"].startswith("https://"), redirect.headers["location"]
+
+
 def test_no_proxy_timeout_is_shorter_than_the_longest_wait() -> None:
     """`Prefer: wait=300` through the front door must end in the API's answer, not nginx's 504."""
     template = (ROOT / "nginx" / "nginx.conf.template").read_text()
