@@ -16,8 +16,9 @@ from prometheus_client import make_asgi_app
 from apps.balancer.discovery import DnsDiscovery
 from apps.balancer.health import HealthChecker
 from apps.balancer.pool import BackendPool, BackendState
-from apps.balancer.proxy import WAIT_HEADER, Forwarder
+from apps.balancer.proxy import Forwarder
 from apps.balancer.settings import BalancerSettings
+from apps.common.contracts import BALANCER_WAIT_HEADER
 from apps.common.errors import InvalidInput, Unavailable
 from apps.common.http import install_error_handlers
 from apps.common.request_context import RequestContextMiddleware
@@ -113,11 +114,13 @@ def create_app(
         one (a cold start, a full pool) before answering 503."""
         forwarder: Forwarder = request.app.state.forwarder
         try:
-            wait_s = float(request.headers.get(WAIT_HEADER, "0"))
+            wait_s = float(request.headers.get(BALANCER_WAIT_HEADER, "0"))
         except ValueError:
             wait_s = math.nan
         if not math.isfinite(wait_s) or wait_s < 0:
-            raise InvalidInput(f"{WAIT_HEADER} must be seconds, 0 or more", field=WAIT_HEADER)
+            raise InvalidInput(
+                f"{BALANCER_WAIT_HEADER} must be seconds, 0 or more", field=BALANCER_WAIT_HEADER
+            )
         return await forwarder.forward(
             model, await request.body(), dict(request.headers), wait_s=wait_s
         )

@@ -5,7 +5,7 @@ request to another backend, within `max_attempts`. After it, the stream just end
 no result and retries the job.
 
 A request that finds no backend with room (all full, or none ready: a cold start, scaled to zero)
-may wait here up to the caller's `X-Fluxgate-Wait-S` for one, and starts the moment one has room.
+may wait here up to the caller's `x-fluxgate-wait-s` for one, and starts the moment one has room.
 Past that it gets a 503 that says why (`X-Fluxgate-Refused`: `full` or `no_backend`, and for the
 latter `X-Fluxgate-Unready-S`, how long the model has had no ready server), so the job goes on
 waiting in the worker and in Redis rather than spending its retry budget. A request that was
@@ -23,6 +23,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import Counter, Histogram
 
 from apps.balancer.pool import Backend, BackendPool
+from apps.common.contracts import (
+    BALANCER_REFUSED_HEADER,
+    BALANCER_UNREADY_HEADER,
+    BalancerRefusal,
+)
 from apps.common.logging import get_logger
 
 log = get_logger(__name__)
@@ -38,12 +43,7 @@ LATENCY = Histogram(
 )
 
 _PASSED_HEADERS = ("content-type", "x-request-id", "x-fluxgate-task-id")
-# Tells the worker why it was refused: `full` or `no_backend` (wait), `failed` (a real failure).
-BUSY_HEADER = "X-Fluxgate-Refused"
-# Seconds the model has had no ready backend, with `no_backend`.
-UNREADY_HEADER = "X-Fluxgate-Unready-S"
-# Seconds the caller lets a request wait here for room before it is refused (default 0).
-WAIT_HEADER = "x-fluxgate-wait-s"
+# The longest `BALANCER_WAIT_HEADER` a request may wait here for room.
 MAX_WAIT_S = 60.0
 
 
@@ -86,14 +86,16 @@ class Forwarder:
         headers = {"Retry-After": str(self.pool.retry_after_s(model))}
         unready_s = self.pool.unready_s(model)
         if failed:
-            reason, message = "failed", f"every inference backend tried for '{model}' failed"
+            reason = BalancerRefusal.FAILED
+            message = f"every inference backend tried for '{model}' failed"
         elif unready_s > 0:
-            reason, message = "no_backend", f"no ready inference backend serves '{model}'"
-            headers[UNREADY_HEADER] = f"{unready_s:.1f}"
+            reason = BalancerRefusal.NO_BACKEND
+            message = f"no ready inference backend serves '{model}'"
+            headers[BALANCER_UNREADY_HEADER] = f"{unready_s:.1f}"
         else:
-            reason, message = "full", "every inference backend is at capacity"
-        REFUSED.labels(reason).inc()
-        headers[BUSY_HEADER] = reason
+            reason, message = BalancerRefusal.FULL, "every inference backend is at capacity"
+        REFUSED.labels(reason.value).inc()
+        headers[BALANCER_REFUSED_HEADER] = reason.value
         return JSONResponse(
             {"error": {"code": "unavailable", "message": message}}, status_code=503, headers=headers
         )

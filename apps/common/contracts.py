@@ -266,6 +266,21 @@ class SubmitAnswer(BaseModel):
 # --- gateway <-> inference (through the balancer) -----------------------------------------------
 
 
+# What the worker and the balancer say beside an inference request (apps/balancer/proxy.py).
+# Seconds the caller lets the request wait in the balancer for a backend with room.
+BALANCER_WAIT_HEADER = "x-fluxgate-wait-s"
+# Why the balancer refused it (a `BalancerRefusal`), and with `no_backend` for how many seconds
+# the model has had no ready backend.
+BALANCER_REFUSED_HEADER = "x-fluxgate-refused"
+BALANCER_UNREADY_HEADER = "x-fluxgate-unready-s"
+
+
+class BalancerRefusal(StrEnum):
+    FULL = "full"  # every ready backend is at capacity: the job waits
+    NO_BACKEND = "no_backend"  # no backend is ready (cold start, scaled to zero): the job waits
+    FAILED = "failed"  # every backend that could take it was tried and failed: a real failure
+
+
 # FluxInput fields the worker acts on before inference; model servers never need them.
 WORKER_ONLY_FLUX_FIELDS = {"refine_prompt", "enable_base64_output"}
 

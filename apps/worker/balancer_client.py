@@ -7,13 +7,19 @@ from collections.abc import Generator
 import httpx
 from pydantic import TypeAdapter, ValidationError
 
-from apps.common.contracts import InferenceLine, InferenceRequest
+from apps.common.contracts import (
+    BALANCER_REFUSED_HEADER,
+    BALANCER_UNREADY_HEADER,
+    BALANCER_WAIT_HEADER,
+    BalancerRefusal,
+    InferenceLine,
+    InferenceRequest,
+)
 from apps.common.request_context import outgoing_headers
 
 _LINE = TypeAdapter(InferenceLine)
-REFUSED = "x-fluxgate-refused"
-UNREADY = "x-fluxgate-unready-s"
-WAIT = "x-fluxgate-wait-s"
+# Refusals that mean "no room yet": the job waits rather than spending a retry.
+_WAIT_REASONS = (BalancerRefusal.FULL, BalancerRefusal.NO_BACKEND)
 
 
 class InferenceRetryable(Exception):
@@ -24,7 +30,7 @@ class InferenceBusy(Exception):
     """No backend took the request without trying one: none is ready (`no_backend`, for
     `unready_s` seconds) or all are full (`full`). The job waits; this is not a failure."""
 
-    def __init__(self, message: str, *, reason: str, unready_s: float) -> None:
+    def __init__(self, message: str, *, reason: BalancerRefusal, unready_s: float) -> None:
         super().__init__(message)
         self.reason = reason
         self.unready_s = unready_s
@@ -47,18 +53,22 @@ class BalancerClient:
         """Progress lines, then one result or error line. Closing the iterator closes the stream,
         which the inference server takes as a cancel. With `wait_s` the balancer holds the
         request up to that long for a backend with room before refusing it (`InferenceBusy`)."""
-        headers = {"content-type": "application/json", WAIT: f"{wait_s:.3f}", **outgoing_headers()}
+        headers = {
+            "content-type": "application/json",
+            BALANCER_WAIT_HEADER: f"{wait_s:.3f}",
+            **outgoing_headers(),
+        }
         try:
             with self._client.stream(
                 "POST", f"/v1/infer/{model}", content=request.wire_json(), headers=headers
             ) as response:
-                reason = response.headers.get(REFUSED)
-                if response.status_code == 503 and reason in ("full", "no_backend"):
+                reason = response.headers.get(BALANCER_REFUSED_HEADER)
+                if response.status_code == 503 and reason in _WAIT_REASONS:
                     response.read()
                     raise InferenceBusy(
                         _error_message(response),
-                        reason=reason,
-                        unready_s=_seconds(response.headers.get(UNREADY)),
+                        reason=BalancerRefusal(reason),
+                        unready_s=_seconds(response.headers.get(BALANCER_UNREADY_HEADER)),
                     )
                 if response.status_code in (502, 503, 504):
                     raise InferenceRetryable(f"balancer answered {response.status_code}")

@@ -18,6 +18,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING
 
 from apps.common.contracts import (
+    BalancerRefusal,
     ErrorInfo,
     EventKind,
     InferenceLine,
@@ -90,7 +91,8 @@ def open_when_ready(
         if record.deadline_at is not None and now >= record.deadline_at:
             _give_up(deps, record, DEADLINE_EXCEEDED, EventKind.CANCELED)
             return None
-        reason = WaitReason.MODEL_SERVER if refused.reason == "no_backend" else WaitReason.CAPACITY
+        no_server = refused.reason is BalancerRefusal.NO_BACKEND
+        reason = WaitReason.MODEL_SERVER if no_server else WaitReason.CAPACITY
         if reason is WaitReason.MODEL_SERVER:
             # The wait that counts is the part of this job's queueing with no server ready.
             waited = min(now - record.created_at, refused.unready_s)

@@ -9,9 +9,13 @@ import pytest
 
 from apps.balancer.main import create_app
 from apps.balancer.pool import BackendPool
-from apps.balancer.proxy import BUSY_HEADER, UNREADY_HEADER, Forwarder
+from apps.balancer.proxy import Forwarder
 from apps.balancer.settings import BalancerSettings
-from apps.common.contracts import BackendLoad
+from apps.common.contracts import (
+    BALANCER_REFUSED_HEADER,
+    BALANCER_UNREADY_HEADER,
+    BackendLoad,
+)
 
 LOAD = BackendLoad(queued=0, running=0, capacity=1, queued_seconds=0, models=["flux"])
 
@@ -72,10 +76,10 @@ def test_refusals_say_why_after_the_hold() -> None:
     no_backend, full, held = asyncio.run(scenario())
     assert held >= 0.2
     assert no_backend.status_code == 503
-    assert no_backend.headers[BUSY_HEADER] == "no_backend"
-    assert float(no_backend.headers[UNREADY_HEADER]) > 0
-    assert full.headers[BUSY_HEADER] == "full"
-    assert UNREADY_HEADER not in full.headers
+    assert no_backend.headers[BALANCER_REFUSED_HEADER] == "no_backend"
+    assert float(no_backend.headers[BALANCER_UNREADY_HEADER]) > 0
+    assert full.headers[BALANCER_REFUSED_HEADER] == "full"
+    assert BALANCER_UNREADY_HEADER not in full.headers
 
 
 @pytest.mark.parametrize("value", ["soon", "-1", "nan", "inf"])
@@ -112,7 +116,7 @@ def test_a_failed_server_and_a_full_one_mean_wait_not_fail() -> None:
 
     answer = asyncio.run(scenario())
     assert answer.status_code == 503
-    assert answer.headers[BUSY_HEADER] == "full"
+    assert answer.headers[BALANCER_REFUSED_HEADER] == "full"
 
 
 def test_every_server_failing_is_a_failure() -> None:
@@ -125,4 +129,4 @@ def test_every_server_failing_is_a_failure() -> None:
             )
 
     answer = asyncio.run(scenario())
-    assert answer.headers[BUSY_HEADER] == "failed"
+    assert answer.headers[BALANCER_REFUSED_HEADER] == "failed"
