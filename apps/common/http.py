@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
-
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import Match, compile_path
 
 from apps.common.errors import (
     BodyTooLarge,
@@ -128,8 +126,7 @@ def _allowed_methods(request: Request) -> list[str]:
     path = request.url.path
     methods: set[str] = set()
     for template, operations in request.app.openapi().get("paths", {}).items():
-        pattern = "^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)) + "$"
-        if re.match(pattern, path):
+        if compile_path(template)[0].match(path):
             methods |= {m.upper() for m in operations if m.upper() in _HTTP_METHODS}
     if not methods:
         for route in request.app.routes:
