@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 from enum import StrEnum
 from functools import lru_cache
 from typing import Annotated, Literal, Self, TypeVar
 
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from apps.common.url_guard import AllowList
 
 # Dev defaults: the stack runs with no configuration at all, and `prod` refuses to start with them.
 DEV_INTERNAL_SECRET = "dev-internal-secret-change-me"  # noqa: S105
@@ -153,22 +154,11 @@ def weak_webhook_secret(value: str) -> str | None:
 
 
 def private_targets(allow: str) -> list[str]:
-    """The entries of FLUXGATE_WEBHOOK_ALLOW that open loopback, private or link-local space."""
-    opened = []
-    for raw in allow.split(","):
-        entry = raw.strip().lower()
-        if not entry:
-            continue
-        if entry in ("loopback", "private", "localhost"):
-            opened.append(entry)
-            continue
-        try:
-            network = ipaddress.ip_network(entry, strict=False)
-        except ValueError:
-            continue  # a host name: the operator named that one host
-        if not network.is_global:
-            opened.append(entry)
-    return opened
+    """What FLUXGATE_WEBHOOK_ALLOW opens of loopback, private or link-local space, as the SSRF
+    guard reads it (named hosts other than localhost are the operator's one host each)."""
+    parsed = AllowList.parse(allow)
+    opened = [str(network) for network in parsed.networks if not network.is_global]
+    return opened + sorted(host for host in parsed.hosts if host == "localhost")
 
 
 SettingsT = TypeVar("SettingsT", bound=CommonSettings)
