@@ -180,6 +180,15 @@ def new_job(
     )
 
 
+def deadline_event(record: JobRecord, now: float) -> TaskEvent | None:
+    """The event that ends a job whose `Cancel-After` deadline has passed by `now`: `expired`
+    while it is queued, `canceled` once it runs (both `deadline_exceeded`); None before it."""
+    if record.deadline_at is None or now < record.deadline_at:
+        return None
+    kind = EventKind.EXPIRED if record.status is TaskStatus.QUEUED else EventKind.CANCELED
+    return TaskEvent(task_id=record.task_id, event=kind, error=DEADLINE_EXCEEDED)
+
+
 def _event_args(event: TaskEvent, only_from: TaskStatus | None = None) -> list[str]:
     return [
         event.event.value,

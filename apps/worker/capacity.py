@@ -27,7 +27,7 @@ from apps.common.contracts import (
     TaskStatus,
     WaitReason,
 )
-from apps.common.jobs import DEADLINE_EXCEEDED, JobRecord
+from apps.common.jobs import JobRecord, deadline_event
 from apps.common.logging import get_logger
 from apps.worker.balancer_client import InferenceBusy, InferenceRetryable
 
@@ -88,8 +88,8 @@ def open_when_ready(
             return None
         record = current
         now = time.time()
-        if record.deadline_at is not None and now >= record.deadline_at:
-            _give_up(deps, record, DEADLINE_EXCEEDED, EventKind.CANCELED)
+        if (ended := deadline_event(record, now)) is not None:
+            deps.events.send(ended)
             return None
         no_server = refused.reason is BalancerRefusal.NO_BACKEND
         reason = WaitReason.MODEL_SERVER if no_server else WaitReason.CAPACITY
@@ -98,7 +98,11 @@ def open_when_ready(
             waited = min(now - record.created_at, refused.unready_s)
             if waited >= settings.max_capacity_wait_s:
                 log.warning("no model server became ready", task_id=record.task_id, waited=waited)
-                _give_up(deps, record, no_capacity_error(waited), EventKind.FAILED)
+                # Expired while queued; a rerun already running (its worker died) fails instead.
+                queued = record.status is TaskStatus.QUEUED
+                kind = EventKind.EXPIRED if queued else EventKind.FAILED
+                error = no_capacity_error(waited)
+                deps.events.send(TaskEvent(task_id=record.task_id, event=kind, error=error))
                 return None
             capacity_left = settings.max_capacity_wait_s - waited
         else:
@@ -111,12 +115,6 @@ def open_when_ready(
             record = record.model_copy(update={"waiting_for": reason})
         if time.monotonic() >= slice_end:
             raise HandBack
-
-
-def _give_up(deps: JobDeps, record: JobRecord, error: ErrorInfo, if_running: EventKind) -> None:
-    # A queued job expires; one already running (a rerun after its worker died) cannot.
-    kind = EventKind.EXPIRED if record.status is TaskStatus.QUEUED else if_running
-    deps.events.send(TaskEvent(task_id=record.task_id, event=kind, error=error))
 
 
 def _ended(deps: JobDeps, task_id: str) -> bool:

@@ -25,7 +25,13 @@ from apps.common.contracts import (
     TaskEvent,
     TaskStatus,
 )
-from apps.common.jobs import CANCEL_BY_DEADLINE, DEADLINE_EXCEEDED, JobRecord, SyncJobStore
+from apps.common.jobs import (
+    CANCEL_BY_DEADLINE,
+    DEADLINE_EXCEEDED,
+    JobRecord,
+    SyncJobStore,
+    deadline_event,
+)
 from apps.common.logging import get_logger
 from apps.common.outputs import OutputStore
 from apps.common.request_context import bind_ids
@@ -89,9 +95,8 @@ def run_job(task_id: str, deps: JobDeps) -> None:
     if reason := deps.store.cancel_reason(task_id):
         deps.events.send(stop_event(task_id, reason))
         return
-    if record.deadline_at is not None and time.time() >= record.deadline_at:
-        kind = EventKind.EXPIRED if record.status is TaskStatus.QUEUED else EventKind.CANCELED
-        deps.events.send(TaskEvent(task_id=task_id, event=kind, error=DEADLINE_EXCEEDED))
+    if (ended := deadline_event(record, time.time())) is not None:
+        deps.events.send(ended)
         return
     spec = task_type(record.type)
     # An inference job starts when a model server takes it; until then it waits, queued.
