@@ -26,7 +26,6 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from apps.common import keys
-from apps.worker.recovery import WORKERS_KEY
 from benchmarks.common import machine, write_result
 from tests.procs import Proc, poll_until, start_redis, start_stack, wait_stack_ready
 
@@ -90,13 +89,13 @@ class Bench:
         task_id = self.running_job()
         before = self.attempt(task_id)
         old = self.procs["worker"]
-        live_before = set(self.client.zrange(WORKERS_KEY, 0, -1))
+        live_before = set(self.client.zrange(keys.WORKERS, 0, -1))
         fault = time.monotonic()
         old.stop(signal.SIGKILL)
         self.procs["worker"] = Proc(old.name, old.args, old.env, old.log_path).start()
         ready = poll_until(
             lambda: (
-                (set(self.client.zrange(WORKERS_KEY, 0, -1)) - live_before) and time.monotonic()
+                (set(self.client.zrange(keys.WORKERS, 0, -1)) - live_before) and time.monotonic()
             ),
             timeout=120,
             what="the new worker's lease",

@@ -30,6 +30,19 @@ DEADLINES = f"{PREFIX}:deadlines"
 WEBHOOK_RETRIES = f"{PREFIX}:webhook-retries"
 SWEEPER_LOCK = f"{PREFIX}:sweeper-lock"
 
+# Workers' leases (apps/worker/recovery.py): live workers (worker id -> last beat, epoch ms), the
+# lock of the one that reclaims dead workers' jobs, and each worker's set of held deliveries.
+WORKERS = f"{PREFIX}:workers"
+RECLAIM_LOCK = f"{PREFIX}:reclaim-lock"
+
+
+def worker_holds_key(worker_id: str) -> str:
+    return f"{PREFIX}:worker-holds:{worker_id}"
+
+
+# The key output file names are made with, when FLUXGATE_OUTPUT_NAME_SECRET is not set.
+OUTPUT_NAME_KEY = f"{PREFIX}:output-name-key"
+
 
 def webhook_attempts_key(task_id: str) -> str:
     """List of delivery attempts (JSON), newest last, shown in the owner's view."""

@@ -21,6 +21,7 @@ from typing import Protocol
 
 import redis
 
+from apps.common import keys
 from apps.common.settings import CommonSettings
 
 STORE_SCHEME = "store://"
@@ -62,15 +63,11 @@ def key_of(ref: str) -> str:
     return key
 
 
-# The key output names are made with, when FLUXGATE_OUTPUT_NAME_SECRET is not set: generated once
-# by the first process that needs it and kept in Redis, so it exists only on the server side
-# (never a default anyone can read in the source) and every gateway and worker shares it.
-OUTPUT_NAME_KEY = "fluxgate:output-name-key"
-
-
 class NameKey:
     """The output-name key, resolved on first use (Redis may still be starting when a service
-    builds its output store)."""
+    builds its output store). Without FLUXGATE_OUTPUT_NAME_SECRET it is generated once by the
+    first process that needs it and kept in Redis: it exists only on the server side (never a
+    default anyone can read in the source), and every gateway and worker shares it."""
 
     def __init__(self, settings: CommonSettings) -> None:
         self._explicit = settings.output_name_secret
@@ -85,8 +82,8 @@ class NameKey:
     def _shared(self) -> bytes:
         client = redis.Redis.from_url(self._redis_url, socket_timeout=5, socket_connect_timeout=5)
         try:
-            client.set(OUTPUT_NAME_KEY, secrets.token_urlsafe(32), nx=True)
-            value = client.get(OUTPUT_NAME_KEY)
+            client.set(keys.OUTPUT_NAME_KEY, secrets.token_urlsafe(32), nx=True)
+            value = client.get(keys.OUTPUT_NAME_KEY)
         finally:
             client.close()
         if value is None:

@@ -2,7 +2,7 @@
 
 Each worker's main process lists, every `worker_heartbeat_s`, the deliveries it holds (reserved
 or running) in a Redis set that expires after `worker_lease_s`, and registers itself in
-`WORKERS_KEY`. The same loop, in whichever worker takes the reclaim lock, looks at every message
+`keys.WORKERS`. The same loop, in whichever worker takes the reclaim lock, looks at every message
 delivered more than a lease ago and not yet acknowledged: one that no live worker lists is put
 back at the head of its lane (`Unacked.put_back`, atomic with that check), and the next free slot
 runs it again. That covers a worker SIGKILLed with its pool (nobody left to requeue), a pod lost
@@ -23,20 +23,12 @@ from collections.abc import Callable, Iterable
 import redis
 from redis.exceptions import RedisError
 
-from apps.common.keys import PREFIX
+from apps.common import keys
 from apps.common.leases import LEASE_LUA
 from apps.common.logging import get_logger
 from apps.worker.unacked import Unacked
 
 log = get_logger(__name__)
-
-# Live workers (sorted set: worker id -> last beat, epoch ms) and each one's held deliveries.
-WORKERS_KEY = f"{PREFIX}:workers"
-RECLAIM_LOCK = f"{PREFIX}:reclaim-lock"
-
-
-def holds_key(worker_id: str) -> str:
-    return f"{PREFIX}:worker-holds:{worker_id}"
 
 
 class WorkerLease:
@@ -64,24 +56,26 @@ class WorkerLease:
     def beat(self) -> None:
         """Say which deliveries this worker holds, for one more lease."""
         tags = sorted(set(self._held()))
-        key = holds_key(self.worker_id)
+        key = keys.worker_holds_key(self.worker_id)
         now_ms = int(time.time() * 1000)
         with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(key)
             if tags:
                 pipe.sadd(key, *tags)
                 pipe.pexpire(key, self._lease_ms)
-            pipe.zadd(WORKERS_KEY, {self.worker_id: now_ms})
-            pipe.zremrangebyscore(WORKERS_KEY, "-inf", now_ms - 10 * self._lease_ms)
+            pipe.zadd(keys.WORKERS, {self.worker_id: now_ms})
+            pipe.zremrangebyscore(keys.WORKERS, "-inf", now_ms - 10 * self._lease_ms)
             pipe.execute()
 
     def reclaim(self) -> list[str]:
         """Put back every delivery older than a lease that no live worker holds; their tags."""
-        if not self._lease(keys=[RECLAIM_LOCK], args=[self.worker_id, self._lease_ms]):
+        if not self._lease(keys=[keys.RECLAIM_LOCK], args=[self.worker_id, self._lease_ms]):
             return []  # another worker reclaims
         now = time.time()
-        live = self._redis.zrangebyscore(WORKERS_KEY, now * 1000 - self._lease_ms, "+inf")
-        held_in = [holds_key(w.decode() if isinstance(w, bytes) else str(w)) for w in live]
+        live = self._redis.zrangebyscore(keys.WORKERS, now * 1000 - self._lease_ms, "+inf")
+        held_in = [
+            keys.worker_holds_key(w.decode() if isinstance(w, bytes) else str(w)) for w in live
+        ]
         reclaimed = []
         for tag in self._unacked.delivered_before(now - self._lease_ms / 1000):
             if self._unacked.put_back(tag, unless_held_in=held_in):
@@ -105,7 +99,7 @@ class WorkerLease:
         if self._thread is not None:
             self._thread.join(timeout=self._heartbeat_s * 2)
         with contextlib.suppress(RedisError):
-            self._redis.zrem(WORKERS_KEY, self.worker_id)
+            self._redis.zrem(keys.WORKERS, self.worker_id)
 
     def _run(self) -> None:
         while not self._stop.is_set():

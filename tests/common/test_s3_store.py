@@ -11,8 +11,8 @@ import httpx
 import pytest
 import redis
 
+from apps.common import keys
 from apps.common.outputs import (
-    OUTPUT_NAME_KEY,
     LocalOutputStore,
     fixed_key,
     make_output_store,
@@ -150,14 +150,14 @@ def test_output_names_use_a_key_only_the_server_has(redis_url: str, tmp_path: Pa
     """With the dev internal secret, names are still unguessable: their key is generated once,
     kept in Redis, and shared by every process; an explicit secret wins."""
     own_db = redis_url.rsplit("/", 1)[0] + "/7"
-    redis.Redis.from_url(own_db).delete(OUTPUT_NAME_KEY)
+    redis.Redis.from_url(own_db).delete(keys.OUTPUT_NAME_KEY)
     settings = CommonSettings(output_dir=str(tmp_path), redis_url=own_db)
     first = make_output_store(settings).put("task-1", 0, b"x", extension="png")
     again = make_output_store(settings).put("task-1", 0, b"x", extension="png")
     assert first == again, "every process names a rerun's outputs the same"
     guessed = name_of(settings.internal_secret.encode(), "task-1", 0)
     assert guessed not in first, "not computable from the dev default"
-    assert len(redis.Redis.from_url(own_db).get(OUTPUT_NAME_KEY) or b"") >= 32
+    assert len(redis.Redis.from_url(own_db).get(keys.OUTPUT_NAME_KEY) or b"") >= 32
     explicit = CommonSettings(
         output_dir=str(tmp_path), redis_url=own_db, output_name_secret="k" * 32
     )

@@ -9,9 +9,10 @@ import uuid
 import pytest
 import redis
 
+from apps.common import keys
 from apps.common.celery_wire import task_message
 from apps.common.queues import TASK_FLUX
-from apps.worker.recovery import WORKERS_KEY, WorkerLease, holds_key
+from apps.worker.recovery import WorkerLease
 from apps.worker.unacked import UNACKED_INDEX_KEY, UNACKED_KEY
 
 
@@ -44,7 +45,7 @@ def test_a_held_delivery_stays_and_an_orphan_comes_back(own_db: redis.Redis) -> 
     held.append(kept)  # have listed it yet
     alive.beat()
     other.beat()
-    own_db.delete("fluxgate:reclaim-lock")
+    own_db.delete(keys.RECLAIM_LOCK)
 
     reclaimed = other.reclaim()
 
@@ -57,9 +58,9 @@ def test_a_held_delivery_stays_and_an_orphan_comes_back(own_db: redis.Redis) -> 
     assert back["properties"]["delivery_info"]["redelivered"] is True
 
     # The holder dies: its lease lapses, and what it held comes back.
-    own_db.delete(holds_key(alive.worker_id))
-    own_db.zrem(WORKERS_KEY, alive.worker_id)
-    own_db.delete("fluxgate:reclaim-lock")
+    own_db.delete(keys.worker_holds_key(alive.worker_id))
+    own_db.zrem(keys.WORKERS, alive.worker_id)
+    own_db.delete(keys.RECLAIM_LOCK)
     assert other.reclaim() == [kept]
     for tag in (fresh,):
         own_db.hdel(UNACKED_KEY, tag)
@@ -70,8 +71,8 @@ def test_a_held_delivery_stays_and_an_orphan_comes_back(own_db: redis.Redis) -> 
 def test_one_worker_reclaims_at_a_time(own_db: redis.Redis) -> None:
     first = WorkerLease(own_db, list, lease_s=10, heartbeat_s=2)
     second = WorkerLease(own_db, list, lease_s=10, heartbeat_s=2)
-    own_db.delete("fluxgate:reclaim-lock")
+    own_db.delete(keys.RECLAIM_LOCK)
     first.reclaim()
-    assert own_db.get("fluxgate:reclaim-lock") == first.worker_id
+    assert own_db.get(keys.RECLAIM_LOCK) == first.worker_id
     second.reclaim()
-    assert own_db.get("fluxgate:reclaim-lock") == first.worker_id
+    assert own_db.get(keys.RECLAIM_LOCK) == first.worker_id
