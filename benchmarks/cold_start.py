@@ -34,7 +34,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from apps.common.queues import PRIORITY_LANES, lane_name
+from apps.common.wire.queues import PRIORITY_LANES, lane_name
 from apps.worker.unacked import UNACKED_KEY
 from benchmarks.common import machine, write_result
 from tests.procs import Proc, poll_until, start_redis, start_stack, wait_http_ok

@@ -23,10 +23,10 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from apps.common import keys
-from apps.common.contracts import EventKind, TaskEvent
-from apps.common.jobs import new_job
-from apps.common.signing import sign_internal
+from apps.common.jobs.record import new_job
+from apps.common.redis import keys
+from apps.common.security.signing import sign_internal
+from apps.common.wire.contracts import EventKind, TaskEvent
 from benchmarks.common import machine, summary_ms, write_result
 from tests.procs import free_port, poll_until, python_module, stack_env, start_redis
 

@@ -25,7 +25,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from apps.common import keys
+from apps.common.redis import keys
 from benchmarks.common import machine, write_result
 from tests.procs import Proc, poll_until, start_redis, start_stack, wait_stack_ready
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "nginx"))
 
 from render import render
 
-from apps.common.settings import DEV_INTERNAL_SECRET as DEV_SECRET
+from apps.common.service.settings import DEV_INTERNAL_SECRET as DEV_SECRET
 from benchmarks.common import machine, summary_ms, write_result
 from tests.procs import Proc, free_port, start_redis, start_stack, wait_http_ok, wait_stack_ready
 

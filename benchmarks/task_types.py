@@ -36,7 +36,7 @@ def _astronaut() -> Any:
 def _work(models: Path) -> dict[str, Callable[[], object]]:
     from PIL import ImageOps
 
-    from apps.common.contracts import FluxInput, InferenceRequest
+    from apps.common.wire.contracts import FluxInput, InferenceRequest
     from apps.inference.engine import BatchItem
     from apps.inference.pipelines.flux import FluxEngine
     from apps.inference.settings import InferenceSettings

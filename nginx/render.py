@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 import re
+from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PLACEHOLDER = re.compile(r"\$\{([A-Z_]+)\}")

@@ -11,6 +11,6 @@ conf=$(realpath "$(.venv/bin/python nginx/render.py .data/nginx)")
 # The sync facade's Lua reads the notifier's wait with a token derived from this secret: the same
 # value the services use (their dev default when unset), taken from their settings.
 FLUXGATE_INTERNAL_SECRET=$(.venv/bin/python -c \
-  'from apps.common.settings import CommonSettings; print(CommonSettings().internal_secret)')
+  'from apps.common.service.settings import CommonSettings; print(CommonSettings().internal_secret)')
 export FLUXGATE_INTERNAL_SECRET
 exec nginx -p .data/nginx -c "$conf" -e stderr

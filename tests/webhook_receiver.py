@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from apps.common.signing import verify_webhook
+from apps.common.security.signing import verify_webhook
 from tests.procs import free_port, poll_until
 
 

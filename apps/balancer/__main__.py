@@ -2,8 +2,8 @@
 
 from apps.balancer.main import create_app
 from apps.balancer.settings import BalancerSettings
-from apps.common.serve import serve
-from apps.common.settings import get_settings
+from apps.common.service.serve import serve
+from apps.common.service.settings import get_settings
 
 settings = get_settings(BalancerSettings)
 serve(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from apps.balancer.pool import BackendPool
-from apps.common.logging import get_logger
-from apps.common.url_guard import Resolver, system_resolver
+from apps.common.security.url_guard import Resolver, system_resolver
+from apps.common.service.logging import get_logger
 
 log = get_logger(__name__)
 

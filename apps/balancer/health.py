@@ -8,8 +8,8 @@ import httpx
 from pydantic import ValidationError
 
 from apps.balancer.pool import Backend, BackendPool
-from apps.common.contracts import BackendLoad
-from apps.common.logging import get_logger
+from apps.common.service.logging import get_logger
+from apps.common.wire.contracts import BackendLoad
 
 log = get_logger(__name__)
 

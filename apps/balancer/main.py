@@ -18,13 +18,13 @@ from apps.balancer.health import HealthChecker
 from apps.balancer.pool import BackendPool, BackendState
 from apps.balancer.proxy import Forwarder
 from apps.balancer.settings import BalancerSettings
-from apps.common.contracts import BALANCER_WAIT_HEADER
-from apps.common.errors import InvalidInput, Unavailable
-from apps.common.http import install_error_handlers
-from apps.common.request_context import RequestContextMiddleware
-from apps.common.settings import get_settings
-from apps.common.tracing import fastapi_options, instrument_app
-from apps.common.url_guard import Resolver, system_resolver
+from apps.common.security.url_guard import Resolver, system_resolver
+from apps.common.service.errors import InvalidInput, Unavailable
+from apps.common.service.http import install_error_handlers
+from apps.common.service.request_context import RequestContextMiddleware
+from apps.common.service.settings import get_settings
+from apps.common.service.tracing import fastapi_options, instrument_app
+from apps.common.wire.contracts import BALANCER_WAIT_HEADER
 
 
 def create_app(

@@ -18,7 +18,7 @@ from enum import StrEnum
 
 from prometheus_client import Counter, Gauge
 
-from apps.common.contracts import BackendLoad
+from apps.common.wire.contracts import BackendLoad
 
 EJECTIONS = Counter("fluxgate_balancer_ejections_total", "Backends ejected", ["backend", "reason"])
 IN_FLIGHT = Gauge("fluxgate_balancer_in_flight", "Requests in flight", ["backend"])

@@ -23,12 +23,12 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import Counter, Histogram
 
 from apps.balancer.pool import Backend, BackendPool
-from apps.common.contracts import (
+from apps.common.service.logging import get_logger
+from apps.common.wire.contracts import (
     BALANCER_REFUSED_HEADER,
     BALANCER_UNREADY_HEADER,
     BalancerRefusal,
 )
-from apps.common.logging import get_logger
 
 log = get_logger(__name__)
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from apps.common.settings import CommaList, CommonSettings
+from apps.common.service.settings import CommaList, CommonSettings
 
 
 class BalancerSettings(CommonSettings):

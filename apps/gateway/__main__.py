@@ -1,7 +1,7 @@
 """`python -m apps.gateway`: the public REST API."""
 
-from apps.common.serve import serve
-from apps.common.settings import get_settings
+from apps.common.service.serve import serve
+from apps.common.service.settings import get_settings
 from apps.gateway.main import create_app
 from apps.gateway.settings import GatewaySettings
 

@@ -7,8 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from apps.common.apikeys import ApiKey, KeyStore, bearer_token
-from apps.common.errors import NotFound, Unauthorized
+from apps.common.security.apikeys import ApiKey, KeyStore, bearer_token
+from apps.common.service.errors import NotFound, Unauthorized
 
 ANONYMOUS = "anonymous"
 

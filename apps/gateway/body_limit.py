@@ -6,7 +6,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from apps.common.errors import BodyTooLarge
+from apps.common.service.errors import BodyTooLarge
 
 
 class BodyLimitMiddleware:

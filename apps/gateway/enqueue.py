@@ -1,10 +1,10 @@
 """Accepting a job in Redis: its record, its listing, its queue ticket and its Celery message.
 
 By default all four are written by one Lua script in one round trip (`direct`): a worker never
-sees a message without its record, and a failed accept leaves nothing behind. The message is what
-kombu would write (`apps.common.celery_wire`). `FLUXGATE_GATEWAY_PUBLISHER=celery` publishes with
-Celery's `send_task` instead, after writing the rest; it is kept as the reference (a test compares
-the two) and costs about 2 ms of CPU per submit.
+sees a message without its record, and a failed accept leaves nothing behind. The message is
+what kombu would write (`apps.common.wire.celery_message`). `FLUXGATE_GATEWAY_PUBLISHER=celery`
+publishes with Celery's `send_task` instead, after writing the rest; it is kept as the reference
+(a test compares the two) and costs about 2 ms of CPU per submit.
 """
 
 from __future__ import annotations
@@ -17,18 +17,19 @@ import redis.asyncio as aioredis
 from celery import Celery
 from starlette.concurrency import run_in_threadpool
 
-from apps.common import keys
-from apps.common.celery_wire import task_message
-from apps.common.contracts import ErrorInfo, EventKind, TaskEvent, WebhookMessage
-from apps.common.jobs import JobRecord, JobStore
-from apps.common.queue_position import TAKE_TICKET_FN, QueuePositions
-from apps.common.queues import (
+from apps.common.jobs.positions import TAKE_TICKET_FN, QueuePositions
+from apps.common.jobs.record import JobRecord
+from apps.common.jobs.store import JobStore
+from apps.common.redis import keys
+from apps.common.service.tracing import inject_trace_context
+from apps.common.wire.celery_message import task_message
+from apps.common.wire.contracts import ErrorInfo, EventKind, TaskEvent, WebhookMessage
+from apps.common.wire.queues import (
     REQUEST_ID_MESSAGE_HEADER,
     celery_priority,
     job_task,
     send_webhook,
 )
-from apps.common.tracing import inject_trace_context
 from apps.gateway.limits import (
     ACTIVE_CAP_FN,
     ACTIVE_CAP_LUA,

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from apps.common.errors import Unavailable
-from apps.common.request_context import outgoing_headers
-from apps.common.signing import INTERNAL_READ_HEADER, internal_read_token
+from apps.common.security.signing import INTERNAL_READ_HEADER, internal_read_token
+from apps.common.service.errors import Unavailable
+from apps.common.service.request_context import outgoing_headers
 
 
 class EventRelay:

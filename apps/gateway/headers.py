@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from apps.common.errors import InvalidInput
+from apps.common.service.errors import InvalidInput
 
 CANCEL_AFTER = "Cancel-After"
 # A positive number of seconds, or with a unit: 30, 30s, 5m, 1h (declared in the OpenAPI document).

@@ -8,8 +8,8 @@ import re
 import orjson
 import redis.asyncio as aioredis
 
-from apps.common import keys
-from apps.common.errors import Conflict, IdempotencyInProgress, InvalidInput
+from apps.common.redis import keys
+from apps.common.service.errors import Conflict, IdempotencyInProgress, InvalidInput
 
 HEADER = "Idempotency-Key"
 TTL_S = 24 * 3600

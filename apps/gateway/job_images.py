@@ -13,11 +13,11 @@ import anyio.to_thread
 from starlette.concurrency import run_in_threadpool
 
 from apps.common import images
-from apps.common.errors import InvalidInput
-from apps.common.jobs import JobRecord
-from apps.common.logging import get_logger
-from apps.common.outputs import OutputStore
-from apps.common.url_guard import AllowList, UnsafeUrl, check_url
+from apps.common.jobs.record import JobRecord
+from apps.common.security.url_guard import AllowList, UnsafeUrl, check_url
+from apps.common.service.errors import InvalidInput
+from apps.common.service.logging import get_logger
+from apps.common.storage.names import OutputStore
 from apps.gateway.settings import GatewaySettings
 
 log = get_logger(__name__)

@@ -16,8 +16,8 @@ import sys
 
 import redis.asyncio as aioredis
 
-from apps.common.apikeys import KeyStore, parse_rate
-from apps.common.settings import CommonSettings, get_settings
+from apps.common.security.apikeys import KeyStore, parse_rate
+from apps.common.service.settings import CommonSettings, get_settings
 
 
 async def run(args: argparse.Namespace) -> int:

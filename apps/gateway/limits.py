@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from apps.common import keys
+from apps.common.redis import keys
 
 # Refills `rate` tokens per second up to `burst`; a submit takes one. Returns allowed, wait_s.
 BUCKET_FN = """

@@ -17,19 +17,20 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import make_asgi_app
 from starlette.concurrency import run_in_threadpool
 
-from apps.common.announce import Announcer
-from apps.common.apikeys import KeyStore
-from apps.common.errors import NotFound
-from apps.common.http import install_error_handlers
-from apps.common.jobs import JobStore
-from apps.common.logging import get_logger
-from apps.common.outputs import INPUTS_PREFIX, OutputStore, make_output_store
-from apps.common.queue_position import QueuePositions
-from apps.common.queues import make_producer
-from apps.common.redis_client import async_redis
-from apps.common.request_context import RequestContextMiddleware
-from apps.common.settings import get_settings
-from apps.common.tracing import fastapi_options, instrument_app, instrument_celery
+from apps.common.jobs.announce import Announcer
+from apps.common.jobs.positions import QueuePositions
+from apps.common.jobs.store import JobStore
+from apps.common.redis.client import async_redis
+from apps.common.security.apikeys import KeyStore
+from apps.common.service.errors import NotFound
+from apps.common.service.http import install_error_handlers
+from apps.common.service.logging import get_logger
+from apps.common.service.request_context import RequestContextMiddleware
+from apps.common.service.settings import get_settings
+from apps.common.service.tracing import fastapi_options, instrument_app, instrument_celery
+from apps.common.storage import make_output_store
+from apps.common.storage.names import INPUTS_PREFIX, OutputStore
+from apps.common.wire.queues import make_producer
 from apps.gateway import compat
 from apps.gateway.body_limit import BodyLimitMiddleware, SecurityHeadersMiddleware
 from apps.gateway.enqueue import JobQueue

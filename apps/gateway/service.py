@@ -17,10 +17,30 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
-from apps.common import keys
-from apps.common.announce import Announcer
-from apps.common.apikeys import ApiKey
-from apps.common.contracts import (
+from apps.common.jobs.announce import Announcer
+from apps.common.jobs.positions import QueuePositions
+from apps.common.jobs.record import JobRecord, new_job
+from apps.common.jobs.store import JobStore
+from apps.common.jobs.usage import UsageMeter
+from apps.common.jobs.view import job_view
+from apps.common.redis import keys
+from apps.common.security.apikeys import ApiKey
+from apps.common.security.url_guard import AllowList, UnsafeUrl, check_url
+from apps.common.service.errors import (
+    Conflict,
+    IdempotencyInProgress,
+    InvalidInput,
+    ModelNotConfigured,
+    NotFound,
+    RateLimited,
+    TooManyJobs,
+    Unavailable,
+)
+from apps.common.service.logging import get_logger
+from apps.common.service.request_context import bind_ids, current_ids
+from apps.common.storage.names import OutputStore
+from apps.common.task_types import task_type
+from apps.common.wire.contracts import (
     WORKER_ONLY_FLUX_FIELDS,
     DeliveryFields,
     EventKind,
@@ -31,24 +51,6 @@ from apps.common.contracts import (
     WebhookAttempt,
     WebhookInfo,
 )
-from apps.common.errors import (
-    Conflict,
-    IdempotencyInProgress,
-    InvalidInput,
-    ModelNotConfigured,
-    NotFound,
-    RateLimited,
-    TooManyJobs,
-    Unavailable,
-)
-from apps.common.jobs import JobRecord, JobStore, job_view, new_job
-from apps.common.logging import get_logger
-from apps.common.outputs import OutputStore
-from apps.common.queue_position import QueuePositions
-from apps.common.request_context import bind_ids, current_ids
-from apps.common.task_types import task_type
-from apps.common.url_guard import AllowList, UnsafeUrl, check_url
-from apps.common.usage import UsageMeter
 from apps.gateway.auth import ANONYMOUS, owner_of
 from apps.gateway.enqueue import JobQueue, NotReplicated
 from apps.gateway.idempotency import IdempotencyKeys

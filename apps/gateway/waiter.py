@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import httpx
 
-from apps.common.logging import get_logger
-from apps.common.signing import INTERNAL_READ_HEADER, internal_read_token
+from apps.common.security.signing import INTERNAL_READ_HEADER, internal_read_token
+from apps.common.service.logging import get_logger
 
 log = get_logger(__name__)
 

@@ -1,7 +1,7 @@
 """`python -m apps.inference`: one model server (one per GPU)."""
 
-from apps.common.serve import serve
-from apps.common.settings import get_settings
+from apps.common.service.serve import serve
+from apps.common.service.settings import get_settings
 from apps.inference.main import create_app
 from apps.inference.settings import InferenceSettings
 

@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 
 from prometheus_client import Histogram
 
-from apps.common.contracts import (
+from apps.common.service.logging import get_logger
+from apps.common.wire.contracts import (
     BackendLoad,
     InferenceError,
     InferenceProgress,
     InferenceRequest,
     InferenceResult,
 )
-from apps.common.logging import get_logger
 from apps.inference.engine import BatchItem, Engine, ItemOutcome
 
 log = get_logger(__name__)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Protocol
 
-from apps.common.contracts import InferenceError, InferenceRequest, InferenceResult
+from apps.common.wire.contracts import InferenceError, InferenceRequest, InferenceResult
 
 # Called after each diffusion step with (steps done, total steps); returning False means the
 # caller left: its rows leave the batch at this step and the others carry on.

@@ -18,13 +18,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from prometheus_client import Gauge, make_asgi_app
 
-from apps.common.contracts import BackendLoad, InferenceProgress, InferenceRequest
-from apps.common.errors import NotFound, Unavailable
-from apps.common.http import install_error_handlers
-from apps.common.logging import get_logger
-from apps.common.request_context import RequestContextMiddleware
-from apps.common.settings import get_settings
-from apps.common.tracing import fastapi_options, instrument_app
+from apps.common.service.errors import NotFound, Unavailable
+from apps.common.service.http import install_error_handlers
+from apps.common.service.logging import get_logger
+from apps.common.service.request_context import RequestContextMiddleware
+from apps.common.service.settings import get_settings
+from apps.common.service.tracing import fastapi_options, instrument_app
+from apps.common.wire.contracts import BackendLoad, InferenceProgress, InferenceRequest
 from apps.inference.batcher import Batcher
 from apps.inference.settings import InferenceSettings
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from apps.common.settings import CommonSettings
+from apps.common.service.settings import CommonSettings
 
 
 class InferenceSettings(CommonSettings):

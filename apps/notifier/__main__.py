@@ -1,7 +1,7 @@
 """`python -m apps.notifier`: WebSocket fan-out, long-poll waits and event ingest."""
 
-from apps.common.serve import serve
-from apps.common.settings import get_settings
+from apps.common.service.serve import serve
+from apps.common.service.settings import get_settings
 from apps.notifier.main import create_app
 from apps.notifier.settings import NotifierSettings
 

@@ -6,13 +6,15 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from apps.common.announce import Announcer
-from apps.common.contracts import JobView, TaskEvent
-from apps.common.errors import InvalidInput, NotFound, Unauthorized
-from apps.common.jobs import JobRecord, JobStore, job_view
-from apps.common.queue_position import QueuePositions
-from apps.common.request_context import bind_ids
-from apps.common.signing import verify_internal
+from apps.common.jobs.announce import Announcer
+from apps.common.jobs.positions import QueuePositions
+from apps.common.jobs.record import JobRecord
+from apps.common.jobs.store import JobStore
+from apps.common.jobs.view import job_view
+from apps.common.security.signing import verify_internal
+from apps.common.service.errors import InvalidInput, NotFound, Unauthorized
+from apps.common.service.request_context import bind_ids
+from apps.common.wire.contracts import JobView, TaskEvent
 from apps.notifier.settings import NotifierSettings
 
 

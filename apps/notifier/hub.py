@@ -16,9 +16,9 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from apps.common import keys
-from apps.common.contracts import TERMINAL_STATUSES, TaskStatus
-from apps.common.logging import get_logger
+from apps.common.redis import keys
+from apps.common.service.logging import get_logger
+from apps.common.wire.contracts import TERMINAL_STATUSES, TaskStatus
 
 log = get_logger(__name__)
 

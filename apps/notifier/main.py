@@ -13,23 +13,24 @@ from prometheus_client import Gauge, make_asgi_app
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from apps.common.announce import Announcer
-from apps.common.apikeys import KeyStore, bearer_token
-from apps.common.errors import Unauthorized, Unavailable
-from apps.common.http import install_error_handlers
-from apps.common.jobs import JobRecord, JobStore
-from apps.common.queue_position import QueuePositions
-from apps.common.queues import make_producer
-from apps.common.redis_client import async_redis
-from apps.common.request_context import RequestContextMiddleware, bind_ids
-from apps.common.settings import get_settings
-from apps.common.signing import (
+from apps.common.jobs.announce import Announcer
+from apps.common.jobs.positions import QueuePositions
+from apps.common.jobs.record import JobRecord
+from apps.common.jobs.store import JobStore
+from apps.common.redis.client import async_redis
+from apps.common.security.apikeys import KeyStore, bearer_token
+from apps.common.security.signing import (
     INTERNAL_READ_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     verify_internal_read,
 )
-from apps.common.tracing import fastapi_options, instrument_app
+from apps.common.service.errors import Unauthorized, Unavailable
+from apps.common.service.http import install_error_handlers
+from apps.common.service.request_context import RequestContextMiddleware, bind_ids
+from apps.common.service.settings import get_settings
+from apps.common.service.tracing import fastapi_options, instrument_app
+from apps.common.wire.queues import make_producer
 from apps.notifier.events import EventIngest
 from apps.notifier.hub import EventHub
 from apps.notifier.settings import NotifierSettings

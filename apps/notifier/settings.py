@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from apps.common.settings import CommonSettings
+from apps.common.service.settings import CommonSettings
 
 
 class NotifierSettings(CommonSettings):

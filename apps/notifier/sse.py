@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from apps.common.jobs import JobStore
+from apps.common.jobs.store import JobStore
 from apps.notifier.events import EventIngest
 from apps.notifier.hub import EventHub
 

@@ -13,13 +13,14 @@ import redis.asyncio as aioredis
 from celery import Celery
 from starlette.concurrency import run_in_threadpool
 
-from apps.common import keys
-from apps.common.announce import Announcer
-from apps.common.contracts import EventKind, TaskEvent, TaskStatus, WebhookMessage
-from apps.common.jobs import CANCEL_BY_DEADLINE, DEADLINE_EXCEEDED, JobRecord, JobStore
-from apps.common.leases import LEASE_LUA
-from apps.common.logging import get_logger
-from apps.common.queues import send_webhook
+from apps.common.jobs.announce import Announcer
+from apps.common.jobs.record import CANCEL_BY_DEADLINE, DEADLINE_EXCEEDED, JobRecord
+from apps.common.jobs.store import JobStore
+from apps.common.redis import keys
+from apps.common.redis.leases import LEASE_LUA
+from apps.common.service.logging import get_logger
+from apps.common.wire.contracts import EventKind, TaskEvent, TaskStatus, WebhookMessage
+from apps.common.wire.queues import send_webhook
 from apps.notifier.events import EventIngest
 
 log = get_logger(__name__)

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 from prometheus_client import Gauge
 
-from apps.common.errors import NotFound
-from apps.common.jobs import JobRecord, JobStore
+from apps.common.jobs.record import JobRecord
+from apps.common.jobs.store import JobStore
+from apps.common.service.errors import NotFound
 from apps.notifier.hub import EventHub, Published
 
 WAITERS = Gauge("fluxgate_notifier_waiters", "Long-poll requests waiting for a task to end")

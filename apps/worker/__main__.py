@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from apps.common.queues import ALL_QUEUES
+from apps.common.wire.queues import ALL_QUEUES
 
 
 def main() -> None:

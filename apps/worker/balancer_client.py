@@ -7,7 +7,8 @@ from collections.abc import Generator
 import httpx
 from pydantic import TypeAdapter, ValidationError
 
-from apps.common.contracts import (
+from apps.common.service.request_context import outgoing_headers
+from apps.common.wire.contracts import (
     BALANCER_REFUSED_HEADER,
     BALANCER_UNREADY_HEADER,
     BALANCER_WAIT_HEADER,
@@ -15,7 +16,6 @@ from apps.common.contracts import (
     InferenceLine,
     InferenceRequest,
 )
-from apps.common.request_context import outgoing_headers
 
 _LINE = TypeAdapter(InferenceLine)
 # Refusals that mean "no room yet": the job waits rather than spending a retry.

@@ -17,7 +17,9 @@ import time
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
-from apps.common.contracts import (
+from apps.common.jobs.record import JobRecord, deadline_event
+from apps.common.service.logging import get_logger
+from apps.common.wire.contracts import (
     BalancerRefusal,
     ErrorInfo,
     EventKind,
@@ -27,8 +29,6 @@ from apps.common.contracts import (
     TaskStatus,
     WaitReason,
 )
-from apps.common.jobs import JobRecord, deadline_event
-from apps.common.logging import get_logger
 from apps.worker.balancer_client import InferenceBusy, InferenceRetryable
 
 if TYPE_CHECKING:

@@ -21,16 +21,16 @@ from celery.worker import state as worker_state
 from kombu import Queue
 from kombu.transport import redis as kombu_redis
 
-from apps.common.logging import configure_logging
-from apps.common.queues import (
+from apps.common.service.logging import configure_logging
+from apps.common.service.request_context import bind_ids
+from apps.common.service.settings import get_settings
+from apps.common.service.tracing import instrument_celery, setup_tracing
+from apps.common.wire.queues import (
     ALL_QUEUES,
     QUEUE_GPU,
     REQUEST_ID_MESSAGE_HEADER,
     broker_transport_options,
 )
-from apps.common.request_context import bind_ids
-from apps.common.settings import get_settings
-from apps.common.tracing import instrument_celery, setup_tracing
 from apps.worker import metrics
 from apps.worker.recovery import WorkerLease
 from apps.worker.settings import WorkerSettings

@@ -15,15 +15,16 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from apps.common.contracts import EventKind, TaskEvent
-from apps.common.job_metrics import observe_final
-from apps.common.jobs import SyncJobStore, job_view
-from apps.common.logging import get_logger
-from apps.common.queues import send_webhook
-from apps.common.request_context import outgoing_headers
-from apps.common.signing import sign_internal
-from apps.common.usage import SyncUsageMeter
-from apps.common.webhook_plan import plan_webhook
+from apps.common.jobs.metrics import observe_final
+from apps.common.jobs.store import SyncJobStore
+from apps.common.jobs.usage import SyncUsageMeter
+from apps.common.jobs.view import job_view
+from apps.common.jobs.webhook_plan import plan_webhook
+from apps.common.security.signing import sign_internal
+from apps.common.service.logging import get_logger
+from apps.common.service.request_context import outgoing_headers
+from apps.common.wire.contracts import EventKind, TaskEvent
+from apps.common.wire.queues import send_webhook
 from apps.worker.settings import WorkerSettings
 
 log = get_logger(__name__)

@@ -15,8 +15,8 @@ import httpx
 from PIL import Image
 
 from apps.common import images
-from apps.common.outputs import OutputStore, is_store_ref
-from apps.common.url_guard import AllowList, UnsafeUrl, pin_url
+from apps.common.security.url_guard import AllowList, UnsafeUrl, pin_url
+from apps.common.storage.names import OutputStore, is_store_ref
 
 MAX_REDIRECTS = 3
 FETCH_TIMEOUT = httpx.Timeout(30.0, connect=5.0)

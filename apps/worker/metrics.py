@@ -18,8 +18,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
-from apps.common.logging import get_logger
-from apps.common.queues import ALL_QUEUES, PRIORITY_LANES, lane_name
+from apps.common.service.logging import get_logger
+from apps.common.wire.queues import ALL_QUEUES, PRIORITY_LANES, lane_name
 from apps.worker.metrics_dir import MULTIPROC_ENV
 
 log = get_logger(__name__)

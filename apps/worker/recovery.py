@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterable
 import redis
 from redis.exceptions import RedisError
 
-from apps.common import keys
-from apps.common.leases import LEASE_LUA
-from apps.common.logging import get_logger
+from apps.common.redis import keys
+from apps.common.redis.leases import LEASE_LUA
+from apps.common.service.logging import get_logger
 from apps.worker.unacked import Unacked
 
 log = get_logger(__name__)

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from apps.common import images
-from apps.common.contracts import (
+from apps.common.jobs.record import CANCEL_BY_DEADLINE, DEADLINE_EXCEEDED, JobRecord, deadline_event
+from apps.common.jobs.store import SyncJobStore
+from apps.common.service.logging import get_logger
+from apps.common.service.request_context import bind_ids
+from apps.common.storage.names import OutputStore
+from apps.common.task_types import task_type
+from apps.common.wire.contracts import (
     ErrorInfo,
     EventKind,
     ImageOutput,
@@ -25,17 +31,6 @@ from apps.common.contracts import (
     TaskEvent,
     TaskStatus,
 )
-from apps.common.jobs import (
-    CANCEL_BY_DEADLINE,
-    DEADLINE_EXCEEDED,
-    JobRecord,
-    SyncJobStore,
-    deadline_event,
-)
-from apps.common.logging import get_logger
-from apps.common.outputs import OutputStore
-from apps.common.request_context import bind_ids
-from apps.common.task_types import task_type
 from apps.worker import imaging, text
 from apps.worker.balancer_client import BalancerClient
 from apps.worker.capacity import open_when_ready

@@ -6,7 +6,7 @@ from typing import Self
 
 from pydantic import Field, model_validator
 
-from apps.common.settings import CommaFloats, CommonSettings
+from apps.common.service.settings import CommaFloats, CommonSettings
 
 
 class WorkerSettings(CommonSettings):

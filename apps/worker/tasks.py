@@ -12,14 +12,14 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from redis.exceptions import RedisError
 
-from apps.common.contracts import WebhookMessage
-from apps.common.jobs import SyncJobStore
-from apps.common.logging import get_logger
-from apps.common.outputs import make_output_store
-from apps.common.queues import QUEUE_WEBHOOKS, TASK_FLUX, TASK_JOB, TASK_WEBHOOK
-from apps.common.request_context import bind_ids
-from apps.common.url_guard import AllowList
-from apps.common.usage import SyncUsageMeter
+from apps.common.jobs.store import SyncJobStore
+from apps.common.jobs.usage import SyncUsageMeter
+from apps.common.security.url_guard import AllowList
+from apps.common.service.logging import get_logger
+from apps.common.service.request_context import bind_ids
+from apps.common.storage import make_output_store
+from apps.common.wire.contracts import WebhookMessage
+from apps.common.wire.queues import QUEUE_WEBHOOKS, TASK_FLUX, TASK_JOB, TASK_WEBHOOK
 from apps.worker.balancer_client import (
     BalancerClient,
     InferenceRejected,

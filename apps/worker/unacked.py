@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import redis
 
-from apps.common.queues import lane_name
+from apps.common.wire.queues import lane_name
 
 UNACKED_KEY = "unacked"
 UNACKED_INDEX_KEY = "unacked_index"

@@ -15,13 +15,13 @@ import httpx
 import redis
 from prometheus_client import Counter, Histogram
 
-from apps.common import keys
-from apps.common.apikeys import ApiKey
-from apps.common.contracts import WebhookAttempt, WebhookMessage
-from apps.common.jobs import iso_utc
-from apps.common.logging import get_logger
-from apps.common.signing import sign_webhook
-from apps.common.url_guard import AllowList, UnsafeUrl, pin_url
+from apps.common.jobs.view import iso_utc
+from apps.common.redis import keys
+from apps.common.security.apikeys import ApiKey
+from apps.common.security.signing import sign_webhook
+from apps.common.security.url_guard import AllowList, UnsafeUrl, pin_url
+from apps.common.service.logging import get_logger
+from apps.common.wire.contracts import WebhookAttempt, WebhookMessage
 from apps.worker.settings import WorkerSettings
 
 log = get_logger(__name__)

@@ -9,7 +9,7 @@ import uuid
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
-from apps.common.contracts import FluxRequest
+from apps.common.wire.contracts import FluxRequest
 
 app = FastAPI()
 client = aioredis.Redis.from_url(os.environ["BENCH_REDIS_URL"])

@@ -44,7 +44,7 @@ from fluxgate_client import (
 from fluxgate_client._progress import TextProgress
 from PIL import Image
 
-from apps.common.signing import sign_webhook
+from apps.common.security.signing import sign_webhook
 from tests.client.fakes import Answer, FakeHTTP, FakeWS, send, send_and_hold, view
 from tests.conftest import WEBHOOK_SECRET, Stack
 from tests.procs import (

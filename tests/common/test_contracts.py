@@ -5,7 +5,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from apps.common.contracts import FluxInput, FluxRequest, OutputFormat
+from apps.common.wire.contracts import FluxInput, FluxRequest, OutputFormat
 
 
 def errors_of(**body: object) -> list[dict[str, object]]:
@@ -58,7 +58,7 @@ def test_request_splits_into_input_and_delivery() -> None:
 
 
 def test_inference_requests_carry_no_worker_only_fields() -> None:
-    from apps.common.contracts import FluxInput, InferenceRequest
+    from apps.common.wire.contracts import FluxInput, InferenceRequest
 
     request = InferenceRequest(
         task_id="t", input=FluxInput(prompt="a fox", refine_prompt=True, enable_base64_output=True)

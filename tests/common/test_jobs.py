@@ -7,8 +7,11 @@ import asyncio
 import pytest
 import redis
 
-from apps.common import keys
-from apps.common.contracts import (
+from apps.common.jobs.record import JobRecord, new_job
+from apps.common.jobs.store import SyncJobStore
+from apps.common.jobs.view import job_view
+from apps.common.redis import keys
+from apps.common.wire.contracts import (
     ErrorInfo,
     EventKind,
     ImageOutput,
@@ -16,7 +19,6 @@ from apps.common.contracts import (
     TaskEvent,
     TaskStatus,
 )
-from apps.common.jobs import JobRecord, SyncJobStore, job_view, new_job
 
 RESULT = JobResult(
     images=[
@@ -123,7 +125,7 @@ def test_unknown_task_is_reported_not_created(
 def test_concurrent_events_get_distinct_seqs(redis_url: str, redis_client: redis.Redis) -> None:
     from redis.asyncio import Redis as AsyncRedis
 
-    from apps.common.jobs import JobStore
+    from apps.common.jobs.store import JobStore
 
     task = created(redis_client).task_id
     SyncJobStore(redis_client, ttl_s=600).apply(ev(task, EventKind.STARTED))
@@ -157,7 +159,7 @@ def test_cancel_of_a_queued_job_does_not_hit_one_that_just_started(
 ) -> None:
     from redis.asyncio import Redis as AsyncRedis
 
-    from apps.common.jobs import JobStore
+    from apps.common.jobs.store import JobStore
 
     task = created(redis_client).task_id
     SyncJobStore(redis_client, ttl_s=600).apply(ev(task, EventKind.STARTED))

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from apps.common.logging import configure_logging, get_logger
+from apps.common.service.logging import configure_logging, get_logger
 
 SECRET_LOCAL = "s3cr3t-" + "x" * 100_000
 

@@ -11,15 +11,12 @@ import httpx
 import pytest
 import redis
 
-from apps.common import keys
-from apps.common.outputs import (
-    LocalOutputStore,
-    fixed_key,
-    make_output_store,
-    name_of,
-)
-from apps.common.s3_store import S3OutputStore, parse_s3_url
-from apps.common.settings import CommonSettings
+from apps.common.redis import keys
+from apps.common.service.settings import CommonSettings
+from apps.common.storage import make_output_store
+from apps.common.storage.local import LocalOutputStore
+from apps.common.storage.names import fixed_key, name_of
+from apps.common.storage.s3 import S3OutputStore, parse_s3_url
 from tests.s3server import S3_ENV, S3Server, s3_server
 
 

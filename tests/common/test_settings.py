@@ -6,7 +6,7 @@ import secrets
 import pytest
 from pydantic import ValidationError
 
-from apps.common.settings import DEV_INTERNAL_SECRET, DEV_WEBHOOK_SECRET, CommonSettings
+from apps.common.service.settings import DEV_INTERNAL_SECRET, DEV_WEBHOOK_SECRET, CommonSettings
 
 STRONG_WEBHOOK = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 

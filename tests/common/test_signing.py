@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apps.common.signing import (
+from apps.common.security.signing import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     sign_internal,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apps.common.url_guard import AllowList, UnsafeUrl, check_url, pin_url
+from apps.common.security.url_guard import AllowList, UnsafeUrl, check_url, pin_url
 
 PUBLIC = "93.184.216.34"
 

@@ -6,11 +6,11 @@ import time
 
 import redis
 
-from apps.common import keys
-from apps.common.contracts import JobResult, TaskStatus
-from apps.common.jobs import new_job
-from apps.common.queue_position import POSITION_LUA, TAKE_TICKET_LUA, position_keys, ticket_keys
-from apps.common.usage import SyncUsageMeter, compute_share_ms, parse_day_hash, utc_day
+from apps.common.jobs.positions import POSITION_LUA, TAKE_TICKET_LUA, position_keys, ticket_keys
+from apps.common.jobs.record import new_job
+from apps.common.jobs.usage import SyncUsageMeter, compute_share_ms, parse_day_hash, utc_day
+from apps.common.redis import keys
+from apps.common.wire.contracts import JobResult, TaskStatus
 
 
 def test_a_final_state_is_metered_once_with_the_jobs_share_of_its_batch(

@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from apps.balancer.settings import BalancerSettings
-from apps.common.queues import PRIORITY_LANES, lane_name
-from apps.common.settings import CommonSettings
+from apps.common.service.settings import CommonSettings
+from apps.common.wire.queues import PRIORITY_LANES, lane_name
 from apps.gateway.settings import GatewaySettings
 from apps.inference.settings import InferenceSettings
 from apps.notifier.settings import NotifierSettings

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import redis
 
-from apps.common.queues import PRIORITY_LANES, lane_name
+from apps.common.wire.queues import PRIORITY_LANES, lane_name
 from apps.worker.unacked import UNACKED_KEY
 from tests.conftest import FAST_DELIVERY_ENV, Stack
 from tests.e2e.wsclient import Transcript, watch

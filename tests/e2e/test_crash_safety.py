@@ -20,7 +20,7 @@ import pytest
 import redis
 from websockets.sync.client import connect
 
-from apps.common import keys
+from apps.common.redis import keys
 from tests.conftest import FAST_DELIVERY_ENV, STEP_DELAY_MS, Stack
 from tests.e2e.wsclient import Transcript, read_all, watch
 from tests.procs import Proc, poll_until, start_redis, start_stack, wait_http_ok, wait_stack_ready

@@ -10,10 +10,11 @@ import uuid
 import pytest
 import redis.asyncio as aioredis
 
-from apps.common import keys
-from apps.common.jobs import JobStore, new_job
-from apps.common.queue_position import QueuePositions
-from apps.common.queues import celery_priority, lane_name, make_producer
+from apps.common.jobs.positions import QueuePositions
+from apps.common.jobs.record import new_job
+from apps.common.jobs.store import JobStore
+from apps.common.redis import keys
+from apps.common.wire.queues import celery_priority, lane_name, make_producer
 from apps.gateway.enqueue import JobQueue, Publisher
 from apps.gateway.limits import KeyAdmission
 

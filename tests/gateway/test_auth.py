@@ -16,9 +16,9 @@ import pytest
 import redis
 from playwright.sync_api import Page
 
-from apps.common import keys
-from apps.common.contracts import FluxRequest
-from apps.common.signing import verify_webhook
+from apps.common.redis import keys
+from apps.common.security.signing import verify_webhook
+from apps.common.wire.contracts import FluxRequest
 from apps.gateway.idempotency import digest as idempotency_digest
 from apps.gateway.routes.flux import flux_job
 from tests.e2e.wsclient import watch
@@ -213,8 +213,8 @@ def test_webhook_secret_rotation_signs_with_both_during_overlap(auth_stack: Auth
     new = httpx.post(rotate, headers=admin()).json()["webhook_secret"]
     assert old != new and new.startswith("whsec_")
     # What the worker signs with for this key: both secrets, newest first.
-    from apps.common.apikeys import ApiKey
-    from apps.common.signing import sign_webhook
+    from apps.common.security.apikeys import ApiKey
+    from apps.common.security.signing import sign_webhook
 
     client = redis.Redis.from_url(auth_stack.redis_url, decode_responses=True)
     digest = client.get(keys.apikey_id_key(key_id))

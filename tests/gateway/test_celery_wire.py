@@ -8,8 +8,8 @@ import uuid
 
 import redis
 
-from apps.common.celery_wire import task_message
-from apps.common.queues import QUEUE_GPU, TASK_FLUX, celery_priority, lane_name, make_producer
+from apps.common.wire.celery_message import task_message
+from apps.common.wire.queues import QUEUE_GPU, TASK_FLUX, celery_priority, lane_name, make_producer
 
 # Per message, by design: ids of the delivery, the reply queue and the sending process.
 VARYING = {("properties", "delivery_tag"), ("properties", "reply_to"), ("headers", "origin")}

@@ -10,9 +10,10 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from apps.common.jobs import JobStore, new_job
-from apps.common.queue_position import QueuePositions
-from apps.common.queues import make_producer
+from apps.common.jobs.positions import QueuePositions
+from apps.common.jobs.record import new_job
+from apps.common.jobs.store import JobStore
+from apps.common.wire.queues import make_producer
 from apps.gateway.enqueue import JobQueue, NotReplicated
 from tests.procs import (
     Proc,

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from apps.common.signing import sign_internal
+from apps.common.security.signing import sign_internal
 from tests.conftest import INTERNAL_SECRET, Stack
 from tests.e2e.wsclient import watch
 from tests.procs import ROOT, Proc, free_port, wait_http_ok

@@ -8,9 +8,9 @@ import time
 import httpx
 import redis
 
-from apps.common import keys
-from apps.common.jobs import new_job
-from apps.common.signing import INTERNAL_READ_HEADER, internal_read_token, sign_internal
+from apps.common.jobs.record import new_job
+from apps.common.redis import keys
+from apps.common.security.signing import INTERNAL_READ_HEADER, internal_read_token, sign_internal
 from tests.conftest import INTERNAL_SECRET, Stack
 from tests.procs import poll_until
 

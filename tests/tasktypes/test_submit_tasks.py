@@ -9,7 +9,7 @@ import zlib
 import httpx
 import redis
 
-from apps.common import keys
+from apps.common.redis import keys
 from tests.conftest import Stack
 from tests.procs import Proc, free_port, python_module, wait_http_ok
 from tests.tasktypes.conftest import b64, gradient, png, submit_task

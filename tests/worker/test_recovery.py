@@ -9,9 +9,9 @@ import uuid
 import pytest
 import redis
 
-from apps.common import keys
-from apps.common.celery_wire import task_message
-from apps.common.queues import TASK_FLUX
+from apps.common.redis import keys
+from apps.common.wire.celery_message import task_message
+from apps.common.wire.queues import TASK_FLUX
 from apps.worker.recovery import WorkerLease
 from apps.worker.unacked import UNACKED_INDEX_KEY, UNACKED_KEY
 

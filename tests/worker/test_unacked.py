@@ -9,8 +9,8 @@ import pytest
 import redis
 from kombu.transport.redis import Channel
 
-from apps.common.celery_wire import task_message
-from apps.common.queues import TASK_FLUX
+from apps.common.wire.celery_message import task_message
+from apps.common.wire.queues import TASK_FLUX
 from apps.worker.unacked import UNACKED_INDEX_KEY, UNACKED_KEY, Unacked
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
 
-from apps.common.contracts import StrictModel
+from apps.common.wire.contracts import StrictModel
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
-from apps.common.contracts import OutputFormat, StrictModel
 from apps.common.task_types import TaskType
 from apps.common.task_types._fields import ImageField
+from apps.common.wire.contracts import OutputFormat, StrictModel
 
 
 class FaceSwapInput(StrictModel):

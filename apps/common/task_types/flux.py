@@ -1,5 +1,5 @@
-from apps.common.contracts import FluxInput
 from apps.common.task_types import TaskType
+from apps.common.wire.contracts import FluxInput
 
 TASK_TYPE = TaskType(
     name="flux",

@@ -2,8 +2,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from apps.common.contracts import Prompt, StrictModel
 from apps.common.task_types import TaskType
+from apps.common.wire.contracts import Prompt, StrictModel
 
 PromptStyle = Literal[
     "photo",

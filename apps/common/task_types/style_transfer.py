@@ -1,8 +1,8 @@
 from pydantic import Field
 
-from apps.common.contracts import MAX_SEED, OutputFormat, Prompt, StrictModel
 from apps.common.task_types import TaskType
 from apps.common.task_types._fields import ImageField
+from apps.common.wire.contracts import MAX_SEED, OutputFormat, Prompt, StrictModel
 
 
 class StyleTransferInput(StrictModel):

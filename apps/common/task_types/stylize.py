@@ -2,9 +2,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from apps.common.contracts import OutputFormat, StrictModel
 from apps.common.task_types import TaskType
 from apps.common.task_types._fields import ImageField
+from apps.common.wire.contracts import OutputFormat, StrictModel
 
 
 class StylizeInput(StrictModel):

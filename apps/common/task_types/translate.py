@@ -1,7 +1,7 @@
 from pydantic import Field, field_validator
 
-from apps.common.contracts import StrictModel
 from apps.common.task_types import TaskType
+from apps.common.wire.contracts import StrictModel
 
 
 class TranslateInput(StrictModel):

@@ -6,10 +6,10 @@ from typing import Any
 
 from fastapi import Request
 
-from apps.common.apikeys import ApiKey
-from apps.common.contracts import JobView
-from apps.common.jobs import JobRecord
+from apps.common.jobs.record import JobRecord
+from apps.common.security.apikeys import ApiKey
 from apps.common.task_types import task_type
+from apps.common.wire.contracts import JobView
 from apps.gateway.routes.submit_task import build_job
 from apps.gateway.service import SubmitOptions, TaskService
 from apps.gateway.settings import GatewaySettings

@@ -13,8 +13,8 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from apps.common.contracts import JobView, StrictModel, TaskStatus
-from apps.common.errors import Conflict, FluxgateError, InvalidInput
+from apps.common.service.errors import Conflict, FluxgateError, InvalidInput
+from apps.common.wire.contracts import JobView, StrictModel, TaskStatus
 from apps.gateway.auth import Caller
 from apps.gateway.compat._native import known_fields, live_view, service_of, submit
 from apps.gateway.settings import GatewaySettings

@@ -11,9 +11,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from apps.common.contracts import JobView, StrictModel, TaskStatus
-from apps.common.errors import InvalidInput
-from apps.common.queues import queue_of
+from apps.common.service.errors import InvalidInput
+from apps.common.wire.contracts import JobView, StrictModel, TaskStatus
+from apps.common.wire.queues import queue_of
 from apps.gateway.auth import Caller
 from apps.gateway.compat._native import known_fields, live_view, service_of, submit
 

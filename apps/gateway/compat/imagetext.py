@@ -9,8 +9,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 
-from apps.common.contracts import JobView, TaskStatus
-from apps.common.errors import InvalidInput
+from apps.common.service.errors import InvalidInput
+from apps.common.wire.contracts import JobView, TaskStatus
 from apps.gateway.auth import Caller
 from apps.gateway.compat._native import live_view, submit
 from apps.gateway.settings import GatewaySettings

@@ -12,8 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from apps.common.contracts import FluxRequest, SubmitAnswer
-from apps.common.errors import InvalidInput
+from apps.common.service.errors import InvalidInput
+from apps.common.wire.contracts import FluxRequest, SubmitAnswer
 from apps.gateway.auth import Caller
 from apps.gateway.headers import CANCEL_AFTER_PATTERN
 from apps.gateway.idempotency import KEY_PATTERN

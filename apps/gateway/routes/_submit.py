@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.responses import Response
 
-from apps.common.apikeys import ApiKey
-from apps.common.contracts import SubmitAnswer
+from apps.common.security.apikeys import ApiKey
+from apps.common.wire.contracts import SubmitAnswer
 from apps.gateway.headers import parse_cancel_after, parse_prefer_wait
 from apps.gateway.idempotency import IdempotencyKeys
 from apps.gateway.service import NewJob, SubmitOptions, TaskService

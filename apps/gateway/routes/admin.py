@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from apps.common.apikeys import KeyStore, parse_rate
-from apps.common.errors import NotFound
+from apps.common.security.apikeys import KeyStore, parse_rate
+from apps.common.service.errors import NotFound
 from apps.gateway.auth import Admin
 from apps.gateway.errors_doc import error_responses
 

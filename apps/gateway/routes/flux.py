@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 
-from apps.common.contracts import WORKER_ONLY_FLUX_FIELDS, FluxRequest, SubmitAnswer
+from apps.common.wire.contracts import WORKER_ONLY_FLUX_FIELDS, FluxRequest, SubmitAnswer
 from apps.gateway.auth import Caller
 from apps.gateway.headers import CANCEL_AFTER_PATTERN
 from apps.gateway.idempotency import KEY_PATTERN

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from redis.exceptions import RedisError
 
-from apps.common.errors import Unavailable
+from apps.common.service.errors import Unavailable
 
 router = APIRouter()
 

@@ -14,10 +14,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from apps.common import images
-from apps.common.contracts import DeliveryFields, SubmitAnswer
-from apps.common.errors import InvalidInput
-from apps.common.outputs import is_store_ref
+from apps.common.service.errors import InvalidInput
+from apps.common.storage.names import is_store_ref
 from apps.common.task_types import TaskType, registry
+from apps.common.wire.contracts import DeliveryFields, SubmitAnswer
 from apps.gateway.auth import Caller
 from apps.gateway.headers import CANCEL_AFTER_PATTERN
 from apps.gateway.idempotency import KEY_PATTERN

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
-from apps.common.contracts import JobView, TaskStatus
-from apps.common.errors import InvalidInput
+from apps.common.service.errors import InvalidInput
+from apps.common.wire.contracts import JobView, TaskStatus
 from apps.gateway.auth import Caller
 from apps.gateway.deps import Service
 from apps.gateway.errors_doc import error_responses

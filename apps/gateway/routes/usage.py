@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from apps.common.errors import InvalidInput
+from apps.common.service.errors import InvalidInput
 from apps.gateway.auth import ANONYMOUS, Admin, Caller, owner_of
 from apps.gateway.deps import Service
 from apps.gateway.errors_doc import error_responses

@@ -14,7 +14,8 @@ from diffusers.utils import logging as diffusers_logging
 from PIL import Image
 from prometheus_client import Gauge
 
-from apps.common.contracts import (
+from apps.common.service.logging import get_logger
+from apps.common.wire.contracts import (
     FluxInput,
     InferenceError,
     InferenceImage,
@@ -22,7 +23,6 @@ from apps.common.contracts import (
     InferenceResult,
     OutputFormat,
 )
-from apps.common.logging import get_logger
 from apps.inference.engine import BatchItem, ItemOutcome
 from apps.inference.pipelines.flux_denoise import Rows, Shape, denoise_batch
 from apps.inference.pipelines.tiny import ensure_tiny_flux

@@ -10,7 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
-from apps.common.build_once import build_once
+from apps.common.service.build_once import build_once
 
 # Bump when the recipe below changes, so an old cached copy is rebuilt instead of reused.
 TINY_FLUX_VERSION = "1"

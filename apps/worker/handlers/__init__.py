@@ -16,7 +16,7 @@ from typing import Any
 
 from PIL import Image
 
-from apps.common.contracts import InferenceRequest
+from apps.common.wire.contracts import InferenceRequest
 from apps.worker.settings import WorkerSettings
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from apps.common.contracts import FluxInput, InferenceRequest
+from apps.common.wire.contracts import FluxInput, InferenceRequest
 from apps.worker.handlers import HandlerContext, Prepared
 from apps.worker.handlers.prompt_refine import refine
 

@@ -7,8 +7,8 @@ import io
 
 from PIL import Image
 
-from apps.common.contracts import FluxInput, InferenceRequest
 from apps.common.task_types.style_transfer import StyleTransferInput
+from apps.common.wire.contracts import FluxInput, InferenceRequest
 from apps.worker.handlers import HandlerContext, Prepared
 
 TASK_TYPE = "style_transfer"

@@ -11,7 +11,7 @@ import shutil
 import warnings
 from pathlib import Path
 
-from apps.common.build_once import build_once
+from apps.common.service.build_once import build_once
 
 _SEED = 0
 # Multilingual, like opus-mt-en-ROMANCE: the output language is chosen by a token in the input.

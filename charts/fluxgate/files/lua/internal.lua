@@ -1,5 +1,5 @@
 -- The token that lets the front door read the notifier's internal routes (the sync facade's
--- wait): the same HMAC of FLUXGATE_INTERNAL_SECRET as apps/common/signing.py's
+-- wait): the same HMAC of FLUXGATE_INTERNAL_SECRET as apps/common/security/signing.py's
 -- internal_read_token. The secret comes from the environment (`env` in nginx.conf), never from
 -- the config file, and is hashed once per worker.
 local M = {}

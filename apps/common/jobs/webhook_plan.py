@@ -6,8 +6,9 @@ import time
 
 import orjson
 
-from apps.common.contracts import EventKind, JobView, WebhookEvent, WebhookMessage
-from apps.common.jobs import JobRecord, iso_utc
+from apps.common.jobs.record import JobRecord
+from apps.common.jobs.view import iso_utc
+from apps.common.wire.contracts import EventKind, JobView, WebhookEvent, WebhookMessage
 
 
 def plan_webhook(record: JobRecord, view: JobView) -> WebhookMessage | None:

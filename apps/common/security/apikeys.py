@@ -17,7 +17,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
 
-from apps.common import keys
+from apps.common.redis import keys
 
 TOKEN_PREFIX = "fg_"  # noqa: S105
 # After a rotation the previous webhook secret keeps signing for this long (both are sent).

@@ -10,8 +10,8 @@ import time
 
 from prometheus_client import Counter, Histogram
 
-from apps.common.contracts import EventKind, JobView
-from apps.common.jobs import JobRecord
+from apps.common.jobs.record import JobRecord
+from apps.common.wire.contracts import EventKind, JobView
 
 _STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 

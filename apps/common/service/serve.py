@@ -8,8 +8,8 @@ from collections.abc import Callable
 import uvicorn
 from fastapi import FastAPI
 
-from apps.common.logging import configure_logging
-from apps.common.settings import CommonSettings
+from apps.common.service.logging import configure_logging
+from apps.common.service.settings import CommonSettings
 
 
 def serve(

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from apps.common.queues import celery_priority, lane_name
+from apps.common.wire.queues import celery_priority, lane_name
 
 # What a Celery producer names itself in `origin` (shown by Flower and `celery inspect`).
 ORIGIN = f"fluxgate-gateway@{socket.gethostname()}:{os.getpid()}"

@@ -20,7 +20,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from apps.common.outputs import INPUTS_PREFIX, STORE_SCHEME, key_of, name_of
+from apps.common.storage.names import INPUTS_PREFIX, STORE_SCHEME, key_of, name_of
 
 # SigV4 presigned URLs live at most 7 days.
 MAX_PRESIGN_S = 7 * 24 * 3600

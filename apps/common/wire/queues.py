@@ -6,7 +6,7 @@ from typing import Any
 
 from celery import Celery
 
-from apps.common.contracts import WebhookMessage
+from apps.common.wire.contracts import WebhookMessage
 
 TASK_FLUX = "fluxgate.flux"
 TASK_WEBHOOK = "fluxgate.webhook"

@@ -16,7 +16,7 @@ import structlog
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from apps.common.logging import get_logger
+from apps.common.service.logging import get_logger
 
 REQUEST_ID_HEADER = "X-Request-ID"
 TASK_ID_HEADER = "X-Fluxgate-Task-Id"

@@ -11,7 +11,7 @@ from typing import Annotated, Literal, Self, TypeVar
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from apps.common.url_guard import AllowList
+from apps.common.security.url_guard import AllowList
 
 # Dev defaults: the stack runs with no configuration at all, and `prod` refuses to start with them.
 DEV_INTERNAL_SECRET = "dev-internal-secret-change-me"  # noqa: S105

@@ -15,9 +15,9 @@ import redis
 import redis.asyncio as aioredis
 from prometheus_client import Counter
 
-from apps.common import keys
-from apps.common.jobs import JobRecord
-from apps.common.settings import CommonSettings, get_settings
+from apps.common.jobs.record import JobRecord
+from apps.common.redis import keys
+from apps.common.service.settings import CommonSettings, get_settings
 
 ANONYMOUS_OWNER = "anonymous"
 USAGE_TTL_S = 400 * 86400

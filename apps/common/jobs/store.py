@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import time
-import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import redis
 import redis.asyncio as aioredis
-from pydantic import BaseModel
 
-from apps.common import keys
-from apps.common.contracts import (
-    ErrorInfo,
-    EventKind,
-    JobResult,
-    JobView,
-    StageTimings,
-    TaskEvent,
-    TaskStatus,
-    TaskUrls,
-    WaitReason,
-)
+from apps.common.jobs.record import CANCEL_BY_CLIENT, JobRecord
+from apps.common.redis import keys
+from apps.common.wire.contracts import JobView, TaskEvent, TaskStatus
 
 # Applies one event to a job hash in one step. Moves only forward: nothing after a terminal state,
 # no state earlier than the current one, no progress lower than the current. Returns {-1} for an
@@ -96,97 +82,12 @@ return {changed and 1 or 0, redis.call('HGETALL', key)}
 """
 
 
-# Why a running job was asked to stop; a deadline ends it `canceled` with `deadline_exceeded`.
-CANCEL_BY_CLIENT = "client"
-CANCEL_BY_DEADLINE = "deadline"
-DEADLINE_EXCEEDED = ErrorInfo(
-    code="deadline_exceeded", message="the job's Cancel-After deadline passed"
-)
-
-
-class JobRecord(BaseModel):
-    """A job as stored: the view's fields plus what only the services need."""
-
-    task_id: str
-    type: str
-    status: TaskStatus
-    progress: int = 0
-    seq: int = 0
-    created_at: float
-    started_at: float | None = None
-    finished_at: float | None = None
-    input: dict[str, Any]
-    result: JobResult | None = None
-    error: ErrorInfo | None = None
-    priority: int = 5
-    owner: str | None = None
-    webhook: dict[str, Any] | None = None
-    deadline_at: float | None = None
-    # When the worker finished the work, by its clock (set with the terminal event).
-    done_at: float | None = None
-    # The submit request's id, so logs of every service can be joined on it.
-    request_id: str | None = None
-    # Place in the order of its queue lane (set at enqueue), for `queue_position`.
-    queue_ticket: int | None = None
-    # What a worker holding this queued job found it waiting for (cleared when it starts).
-    waiting_for: WaitReason | None = None
-
-    def to_hash(self) -> dict[str, str]:
-        data = self.model_dump(mode="json", exclude_none=True)
-        return {
-            name: orjson.dumps(value).decode() if isinstance(value, dict | list) else str(value)
-            for name, value in data.items()
-        }
-
-    @classmethod
-    def from_hash(cls, raw: dict[str, str]) -> JobRecord:
-        data: dict[str, Any] = dict(raw)
-        for name in ("input", "result", "error", "webhook"):
-            if name in data:
-                data[name] = orjson.loads(data[name])
-        return cls.model_validate(data)
-
-
 @dataclass(frozen=True)
 class ApplyOutcome:
     """What applying an event did: `record` is None for an unknown task."""
 
     applied: bool
     record: JobRecord | None
-
-
-def new_job(
-    task_type: str,
-    task_input: dict[str, Any],
-    *,
-    priority: int = 5,
-    owner: str | None = None,
-    webhook: dict[str, Any] | None = None,
-    deadline_at: float | None = None,
-    request_id: str | None = None,
-) -> JobRecord:
-    """A fresh `queued` record with a random task id."""
-    return JobRecord(
-        task_id=str(uuid.uuid4()),
-        type=task_type,
-        status=TaskStatus.QUEUED,
-        created_at=time.time(),
-        input=task_input,
-        priority=priority,
-        owner=owner,
-        webhook=webhook,
-        deadline_at=deadline_at,
-        request_id=request_id,
-    )
-
-
-def deadline_event(record: JobRecord, now: float) -> TaskEvent | None:
-    """The event that ends a job whose `Cancel-After` deadline has passed by `now`: `expired`
-    while it is queued, `canceled` once it runs (both `deadline_exceeded`); None before it."""
-    if record.deadline_at is None or now < record.deadline_at:
-        return None
-    kind = EventKind.EXPIRED if record.status is TaskStatus.QUEUED else EventKind.CANCELED
-    return TaskEvent(task_id=record.task_id, event=kind, error=DEADLINE_EXCEEDED)
 
 
 def _event_args(event: TaskEvent, only_from: TaskStatus | None = None) -> list[str]:
@@ -300,65 +201,3 @@ class SyncJobStore:
         """Why the job must stop (`client` or `deadline`), or None to carry on."""
         reason = self._redis.get(keys.cancel_key(task_id))
         return reason.decode() if isinstance(reason, bytes) else reason
-
-
-def iso_utc(ts: float) -> str:
-    """An epoch time as the API writes timestamps: ISO 8601, UTC, milliseconds, `Z`."""
-    return (
-        datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else iso_utc(ts)
-
-
-def _span_ms(start: float | None, end: float | None) -> float | None:
-    # Spans may join two clocks (a worker's and Redis's): never report a negative one.
-    return None if start is None or end is None else max(0.0, round((end - start) * 1000, 1))
-
-
-def task_urls(task_id: str, *, public_base: str, public_ws_base: str) -> TaskUrls:
-    return TaskUrls(
-        status=f"{public_base}/tasks/{task_id}",
-        cancel=f"{public_base}/tasks/{task_id}/cancel",
-        ws=f"{public_ws_base}/ws/tasks/{task_id}",
-        events=f"{public_base}/tasks/{task_id}/events",
-    )
-
-
-def job_view(
-    record: JobRecord,
-    *,
-    public_base: str,
-    public_ws_base: str,
-    event: EventKind | str | None = None,
-    queue_position: int | None = None,
-) -> JobView:
-    """The public view of a record (ARCHITECTURE.md "Job view").
-
-    Stage timings: `queued_ms` from submit to start, `running_ms` from start to the end of the
-    work, `delivery_ms` from there until the final state was recorded and published.
-    """
-    work_end = record.done_at if record.done_at is not None else record.finished_at
-    return JobView(
-        task_id=record.task_id,
-        type=record.type,
-        status=record.status,
-        progress=record.progress,
-        seq=record.seq,
-        created_at=_iso(record.created_at),
-        started_at=_iso(record.started_at),
-        finished_at=_iso(record.finished_at),
-        result=record.result,
-        error=record.error,
-        queue_position=queue_position if record.status is TaskStatus.QUEUED else None,
-        waiting_for=record.waiting_for if record.status is TaskStatus.QUEUED else None,
-        urls=task_urls(record.task_id, public_base=public_base, public_ws_base=public_ws_base),
-        timings=StageTimings(
-            queued_ms=_span_ms(record.created_at, record.started_at),
-            running_ms=_span_ms(record.started_at, work_end),
-            delivery_ms=_span_ms(record.done_at, record.finished_at),
-        ),
-        event=event,
-    )

@@ -6,14 +6,15 @@ import redis.asyncio as aioredis
 from celery import Celery
 from starlette.concurrency import run_in_threadpool
 
-from apps.common import keys
-from apps.common.contracts import EventKind, JobView
-from apps.common.job_metrics import observe_final, observe_started
-from apps.common.jobs import JobRecord, JobStore
-from apps.common.logging import get_logger
-from apps.common.queues import send_webhook
-from apps.common.usage import UsageMeter
-from apps.common.webhook_plan import plan_webhook
+from apps.common.jobs.metrics import observe_final, observe_started
+from apps.common.jobs.record import JobRecord
+from apps.common.jobs.store import JobStore
+from apps.common.jobs.usage import UsageMeter
+from apps.common.jobs.webhook_plan import plan_webhook
+from apps.common.redis import keys
+from apps.common.service.logging import get_logger
+from apps.common.wire.contracts import EventKind, JobView
+from apps.common.wire.queues import send_webhook
 
 log = get_logger(__name__)
 

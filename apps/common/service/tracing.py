@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from apps.common.logging import get_logger
-from apps.common.settings import CommonSettings
+from apps.common.service.logging import get_logger
+from apps.common.service.settings import CommonSettings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI

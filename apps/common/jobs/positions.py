@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from apps.common import keys
-from apps.common.jobs import JobRecord
-from apps.common.queues import celery_priority, lane_name, queue_of
+from apps.common.jobs.record import JobRecord
+from apps.common.redis import keys
+from apps.common.wire.queues import celery_priority, lane_name, queue_of
 
 # Takes a ticket for a job about to be published; stored on its record if the record exists.
 TAKE_TICKET_FN = """

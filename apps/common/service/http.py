@@ -9,14 +9,14 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, compile_path
 
-from apps.common.errors import (
+from apps.common.service.errors import (
     BodyTooLarge,
     FluxgateError,
     IdempotencyInProgress,
     RateLimited,
     Unauthorized,
 )
-from apps.common.logging import get_logger
+from apps.common.service.logging import get_logger
 
 log = get_logger(__name__)
 

@@ -1,0 +1,1 @@
+"""What every service process needs: settings, logging, tracing, errors, HTTP app plumbing."""

@@ -1,0 +1,1 @@
+"""What crosses a process boundary: pydantic contracts, Celery names, the broker message."""
