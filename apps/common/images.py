@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from apps.common.wire.contracts import OutputFormat
+
 # Pillow format -> file extension; what we accept as an input image.
 FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "BMP": "bmp", "GIF": "gif", "TIFF": "tiff"}
 _DATA_URI = re.compile(r"^data:(?P<mime>[\w/+.-]*)(;[\w=.-]+)*;base64,", re.IGNORECASE)
@@ -101,11 +103,17 @@ def load(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
     return image.convert("RGBA" if has_alpha else "RGB")
 
 
-def encode(image: Image.Image, fmt: str) -> tuple[bytes, str]:
-    """Encode for output: `png`, `jpeg` or `webp`; returns the bytes and the content type."""
-    pil_format = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}[fmt]
-    if pil_format == "JPEG" and image.mode not in ("RGB", "L"):
+# One quality for every lossy output, whatever the task type (Pillow's defaults are 75 for JPEG
+# and 80 for WebP, visibly soft on generated images).
+LOSSY_QUALITY = 92
+
+
+def encode(image: Image.Image, fmt: OutputFormat | str) -> tuple[bytes, str]:
+    """Encode an output image as `png`, `jpeg` or `webp`; returns the bytes and the content type."""
+    fmt = OutputFormat(fmt)
+    if fmt is OutputFormat.JPEG and image.mode not in ("RGB", "L"):
         image = image.convert("RGB")  # JPEG has no alpha
     buffer = io.BytesIO()
-    image.save(buffer, format=pil_format, **({"quality": 92} if pil_format != "PNG" else {}))
-    return buffer.getvalue(), f"image/{fmt}"
+    lossy = {} if fmt is OutputFormat.PNG else {"quality": LOSSY_QUALITY}
+    image.save(buffer, format=fmt.pil_format, **lossy)
+    return buffer.getvalue(), fmt.content_type

@@ -15,9 +15,10 @@ from apps.common.wire.contracts import JobView, TaskEvent, TaskStatus
 # Applies one event to a job hash in one step. Moves only forward: nothing after a terminal state,
 # no state earlier than the current one, no progress lower than the current. Returns {-1} for an
 # unknown task, {0, hash} when nothing changed and {1, hash} with the new `seq` when it did.
-# A job that ends leaves its owner's set of active jobs (keys.active_jobs_key) in the same step.
+# A job that ends leaves its owner's set of active jobs (KEYS[2], keys.active_jobs_key, given by
+# the caller for a final event of an owned job) in the same step.
 APPLY_EVENT_LUA = """
-local key = KEYS[1]
+local key, active = KEYS[1], KEYS[2]
 local event, progress, result, err = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local only_from = ARGV[5]
 local done_at = ARGV[6]
@@ -55,10 +56,7 @@ if not terminal[status] then
     if status == 'queued' then
       redis.call('HSET', key, 'status', 'expired', 'finished_at', now)
       if err ~= '' then redis.call('HSET', key, 'error', err) end
-      local owner = redis.call('HGET', key, 'owner')
-      if owner then
-        redis.call('ZREM', 'fluxgate:active:' .. owner, redis.call('HGET', key, 'task_id'))
-      end
+      if active then redis.call('ZREM', active, redis.call('HGET', key, 'task_id')) end
       changed = true
     end
   elseif event == 'succeeded' or event == 'failed' or event == 'canceled' then
@@ -67,10 +65,7 @@ if not terminal[status] then
       redis.call('HSET', key, 'started_at', now)
     end
     if event == 'succeeded' then redis.call('HSET', key, 'progress', 100) end
-    local owner = redis.call('HGET', key, 'owner')
-    if owner then
-      redis.call('ZREM', 'fluxgate:active:' .. owner, redis.call('HGET', key, 'task_id'))
-    end
+    if active then redis.call('ZREM', active, redis.call('HGET', key, 'task_id')) end
     if result ~= '' then redis.call('HSET', key, 'result', result) end
     if err ~= '' then redis.call('HSET', key, 'error', err) end
     if done_at ~= '' then redis.call('HSET', key, 'done_at', done_at) end
@@ -110,11 +105,12 @@ def _outcome(reply: list[Any]) -> ApplyOutcome:
     return ApplyOutcome(applied=reply[0] == 1, record=record)
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _decode(raw: dict[Any, Any]) -> dict[str, str]:
-    return {
-        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-        for k, v in raw.items()
-    }
+    return {_text(k): _text(v) for k, v in raw.items()}
 
 
 class JobStore:
@@ -142,10 +138,12 @@ class JobStore:
 
     async def apply(self, event: TaskEvent, *, only_from: TaskStatus | None = None) -> ApplyOutcome:
         """Apply `event`; with `only_from`, only if the job is still in that state."""
-        reply = await self._apply(
-            keys=[keys.job_key(event.task_id)], args=_event_args(event, only_from)
-        )
-        return _outcome(reply)
+        script_keys = [keys.job_key(event.task_id)]
+        # The owner of a job never changes, so reading it before the script (to name its set of
+        # active jobs in KEYS) races with nothing; only a final event needs it.
+        if event.event.is_final and (owner := await self._redis.hget(script_keys[0], "owner")):
+            script_keys.append(keys.active_jobs_key(_text(owner)))
+        return _outcome(await self._apply(keys=script_keys, args=_event_args(event, only_from)))
 
     async def publish(self, view: JobView) -> None:
         await self._redis.publish(keys.events_channel(view.task_id), view.model_dump_json())
@@ -191,8 +189,10 @@ class SyncJobStore:
         return JobRecord.from_hash(_decode(raw)) if raw else None
 
     def apply(self, event: TaskEvent) -> ApplyOutcome:
-        reply = self._apply(keys=[keys.job_key(event.task_id)], args=_event_args(event))
-        return _outcome(reply)
+        script_keys = [keys.job_key(event.task_id)]
+        if event.event.is_final and (owner := self._redis.hget(script_keys[0], "owner")):
+            script_keys.append(keys.active_jobs_key(_text(owner)))
+        return _outcome(self._apply(keys=script_keys, args=_event_args(event)))
 
     def publish(self, view: JobView) -> None:
         self._redis.publish(keys.events_channel(view.task_id), view.model_dump_json())

@@ -50,6 +50,11 @@ class EventKind(StrEnum):
     # wait); it stays `queued`. Pushed to subscribers, never sent as a webhook.
     WAITING = "waiting"
 
+    @property
+    def is_final(self) -> bool:
+        """Whether this event would end the job (in the state of the same name)."""
+        return self.value in TERMINAL_STATUSES
+
 
 class WaitReason(StrEnum):
     """Why a queued job that a worker holds has not started (`waiting_for` of the view)."""
@@ -67,6 +72,9 @@ class WebhookEvent(StrEnum):
 
 
 class OutputFormat(StrEnum):
+    """An output image's encoding: the one home of its content type, file extension and PIL name
+    (`apps.common.images.encode` writes every output image with it)."""
+
     PNG = "png"
     JPEG = "jpeg"
     WEBP = "webp"
@@ -74,6 +82,22 @@ class OutputFormat(StrEnum):
     @property
     def content_type(self) -> str:
         return f"image/{self.value}"
+
+    @property
+    def extension(self) -> str:
+        return "jpg" if self is OutputFormat.JPEG else self.value
+
+    @property
+    def pil_format(self) -> str:
+        return self.value.upper()
+
+    @classmethod
+    def of_content_type(cls, content_type: str) -> OutputFormat | None:
+        """The format an image/* content type names, or None for anything else."""
+        for fmt in cls:
+            if fmt.content_type == content_type:
+                return fmt
+        return None
 
 
 _NUMBERS = (int, float, int | None, float | None)

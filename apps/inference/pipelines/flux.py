@@ -14,6 +14,7 @@ from diffusers.utils import logging as diffusers_logging
 from PIL import Image
 from prometheus_client import Gauge
 
+from apps.common import images
 from apps.common.service.logging import get_logger
 from apps.common.wire.contracts import (
     FluxInput,
@@ -31,7 +32,6 @@ from apps.inference.settings import InferenceSettings
 log = get_logger(__name__)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 
 
 def pick_device(setting: str) -> torch.device:
@@ -214,12 +214,11 @@ def _decode_init_image(request: InferenceRequest, width: int, height: int) -> An
 
 
 def _encode(image: Any, fmt: OutputFormat, seed: int) -> InferenceImage:
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format=_PIL_FORMATS[fmt.value])
+    data, content_type = images.encode(image.convert("RGB"), fmt)
     return InferenceImage(
-        content_type=fmt.content_type,
+        content_type=content_type,
         width=image.width,
         height=image.height,
         seed=seed,
-        data_b64=base64.b64encode(buffer.getvalue()).decode(),
+        data_b64=base64.b64encode(data).decode(),
     )
