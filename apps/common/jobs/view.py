@@ -47,7 +47,7 @@ def job_view(
     event: EventKind | str | None = None,
     queue_position: int | None = None,
 ) -> JobView:
-    """The public view of a record (ARCHITECTURE.md "Job view").
+    """The public view of a record (the README's `GET /tasks/{task_id}`).
 
     Stage timings: `queued_ms` from submit to start, `running_ms` from start to the end of the
     work, `delivery_ms` from there until the final state was recorded and published.

@@ -1,4 +1,4 @@
-"""Pydantic models for every payload that crosses a process boundary (see ARCHITECTURE.md)."""
+"""Pydantic models for every payload that crosses a process boundary (docs/architecture.md)."""
 
 from __future__ import annotations
 
