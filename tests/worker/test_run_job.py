@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -31,6 +29,7 @@ from apps.worker.inputs import InputImages
 from apps.worker.run_job import JobDeps, run_job
 from apps.worker.settings import WorkerSettings
 from tests.procs import free_port, poll_until
+from tests.tasktypes.imagesrv import serving
 
 # The event sender's backoff uses tenacity's `initial`, deprecated in tenacity 9.2: that module is
 # being rewritten elsewhere; until then its warning must not fail these tests.
@@ -151,32 +150,6 @@ def test_an_input_that_is_not_an_image_fails_naming_its_field(
     assert record.error.message.startswith("input.image: "), record.error.message
 
 
-@pytest.fixture
-def refusing_balancer() -> Iterator[str]:
-    """A balancer on loopback that answers every request 400, as when inference refuses it."""
-
-    class Refuse(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["content-length"]))
-            body = b'{"detail": "unsupported size"}'
-            self.send_response(400)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join()
-
-
 @pytest.mark.parametrize(
     ("task_type", "task_input", "code", "message"),
     [
@@ -210,7 +183,6 @@ def refusing_balancer() -> Iterator[str]:
 def test_a_failure_reaches_the_client_with_its_code_and_message(
     client: redis.Redis,
     deps: JobDeps,
-    refusing_balancer: str,
     task_type: str,
     task_input: dict[str, object],
     code: str,
@@ -219,9 +191,11 @@ def test_a_failure_reaches_the_client_with_its_code_and_message(
     if code == "llm_unavailable":
         dead = f"http://127.0.0.1:{free_port()}/v1"
         deps.settings = deps.settings.model_copy(update={"llm_url": dead})
-    deps.balancer.close()
-    deps.balancer = BalancerClient(refusing_balancer, read_timeout_s=5)
-    record, events = run(client, deps, queued(client, new_job(task_type, task_input)))
+    refusal = (400, "application/json", b'{"detail": "unsupported size"}')
+    with serving({"/v1/infer/flux": refusal}) as balancer_url:
+        deps.balancer.close()
+        deps.balancer = BalancerClient(balancer_url, read_timeout_s=5)
+        record, events = run(client, deps, queued(client, new_job(task_type, task_input)))
     assert events[-1] == "failed"
     assert record.error is not None
     assert record.error.code == code
