@@ -16,6 +16,7 @@ from apps.common.wire.contracts import (
     InferenceLine,
     InferenceRequest,
 )
+from apps.worker.errors import JobFailed
 
 _LINE = TypeAdapter(InferenceLine)
 # Refusals that mean "no room yet": the job waits rather than spending a retry.
@@ -34,10 +35,6 @@ class InferenceBusy(Exception):
         super().__init__(message)
         self.reason = reason
         self.unready_s = unready_s
-
-
-class InferenceRejected(Exception):
-    """The inference side refused the request itself: running it again will not help."""
 
 
 class BalancerClient:
@@ -73,8 +70,11 @@ class BalancerClient:
                 if response.status_code in (502, 503, 504):
                     raise InferenceRetryable(f"balancer answered {response.status_code}")
                 if response.status_code >= 400:
+                    # Refused by the inference side itself: running it again will not help.
                     response.read()
-                    raise InferenceRejected(f"inference refused the job: {response.text[:500]}")
+                    raise JobFailed(
+                        "pipeline_error", f"inference refused the job: {response.text[:500]}"
+                    )
                 finished = False
                 for raw in response.iter_lines():
                     if not raw.strip():

@@ -17,19 +17,12 @@ from PIL import Image
 from apps.common import images
 from apps.common.security.url_guard import AllowList, UnsafeUrl, pin_url
 from apps.common.storage.names import OutputStore, is_store_ref
+from apps.worker.errors import InvalidImage
 
 MAX_REDIRECTS = 3
 FETCH_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 # A slow-drip server may not hold a worker slot longer than this.
 FETCH_DEADLINE_S = 60.0
-
-
-class InputImageError(Exception):
-    """An input image that cannot be used; `field` names it in the job's error message."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"input.{field}: {message}")
-        self.field = field
 
 
 @dataclass
@@ -45,13 +38,13 @@ class InputImages:
             data = self._read(ref)
             return images.load(data, max_bytes=self.max_bytes, max_pixels=self.max_pixels)
         except images.ImageRejected as exc:
-            raise InputImageError(field, str(exc)) from exc
+            raise InvalidImage(str(exc), field=field) from exc
         except FileNotFoundError as exc:
-            raise InputImageError(field, "the uploaded image is gone from the store") from exc
+            raise InvalidImage("the uploaded image is gone from the store", field=field) from exc
         except UnsafeUrl as exc:
-            raise InputImageError(field, f"URL {exc}") from exc
+            raise InvalidImage(f"URL {exc}", field=field) from exc
         except httpx.HTTPError as exc:
-            raise InputImageError(field, f"could not fetch the image ({exc})") from exc
+            raise InvalidImage(f"could not fetch the image ({exc})", field=field) from exc
 
     def _read(self, ref: str) -> bytes:
         if is_store_ref(ref):

@@ -31,27 +31,17 @@ from apps.common.wire.contracts import (
     TaskEvent,
     TaskStatus,
 )
-from apps.worker import imaging, text
 from apps.worker.balancer_client import BalancerClient
 from apps.worker.capacity import open_when_ready
+from apps.worker.errors import InvalidImage, JobFailed, Stopped
 from apps.worker.event_sender import EventSender
-from apps.worker.handlers import (
-    HandlerContext,
-    InvalidJobInput,
-    JobStopped,
-    Output,
-    OutputImage,
-    handler_module,
-)
-from apps.worker.inputs import InputImageError, InputImages
+from apps.worker.handlers import HandlerContext, Output, OutputImage, handler_module
+from apps.worker.inputs import InputImages
 from apps.worker.settings import WorkerSettings
-from apps.worker.text.prompt_refine import LlmUnavailable
 
 log = get_logger(__name__)
 
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
-# Handlers stop by raising their package's own exception; all of them mean the same here.
-_STOPPED = (JobStopped, imaging.Stopped, text.Stopped)
 # How often a running handler may ask Redis whether its job was canceled.
 _CANCEL_POLL_S = 0.1
 
@@ -109,30 +99,15 @@ def run_job(task_id: str, deps: JobDeps) -> None:
         started = time.perf_counter()
         output: Output = module.run(task_input, ctx)
         compute_ms = round((time.perf_counter() - started) * 1000, 2)
-    except _STOPPED:
+    except Stopped:
         deps.events.send(stop_event(task_id, deps.store.cancel_reason(task_id) or "client"))
         return
-    except (InputImageError, imaging.ImageInputError) as exc:
-        fail(deps, task_id, "invalid_input_image", _input_message(exc))
-        return
-    except text.TextInputError as exc:
-        fail(deps, task_id, "invalid_input", f"input.{exc.field}: {exc.message}")
-        return
-    except InvalidJobInput as exc:
-        fail(deps, task_id, exc.code, exc.message)
-        return
-    except LlmUnavailable as exc:
-        fail(deps, task_id, "llm_unavailable", str(exc))
+    except JobFailed as exc:
+        fail(deps, task_id, exc.code, str(exc))
         return
     result = _store_output(task_id, output, compute_ms, deps.outputs)
     log.info("job succeeded", task_id=task_id, images=len(result.images), compute_ms=compute_ms)
     deps.events.send(TaskEvent(task_id=task_id, event=EventKind.SUCCEEDED, result=result))
-
-
-def _input_message(exc: Exception) -> str:
-    if isinstance(exc, imaging.ImageInputError):
-        return f"input.{exc.field}: {exc.message}"
-    return str(exc)
 
 
 def _context(record: JobRecord, deps: JobDeps) -> HandlerContext:
@@ -162,7 +137,7 @@ def _context(record: JobRecord, deps: JobDeps) -> HandlerContext:
     def image(field: str) -> Any:
         ref = record.input.get(field)
         if not isinstance(ref, str):
-            raise InputImageError(field, "is missing")
+            raise InvalidImage("is missing", field=field)
         return deps.inputs.open(field, ref)
 
     return HandlerContext(

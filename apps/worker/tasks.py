@@ -20,11 +20,7 @@ from apps.common.service.request_context import bind_ids
 from apps.common.storage import make_output_store
 from apps.common.wire.contracts import WebhookMessage
 from apps.common.wire.queues import QUEUE_WEBHOOKS, TASK_FLUX, TASK_JOB, TASK_WEBHOOK
-from apps.worker.balancer_client import (
-    BalancerClient,
-    InferenceRejected,
-    InferenceRetryable,
-)
+from apps.worker.balancer_client import BalancerClient, InferenceRetryable
 from apps.worker.capacity import HandBack
 from apps.worker.celery_app import app, settings
 from apps.worker.event_sender import EventSender
@@ -127,8 +123,6 @@ def run_with_retries(self: Task, task_id: str, failures: int) -> None:
         raise self.retry(
             args=[task_id, failures + 1], exc=exc, countdown=retry_delay_s(failures)
         ) from exc
-    except InferenceRejected as exc:
-        fail(deps, task_id, "pipeline_error", str(exc))
     except SoftTimeLimitExceeded:
         fail(
             deps,

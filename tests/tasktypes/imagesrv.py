@@ -1,4 +1,5 @@
-"""A real HTTP server on loopback that serves test images by path (for image-URL inputs)."""
+"""A real HTTP server on loopback that serves test images by path (for image-URL inputs), or
+canned answers to POSTs."""
 
 from __future__ import annotations
 
@@ -30,6 +31,11 @@ def serving(
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            # Answered as a GET once the body is read: a stub for a service that refuses a call.
+            self.rfile.read(int(self.headers.get("content-length", "0")))
+            self.do_GET()
 
         def log_message(self, *_args: object) -> None:
             pass

@@ -17,20 +17,8 @@ from typing import Any
 from PIL import Image
 
 from apps.common.wire.contracts import InferenceRequest
+from apps.worker.errors import JobFailed
 from apps.worker.settings import WorkerSettings
-
-
-class JobStopped(Exception):
-    """The client canceled (or the deadline passed) while the handler was working."""
-
-
-class InvalidJobInput(Exception):
-    """Input that passed the schema but cannot be worked on; `code` goes into the job's error."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass
@@ -41,7 +29,7 @@ class HandlerContext:
     progress: Callable[[float], None]
     # True once the job should stop: handlers check it between units of work.
     should_stop: Callable[[], bool]
-    # An image field of the input, opened (raises InputImageError).
+    # An image field of the input, opened (raises InvalidImage).
     image: Callable[[str], Image.Image]
 
 
@@ -88,7 +76,7 @@ def check_pixels(image: Image.Image, budget: int, *, field: str, times: int = 1)
     """Refuse work past a pixel budget before allocating it (`times`: the output's growth)."""
     pixels = image.width * image.height * times
     if pixels > budget:
-        raise InvalidJobInput(
+        raise JobFailed(
             "image_too_large",
             f"input.{field} is {image.width}x{image.height}: this work needs {pixels:,} pixels, "
             f"over the limit of {budget:,}",

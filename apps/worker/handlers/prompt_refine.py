@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from apps.common.task_types.prompt_refine import PromptRefineInput
-from apps.worker.handlers import HandlerContext, InvalidJobInput, Output
+from apps.worker.errors import JobFailed
+from apps.worker.handlers import HandlerContext, Output
 from apps.worker.settings import WorkerSettings
 from apps.worker.text.prompt_refine import Refinement, refine_rules, refine_with_llm
 
@@ -18,7 +19,7 @@ def refine(
     if not use_llm:
         return refine_rules(prompt, style=style, max_length=max_length)
     if not settings.llm_url:
-        raise InvalidJobInput("model_not_configured", "method llm needs FLUXGATE_LLM_URL")
+        raise JobFailed("model_not_configured", "method llm needs FLUXGATE_LLM_URL")
     return refine_with_llm(
         prompt,
         url=settings.llm_url,

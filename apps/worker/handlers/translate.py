@@ -6,7 +6,8 @@ import os
 from functools import lru_cache
 
 from apps.common.task_types.translate import TranslateInput
-from apps.worker.handlers import HandlerContext, InvalidJobInput, Output
+from apps.worker.errors import JobFailed
+from apps.worker.handlers import HandlerContext, Output
 from apps.worker.text.translate import get_translator
 
 TASK_TYPE = "translate"
@@ -16,7 +17,7 @@ def run(task_input: TranslateInput, ctx: HandlerContext) -> Output:
     source = ctx.settings.translate_model
     if not source:
         # The gateway refuses these at submit; a worker configured differently says so plainly.
-        raise InvalidJobInput("model_not_configured", "FLUXGATE_TRANSLATE_MODEL is not set")
+        raise JobFailed("model_not_configured", "FLUXGATE_TRANSLATE_MODEL is not set")
     texts = [task_input.text] if isinstance(task_input.text, str) else list(task_input.text)
     _share_cores(ctx.settings.worker_concurrency)
     translator = get_translator(source)

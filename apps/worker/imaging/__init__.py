@@ -8,23 +8,12 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from apps.worker.errors import Stopped
+
 # Fraction of the work done, 0..1.
 Progress = Callable[[float], None]
 # True once the caller wants the work abandoned.
 ShouldStop = Callable[[], bool]
-
-
-class Stopped(Exception):
-    """`should_stop()` returned True at a checkpoint; the work was abandoned."""
-
-
-class ImageInputError(ValueError):
-    """Input the user must fix (no face found, a box outside the image); `field` names it."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 def checkpoint(should_stop: ShouldStop | None) -> None:

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from apps.worker.errors import InvalidImage
 from apps.worker.imaging import (
-    ImageInputError,
     Progress,
     ShouldStop,
     alpha_of,
@@ -60,10 +60,10 @@ def remove_background(
     """Cut the subject inside `box` (x, y, width, height; default: `default_box`) out of `image`.
 
     GrabCut runs one iteration at a time (progress and `should_stop` between them) on a copy at
-    most WORK_LONG_SIDE long. ImageInputError("box") when the box is not inside the image or
+    most WORK_LONG_SIDE long. InvalidImage (field "box") when the box is not inside the image or
     leaves no background outside it."""
     if iterations < 1:
-        raise ImageInputError("iterations", "must be at least 1")
+        raise InvalidImage("must be at least 1", field="iterations")
     width, height = image.size
     chosen = default_box(width, height) if box is None else _checked_box(box, width, height)
     checkpoint(should_stop)
@@ -74,7 +74,7 @@ def remove_background(
         work = cv2.resize(work, size, interpolation=cv2.INTER_AREA)
     rect = _scaled_rect(chosen, factor, work.shape[1], work.shape[0])
     if work.shape[0] * work.shape[1] - rect[2] * rect[3] < MIN_BACKGROUND_PIXELS:
-        raise ImageInputError("box", "must leave some background outside it")
+        raise InvalidImage("must leave some background outside it", field="box")
     labels = np.zeros(work.shape[:2], np.uint8)
     bgd_model = np.zeros((1, 65), np.float64)
     fgd_model = np.zeros((1, 65), np.float64)
@@ -97,10 +97,10 @@ def remove_background(
 def _checked_box(box: Box, width: int, height: int) -> Box:
     x, y, w, h = (int(v) for v in box)
     if w < 2 or h < 2:
-        raise ImageInputError("box", "width and height must be at least 2")
+        raise InvalidImage("width and height must be at least 2", field="box")
     if x < 0 or y < 0 or x + w > width or y + h > height:
-        raise ImageInputError(
-            "box", f"({x}, {y}, {w}, {h}) is not inside the {width}x{height} image"
+        raise InvalidImage(
+            f"({x}, {y}, {w}, {h}) is not inside the {width}x{height} image", field="box"
         )
     return (x, y, w, h)
 

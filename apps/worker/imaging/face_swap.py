@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from apps.worker.errors import InvalidImage
 from apps.worker.imaging import (
-    ImageInputError,
     Progress,
     ShouldStop,
     alpha_of,
@@ -55,7 +55,7 @@ def swap_face(
 ) -> Swapped:
     """Put the main face of `source` into the main face of `target`.
 
-    Raises ImageInputError (field "image" or "target_image") when either has no face."""
+    Raises InvalidImage (field "image" or "target_image") when either has no face."""
     checkpoint(should_stop)
     source_box = main_face(source, "image")
     report(progress, 0.15)
@@ -77,7 +77,7 @@ def swap_face(
     mask = _ellipse_mask(dst.shape[:2], target_box, roll)
     x, y, w, h = cv2.boundingRect(mask)
     if w < 3 or h < 3:
-        raise ImageInputError("target_image", "the face is too close to the edge to replace")
+        raise InvalidImage("the face is too close to the edge to replace", field="target_image")
     # Work on the mask's bounding box only: the source warped straight into it.
     local = matrix.copy()
     local[:, 2] -= (x, y)
@@ -99,10 +99,10 @@ def swap_face(
 
 
 def main_face(image: Image.Image, field: str) -> FaceBox:
-    """The image's main face: the largest of those scoring near the best (else ImageInputError)."""
+    """The image's main face: the largest of those scoring near the best (else InvalidImage)."""
     faces = detect_faces(image)
     if not faces:
-        raise ImageInputError(field, "no face found in this image")
+        raise InvalidImage("no face found in this image", field=field)
     best = faces[0].score
     return max((face for face in faces if face.score >= best - SCORE_SLACK), key=lambda f: f.area)
 

@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from apps.worker.imaging import ImageInputError, alpha_of, from_bgr, to_bgr
+from apps.worker.errors import InvalidImage
+from apps.worker.imaging import alpha_of, from_bgr, to_bgr
 
 PRESETS = ("stylization", "pencil_sketch", "pencil_sketch_color", "detail_enhance", "cartoon")
 SIGMA_S_RANGE = (0.0, 200.0)
@@ -33,11 +34,11 @@ def stylize(
     (R == G == B). "cartoon" maps them onto its bilateral filter: colour sigma 10 + 150 *
     sigma_r, space sigma sigma_s / 8."""
     if preset not in PRESETS:
-        raise ImageInputError("preset", f"must be one of {', '.join(PRESETS)}")
+        raise InvalidImage(f"must be one of {', '.join(PRESETS)}", field="preset")
     if not SIGMA_S_RANGE[0] <= sigma_s <= SIGMA_S_RANGE[1]:
-        raise ImageInputError("sigma_s", f"must be within {SIGMA_S_RANGE}, not {sigma_s}")
+        raise InvalidImage(f"must be within {SIGMA_S_RANGE}, not {sigma_s}", field="sigma_s")
     if not SIGMA_R_RANGE[0] <= sigma_r <= SIGMA_R_RANGE[1]:
-        raise ImageInputError("sigma_r", f"must be within {SIGMA_R_RANGE}, not {sigma_r}")
+        raise InvalidImage(f"must be within {SIGMA_R_RANGE}, not {sigma_r}", field="sigma_r")
     s = max(float(sigma_s), SIGMA_S_FLOOR)
     r = max(float(sigma_r), SIGMA_R_FLOOR)
     bgr = to_bgr(image)

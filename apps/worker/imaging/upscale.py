@@ -25,8 +25,8 @@ from typing import Any
 
 from PIL import Image
 
+from apps.worker.errors import InvalidImage
 from apps.worker.imaging import (
-    ImageInputError,
     Progress,
     ShouldStop,
     alpha_of,
@@ -153,9 +153,9 @@ def upscale(
     where available, else Lanczos). Real-ESRGAN reports progress and honours `should_stop` per
     tile; an alpha channel is resized with Lanczos beside it."""
     if scale not in SCALES:
-        raise ImageInputError("scale", f"must be one of {SCALES}, not {scale!r}")
+        raise InvalidImage(f"must be one of {SCALES}, not {scale!r}", field="scale")
     if method not in METHODS:
-        raise ImageInputError("method", f"must be one of {METHODS}, not {method!r}")
+        raise InvalidImage(f"must be one of {METHODS}, not {method!r}", field="method")
     checkpoint(should_stop)
     report(progress, 0.0)
     engine = None

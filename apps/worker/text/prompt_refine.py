@@ -20,7 +20,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from apps.worker.text import TextInputError
+from apps.worker.errors import InvalidInput, JobFailed
 
 DEFAULT_MAX_LENGTH = 400
 LLM_ATTEMPTS = 3
@@ -118,15 +118,14 @@ class Refinement:
     added: list[str] = field(default_factory=list)
 
 
-class LlmUnavailable(Exception):
-    """The LLM endpoint failed (after retries) or gave no usable reply.
+class LlmUnavailable(JobFailed):
+    """The LLM endpoint failed (after retries) or gave no usable reply (`llm_unavailable`).
 
     The message names no host or URL: the worker passes it on to the client.
     """
 
     def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__("llm_unavailable", message)
 
 
 def refine_rules(
@@ -195,7 +194,7 @@ def refine_with_llm(
     refined, negative = _parse_reply(_message_content(reply))
     try:
         refined_prompt = _fit_words(", ".join(_phrases(refined)), max_length)
-    except TextInputError as error:
+    except InvalidInput as error:
         raise LlmUnavailable("the LLM replied with an empty prompt") from error
     own = {phrase.lower() for phrase in _phrases(user)}
     return Refinement(
@@ -212,13 +211,13 @@ def _style(style: str | None) -> Style | None:
     key = re.sub(r"[\s-]+", "_", style.strip().lower())
     if key not in STYLES:
         valid = ", ".join(sorted(STYLES))
-        raise TextInputError(f"unknown style {style!r}; valid styles: {valid}", field="style")
+        raise InvalidInput(f"unknown style {style!r}; valid styles: {valid}", field="style")
     return STYLES[key]
 
 
 def _check_max_length(max_length: int) -> None:
     if max_length < 1:
-        raise TextInputError("max_length must be at least 1", field="max_length")
+        raise InvalidInput("max_length must be at least 1", field="max_length")
 
 
 _QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})
@@ -239,7 +238,7 @@ def _phrases(text: str) -> list[str]:
             seen.add(phrase.lower())
             phrases.append(phrase)
     if not phrases:
-        raise TextInputError("prompt is empty", field="prompt")
+        raise InvalidInput("prompt is empty", field="prompt")
     return phrases
 
 
@@ -372,5 +371,5 @@ def _negative_text(value: object) -> str:
         return ""
     try:
         return ", ".join(_phrases(value))
-    except TextInputError:
+    except InvalidInput:
         return ""

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from apps.worker.text import Stopped, TextInputError
+from apps.worker.errors import InvalidInput, Stopped
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -84,9 +84,9 @@ class Translator:
         """Translate `texts`, in order, `batch_size` at a time.
 
         `target_lang` (`de` or `>>de<<`) is put before each text for a multilingual model, and a
-        code the model lacks raises `TextInputError(field="target_lang")`; a single-pair model
+        code the model lacks raises `InvalidInput(field="target_lang")`; a single-pair model
         has one output language, so there `target_lang` is ignored. A text longer than the model
-        takes raises `TextInputError(field="text")`. `progress` gets the fraction done after each
+        takes raises `InvalidInput(field="text")`. `progress` gets the fraction done after each
         batch (the last call is 1.0); `should_stop` is asked before each batch and True raises
         `Stopped`. Blank texts come back as "".
         """
@@ -98,7 +98,7 @@ class Translator:
         lengths = [len(ids) for ids in self.tokenizer(inputs)["input_ids"]] if inputs else []
         for i, length in zip(todo, lengths, strict=True):
             if length > self.max_input_tokens:
-                raise TextInputError(
+                raise InvalidInput(
                     f"text[{i}] is {length} tokens long; the model takes at most "
                     f"{self.max_input_tokens}",
                     field="text",
@@ -132,7 +132,7 @@ class Translator:
         token = language_token(target_lang)
         if token not in self.language_tokens:
             valid = ", ".join(self.language_tokens)
-            raise TextInputError(
+            raise InvalidInput(
                 f"unknown target_lang {target_lang!r} for this model; valid: {valid}",
                 field="target_lang",
             )

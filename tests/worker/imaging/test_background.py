@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from apps.worker.imaging import ImageInputError, Stopped
+from apps.worker.errors import InvalidImage, Stopped
 from apps.worker.imaging.background import default_box, remove_background
 
 
@@ -94,13 +94,13 @@ def test_transparent_input_stays_transparent() -> None:
 )
 def test_a_box_outside_or_filling_the_image_is_refused(box: tuple[int, int, int, int]) -> None:
     image, _ = scene()
-    with pytest.raises(ImageInputError) as caught:
+    with pytest.raises(InvalidImage) as caught:
         remove_background(image, box=box)
     assert caught.value.field == "box"
 
 
 def test_zero_iterations_are_refused() -> None:
-    with pytest.raises(ImageInputError) as caught:
+    with pytest.raises(InvalidImage) as caught:
         remove_background(scene()[0], iterations=0)
     assert caught.value.field == "iterations"
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageEnhance
 from skimage import data
 
-from apps.worker.imaging import ImageInputError, Stopped
+from apps.worker.errors import InvalidImage, Stopped
 from apps.worker.imaging.face_swap import match_colour, swap_face
 
 
@@ -128,14 +128,14 @@ def test_an_rgba_target_keeps_its_alpha() -> None:
 
 
 def test_no_face_in_the_target_names_target_image() -> None:
-    with pytest.raises(ImageInputError) as caught:
+    with pytest.raises(InvalidImage) as caught:
         swap_face(source(), Image.new("RGB", (200, 200), (200, 180, 160)))
     assert caught.value.field == "target_image"
 
 
 def test_no_face_in_the_source_names_image() -> None:
     noise = np.random.default_rng(3).integers(0, 256, (200, 200, 3), dtype=np.uint8)
-    with pytest.raises(ImageInputError) as caught:
+    with pytest.raises(InvalidImage) as caught:
         swap_face(Image.fromarray(noise), target())
     assert caught.value.field == "image"
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from apps.worker.imaging import ImageInputError
+from apps.worker.errors import InvalidImage
 from apps.worker.imaging.stylize import PRESETS, stylize
 
 
@@ -94,6 +94,6 @@ def test_alpha_is_kept() -> None:
 def test_bad_settings_name_their_field(
     preset: str, sigma_s: float, sigma_r: float, field: str
 ) -> None:
-    with pytest.raises(ImageInputError) as caught:
+    with pytest.raises(InvalidImage) as caught:
         stylize(photo(), preset, sigma_s=sigma_s, sigma_r=sigma_r)
     assert caught.value.field == field

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from apps.worker.imaging import ImageInputError, Stopped
+from apps.worker.errors import InvalidImage, Stopped
 from apps.worker.imaging import upscale as upscale_module
 from apps.worker.imaging.upscale import realesrgan_available, upscale
 
@@ -133,6 +133,6 @@ def test_without_realesrgan_auto_falls_back_and_realesrgan_refuses() -> None:
     ("scale", "method", "field"), [(3, "auto", "scale"), (2, "magic", "method")]
 )
 def test_bad_arguments_name_their_field(scale: int, method: str, field: str) -> None:
-    with pytest.raises(ImageInputError) as caught:
+    with pytest.raises(InvalidImage) as caught:
         upscale(photo(20, 20), scale, method=method)
     assert caught.value.field == field

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from apps.worker.text import TextInputError
+from apps.worker.errors import InvalidInput
 from apps.worker.text.prompt_refine import (
     QUALITY_MODIFIERS,
     STYLES,
@@ -85,16 +85,17 @@ def test_style_names_are_forgiving() -> None:
 
 
 def test_unknown_style_is_an_input_error_listing_the_valid_ones() -> None:
-    with pytest.raises(TextInputError) as caught:
+    with pytest.raises(InvalidInput) as caught:
         refine_rules("a boat", style="vaporwave")
     assert caught.value.field == "style"
-    assert isinstance(caught.value, ValueError)
+    assert caught.value.code == "invalid_input"
+    assert str(caught.value).startswith("input.style: unknown style")
     for name in STYLES:
         assert name in caught.value.message
 
 
 def test_empty_prompt_is_an_input_error() -> None:
-    with pytest.raises(TextInputError) as caught:
+    with pytest.raises(InvalidInput) as caught:
         refine_rules(" ,, . ")
     assert caught.value.field == "prompt"
 
@@ -132,7 +133,7 @@ def test_a_user_prompt_over_max_length_is_cut_at_a_word_boundary() -> None:
 
 
 def test_max_length_below_one_is_an_input_error() -> None:
-    with pytest.raises(TextInputError) as caught:
+    with pytest.raises(InvalidInput) as caught:
         refine_rules("a boat", max_length=0)
     assert caught.value.field == "max_length"
 
@@ -317,7 +318,7 @@ def test_llm_unreachable_is_unavailable() -> None:
 
 
 def test_llm_bad_style_fails_before_any_request(llm: FakeLlm) -> None:
-    with pytest.raises(TextInputError) as caught:
+    with pytest.raises(InvalidInput) as caught:
         call(llm, style="vaporwave")
     assert caught.value.field == "style"
     assert llm.requests == []

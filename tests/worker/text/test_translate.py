@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from apps.worker.text import Stopped, TextInputError
+from apps.worker.errors import InvalidInput, Stopped
 from apps.worker.text.tiny_translator import LANGUAGE_TOKENS, ensure_tiny_translator
 from apps.worker.text.translate import Translator, get_translator
 from tests.procs import ROOT
@@ -110,7 +110,7 @@ def test_target_language_token_reaches_the_model(translator: Translator) -> None
 
 
 def test_unknown_target_language_is_an_input_error(translator: Translator) -> None:
-    with pytest.raises(TextInputError) as caught:
+    with pytest.raises(InvalidInput) as caught:
         translator.translate(TEXTS, target_lang="xx")
     assert caught.value.field == "target_lang"
     assert ">>de<<" in caught.value.message
@@ -133,7 +133,7 @@ def test_blank_texts_come_back_blank(translator: Translator) -> None:
 
 
 def test_text_longer_than_the_model_takes_is_an_input_error(translator: Translator) -> None:
-    with pytest.raises(TextInputError) as caught:
+    with pytest.raises(InvalidInput) as caught:
         translator.translate(["hello", "the cat sits on the mat " * 200])
     assert caught.value.field == "text"
     assert "text[1]" in caught.value.message
