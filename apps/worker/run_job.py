@@ -28,6 +28,7 @@ from apps.common.wire.contracts import (
     InferenceProgress,
     InferenceResult,
     JobResult,
+    OutputFormat,
     TaskEvent,
     TaskStatus,
 )
@@ -41,7 +42,6 @@ from apps.worker.settings import WorkerSettings
 
 log = get_logger(__name__)
 
-_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 # How often a running handler may ask Redis whether its job was canceled.
 _CANCEL_POLL_S = 0.1
 
@@ -211,7 +211,7 @@ def _store_inference_images(
             task_id,
             index,
             base64.b64decode(image.data_b64),
-            extension=_EXTENSIONS.get(image.content_type, "bin"),
+            extension=_extension(image.content_type),
         )
         stored.append(
             ImageOutput(
@@ -229,6 +229,11 @@ def _store_inference_images(
     )
 
 
+def _extension(content_type: str) -> str:
+    fmt = OutputFormat.of_content_type(content_type)
+    return "bin" if fmt is None else fmt.extension
+
+
 def _store_output(
     task_id: str, output: Output, compute_ms: float, outputs: OutputStore
 ) -> JobResult:
@@ -236,9 +241,7 @@ def _store_output(
 
     def put(item: OutputImage) -> ImageOutput:
         data, content_type = images.encode(item.image, item.format)
-        url = outputs.put(
-            task_id, next(counter), data, extension=_EXTENSIONS.get(content_type, "bin")
-        )
+        url = outputs.put(task_id, next(counter), data, extension=_extension(content_type))
         return ImageOutput(
             url=url,
             content_type=content_type,
