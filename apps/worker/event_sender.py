@@ -18,7 +18,7 @@ from tenacity import (
 from apps.common.jobs.metrics import observe_final
 from apps.common.jobs.store import SyncJobStore
 from apps.common.jobs.usage import SyncUsageMeter
-from apps.common.jobs.view import job_view
+from apps.common.jobs.view import JobViews
 from apps.common.jobs.webhook_plan import plan_webhook
 from apps.common.security.signing import sign_internal
 from apps.common.service.logging import get_logger
@@ -60,6 +60,7 @@ class EventSender:
         self._store = store
         self._producer = producer
         self._usage = usage
+        self._views = JobViews.of(settings)
         self._client = httpx.Client(
             base_url=settings.notifier_url.rstrip("/"), timeout=httpx.Timeout(5.0, connect=2.0)
         )
@@ -91,12 +92,7 @@ class EventSender:
             )
             outcome = self._store.apply(event)
             if outcome.applied and outcome.record is not None:
-                view = job_view(
-                    outcome.record,
-                    public_base=self._settings.public_base,
-                    public_ws_base=self._settings.public_ws_base,
-                    event=event.event,
-                )
+                view = self._views.render(outcome.record, event.event)
                 self._store.publish(view)
                 if outcome.record.status.value == event.event.value and self._usage.meter_final(
                     outcome.record
