@@ -22,7 +22,7 @@ from apps.common.jobs.positions import QueuePositions
 from apps.common.jobs.record import JobRecord, new_job
 from apps.common.jobs.store import JobStore
 from apps.common.jobs.usage import UsageMeter
-from apps.common.jobs.view import job_view
+from apps.common.jobs.view import JobViews
 from apps.common.redis import keys
 from apps.common.security.apikeys import ApiKey
 from apps.common.security.url_guard import AllowList, UnsafeUrl, check_url
@@ -111,17 +111,7 @@ class TaskService:
         self._limits = KeyLimits(client)
         self._allow = AllowList.parse(settings.webhook_allow)
         self._inputs = JobImages(outputs, settings, self._allow)
-
-    def view(
-        self, record: JobRecord, event: str | None = None, *, queue_position: int | None = None
-    ) -> JobView:
-        return job_view(
-            record,
-            public_base=self._settings.public_base,
-            public_ws_base=self._settings.public_ws_base,
-            event=event,
-            queue_position=queue_position,
-        )
+        self.views = JobViews.of(settings)
 
     async def with_base64(self, view: dict[str, Any]) -> dict[str, Any]:
         """A dumped view whose result images carry `base64` (`?include=base64`)."""
@@ -129,7 +119,7 @@ class TaskService:
 
     async def live_view(self, record: JobRecord) -> JobView:
         """The view with the job's current place in its queue (while queued)."""
-        return self.view(record, queue_position=await self._positions.of(record))
+        return self.views.render(record, queue_position=await self._positions.of(record))
 
     async def owner_view(self, record: JobRecord) -> JobView:
         """The live view plus the owner-only `webhook` block with its delivery attempts."""
@@ -208,7 +198,7 @@ class TaskService:
             raise Unavailable(
                 f"task {record.task_id} was accepted but is not yet durable ({exc}); retry with "
                 "the same Idempotency-Key to get this task",
-                task=self.view(record).model_dump(mode="json"),
+                task=self.views.render(record).model_dump(mode="json"),
             ) from exc
         except Exception as exc:
             log.error("accept failed", error=repr(exc))
@@ -322,7 +312,7 @@ class TaskService:
             )
             if outcome.applied and outcome.record is not None:
                 await self._announcer.announce(
-                    outcome.record, self.view(outcome.record, EventKind.CANCELED)
+                    outcome.record, self.views.render(outcome.record, EventKind.CANCELED)
                 )
                 return outcome.record, True
             record = await self.get(task_id, caller)  # it started meanwhile: treat it as running
@@ -333,7 +323,7 @@ class TaskService:
             return record, False
         raise Conflict(
             f"task {task_id} is already {record.status.value}",
-            task=self.view(record).model_dump(mode="json"),
+            task=self.views.render(record).model_dump(mode="json"),
         )
 
     async def redeliver_webhook(self, task_id: str, caller: ApiKey | None) -> str:

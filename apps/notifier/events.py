@@ -10,7 +10,7 @@ from apps.common.jobs.announce import Announcer
 from apps.common.jobs.positions import QueuePositions
 from apps.common.jobs.record import JobRecord
 from apps.common.jobs.store import JobStore
-from apps.common.jobs.view import job_view
+from apps.common.jobs.view import JobViews
 from apps.common.security.signing import verify_internal
 from apps.common.service.errors import InvalidInput, NotFound, Unauthorized
 from apps.common.service.request_context import bind_ids
@@ -36,21 +36,11 @@ class EventIngest:
         self._settings = settings
         self._announcer = announcer
         self._positions = positions
+        self.views = JobViews.of(settings)
 
     async def live_view(self, record: JobRecord, event: str | None = None) -> JobView:
         """The view with the job's current place in its queue (while queued)."""
-        return self.view_of(record, event, queue_position=await self._positions.of(record))
-
-    def view_of(
-        self, record: JobRecord, event: str | None = None, *, queue_position: int | None = None
-    ) -> JobView:
-        return job_view(
-            record,
-            public_base=self._settings.public_base,
-            public_ws_base=self._settings.public_ws_base,
-            event=event,
-            queue_position=queue_position,
-        )
+        return self.views.render(record, event, queue_position=await self._positions.of(record))
 
     async def ingest(
         self, body: bytes, *, timestamp: str | None, signature: str | None
@@ -70,13 +60,13 @@ class EventIngest:
         outcome = await self._store.apply(event)
         if outcome.record is None:
             raise NotFound(f"task {event.task_id} not found")
-        view = self.view_of(outcome.record, event.event.value if outcome.applied else None)
+        view = self.views.render(outcome.record, event.event.value if outcome.applied else None)
         if outcome.applied:
             await self._announcer.announce(outcome.record, view)
         elif event.event.value == outcome.record.status.value:
             # A retried terminal event whose first announce may have failed after the apply:
             # announce again. Subscribers drop the repeated `seq`; the webhook keeps its id.
             await self._announcer.announce(
-                outcome.record, self.view_of(outcome.record, event.event.value)
+                outcome.record, self.views.render(outcome.record, event.event.value)
             )
         return IngestOutcome(applied=outcome.applied, view=view)

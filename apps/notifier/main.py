@@ -136,7 +136,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         ingest: EventIngest = request.app.state.ingest
 
         def render(record: JobRecord) -> str:
-            return ingest.view_of(record).model_dump_json()
+            return ingest.views.render(record).model_dump_json()
 
         outcome = await wait_for_terminal(
             request.app.state.hub,

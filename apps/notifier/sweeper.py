@@ -95,7 +95,7 @@ class Sweeper:
             event = TaskEvent(task_id=task_id, event=EventKind.EXPIRED, error=DEADLINE_EXCEEDED)
             outcome = await self._store.apply(event)
             if outcome.applied and outcome.record is not None:
-                view = self._ingest.view_of(outcome.record, EventKind.EXPIRED)
+                view = self._ingest.views.render(outcome.record, EventKind.EXPIRED)
                 await self._announcer.announce(outcome.record, view)
                 log.info("job expired before it started", task_id=task_id)
                 return

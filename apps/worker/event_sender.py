@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import httpx
-from celery import Celery
 from tenacity import (
     RetryCallState,
     RetryError,
@@ -15,16 +14,13 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from apps.common.jobs.metrics import observe_final
+from apps.common.jobs.announce import SyncAnnouncer
 from apps.common.jobs.store import SyncJobStore
-from apps.common.jobs.usage import SyncUsageMeter
-from apps.common.jobs.view import job_view
-from apps.common.jobs.webhook_plan import plan_webhook
+from apps.common.jobs.view import JobViews
 from apps.common.security.signing import sign_internal
 from apps.common.service.logging import get_logger
 from apps.common.service.request_context import outgoing_headers
 from apps.common.wire.contracts import EventKind, TaskEvent
-from apps.common.wire.queues import send_webhook
 from apps.worker.settings import WorkerSettings
 
 log = get_logger(__name__)
@@ -53,13 +49,12 @@ class EventSender:
         settings: WorkerSettings,
         store: SyncJobStore,
         *,
-        producer: Celery,
-        usage: SyncUsageMeter,
+        announcer: SyncAnnouncer,
     ) -> None:
         self._settings = settings
         self._store = store
-        self._producer = producer
-        self._usage = usage
+        self._announcer = announcer
+        self._views = JobViews.of(settings)
         self._client = httpx.Client(
             base_url=settings.notifier_url.rstrip("/"), timeout=httpx.Timeout(5.0, connect=2.0)
         )
@@ -83,7 +78,7 @@ class EventSender:
             self._post_with_retries(body)
         except (RetryError, _NotifierRefused):
             # The notifier stayed down: write the event ourselves so the result is never lost.
-            # Subscribers still see it through pub/sub; only the notifier's own side effects wait.
+            # What follows is what the notifier would have done: publish, meter, webhook.
             log.error(
                 "notifier unreachable; applying event directly",
                 task_id=event.task_id,
@@ -91,19 +86,9 @@ class EventSender:
             )
             outcome = self._store.apply(event)
             if outcome.applied and outcome.record is not None:
-                view = job_view(
-                    outcome.record,
-                    public_base=self._settings.public_base,
-                    public_ws_base=self._settings.public_ws_base,
-                    event=event.event,
+                self._announcer.announce(
+                    outcome.record, self._views.render(outcome.record, event.event)
                 )
-                self._store.publish(view)
-                if outcome.record.status.value == event.event.value and self._usage.meter_final(
-                    outcome.record
-                ):
-                    observe_final(outcome.record)
-                if (message := plan_webhook(outcome.record, view)) is not None:
-                    send_webhook(self._producer, message)
 
     def _post(self, body: bytes) -> None:
         headers = {

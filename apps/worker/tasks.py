@@ -12,8 +12,8 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from redis.exceptions import RedisError
 
+from apps.common.jobs.announce import SyncAnnouncer
 from apps.common.jobs.store import SyncJobStore
-from apps.common.jobs.usage import SyncUsageMeter
 from apps.common.security.url_guard import AllowList
 from apps.common.service.logging import get_logger
 from apps.common.service.request_context import bind_ids
@@ -45,12 +45,7 @@ def job_deps() -> JobDeps:
     outputs = make_output_store(settings)
     return JobDeps(
         store=store,
-        events=EventSender(
-            settings,
-            store,
-            producer=app,
-            usage=SyncUsageMeter(redis_client(), job_ttl_s=settings.job_ttl_s),
-        ),
+        events=EventSender(settings, store, announcer=SyncAnnouncer(store, redis_client(), app)),
         balancer=BalancerClient(settings.balancer_url, read_timeout_s=settings.job_time_limit_s),
         outputs=outputs,
         inputs=InputImages(

@@ -11,7 +11,6 @@ import time
 from prometheus_client import Counter, Histogram
 
 from apps.common.jobs.record import JobRecord
-from apps.common.wire.contracts import EventKind, JobView
 
 _STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
@@ -35,8 +34,9 @@ DELIVERY_SECONDS = Histogram(
 )
 
 
-def observe_started(record: JobRecord, view: JobView) -> None:
-    if view.event == EventKind.STARTED and record.started_at is not None:
+def observe_started(record: JobRecord) -> None:
+    """Call once per job, when its start was announced."""
+    if record.started_at is not None:
         QUEUED_SECONDS.labels(record.type).observe(max(0.0, record.started_at - record.created_at))
 
 

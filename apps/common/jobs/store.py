@@ -176,6 +176,10 @@ class SyncJobStore:
         self._apply = client.register_script(APPLY_EVENT_LUA)
         self._open_attempt = client.register_script(OPEN_ATTEMPT_LUA)
 
+    @property
+    def ttl_s(self) -> int:
+        return self._ttl_s
+
     def open_attempt(self, task_id: str) -> int:
         """Start a run of the job; how many earlier runs died without finishing."""
         return int(self._open_attempt(keys=[keys.attempt_key(task_id)], args=[self._ttl_s]))

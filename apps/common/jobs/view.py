@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from apps.common.jobs.record import JobRecord
+from apps.common.service.settings import CommonSettings
 from apps.common.wire.contracts import (
     EventKind,
     JobView,
@@ -74,3 +76,31 @@ def job_view(
         ),
         event=event,
     )
+
+
+@dataclass(frozen=True)
+class JobViews:
+    """Renders records as public views with one deployment's URLs; built once from settings."""
+
+    public_base: str
+    public_ws_base: str
+
+    @classmethod
+    def of(cls, settings: CommonSettings) -> JobViews:
+        return cls(public_base=settings.public_base, public_ws_base=settings.public_ws_base)
+
+    def render(
+        self,
+        record: JobRecord,
+        event: EventKind | str | None = None,
+        *,
+        queue_position: int | None = None,
+    ) -> JobView:
+        """`record`'s view as of `event` (None for a plain read), placed in its queue."""
+        return job_view(
+            record,
+            public_base=self.public_base,
+            public_ws_base=self.public_ws_base,
+            event=event,
+            queue_position=queue_position,
+        )

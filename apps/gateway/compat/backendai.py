@@ -115,7 +115,7 @@ async def create(
     record = await submit(
         request, caller, ours, task_input, uploads=uploads, priority=params.get("priority")
     )
-    view = service_of(request).view(record)
+    view = service_of(request).views.render(record)
     return _created(record.task_id, view.created_at, "Task queued successfully")
 
 
@@ -125,7 +125,7 @@ async def submit_json(body: SubmitBody, request: Request, caller: Caller) -> JSO
     images = {k: v for k, v in (("image", body.image), ("target_image", body.target_image)) if v}
     ours, task_input = _task_input(body.task_type, body.prompt, body.parameters, images)
     record = await submit(request, caller, ours, task_input, priority=body.priority)
-    view = service_of(request).view(record)
+    view = service_of(request).views.render(record)
     return _created(
         record.task_id, view.created_at, f"{body.task_type} task submitted successfully"
     )
@@ -176,7 +176,7 @@ async def task_result(
     `?image_data=true` or `?include=base64`)."""
     service = service_of(request)
     record = await service.get(task_id, caller)
-    view = service.view(record)
+    view = service.views.render(record)
     if view.status is not TaskStatus.SUCCEEDED:
         raise NotReady(f"Task not completed. Status: {STATUS_WORDS[view.status]}")
     dumped = view.model_dump(mode="json")

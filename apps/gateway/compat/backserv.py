@@ -105,6 +105,6 @@ async def cancel_task(ticket_id: str, request: Request, caller: Caller) -> dict[
     the worker stops it); a finished ticket is a 409."""
     service = service_of(request)
     record, _changed = await service.cancel(ticket_id, caller)
-    answer = ticket(service.view(record))
+    answer = ticket(service.views.render(record))
     answer["cancel_requested"] = True
     return answer

@@ -46,7 +46,7 @@ async def submit_and_answer(
     )
     submitted = await service.submit(job, options, caller)
     record = submitted.record
-    view = service.view(record)
+    view = service.views.render(record)
     answer = SubmitAnswer(task_id=record.task_id, status=record.status, urls=view.urls)
     headers = {"Location": view.urls.status}
     if submitted.replayed:

@@ -108,7 +108,7 @@ async def cancel_task(task_id: str, service: Service, caller: Caller) -> Respons
     """Cancel a queued job at once, or stop a running one at its next step."""
     record, changed = await service.cancel(task_id, caller)
     return Response(
-        service.view(record).model_dump_json(exclude={"event"}),
+        service.views.render(record).model_dump_json(exclude={"event"}),
         status_code=202 if changed else 200,
         media_type=JSON,
     )

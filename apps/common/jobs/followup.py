@@ -1,8 +1,10 @@
-"""Which webhook message an applied event produces for a task's subscriber, if any."""
+"""What follows an applied event, decided without I/O: one rule for the notifier, the gateway and
+a worker that writes an event itself (`announce.py` runs it, async or blocking)."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import orjson
 
@@ -10,12 +12,43 @@ from apps.common.jobs.record import JobRecord
 from apps.common.jobs.view import iso_utc
 from apps.common.wire.contracts import EventKind, JobView, WebhookEvent, WebhookMessage
 
+# A task's subscriber gets at most one progress webhook per this interval.
+PROGRESS_WEBHOOK_INTERVAL_MS = 1000
+FINAL_EVENTS = (EventKind.SUCCEEDED, EventKind.FAILED, EventKind.CANCELED, EventKind.EXPIRED)
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """What to do, in this order, once `view` was applied to a record."""
+
+    # Published to every subscriber, always.
+    view: JobView
+    # The job just started: observe its time in the queue.
+    observe_started: bool
+    # The job reached this final state: meter it, and if that metering counted, observe it.
+    final: bool
+    # The message for the task's webhook, if its subscriber wants this event.
+    webhook: WebhookMessage | None
+    # The webhook is a progress note: send it only if the task's progress gate opens.
+    progress_gated: bool
+
+
+def follow_up(record: JobRecord, view: JobView) -> FollowUp:
+    """The follow-up of `view`, the view of `record` right after an event was applied to it."""
+    webhook = plan_webhook(record, view)
+    return FollowUp(
+        view=view,
+        observe_started=view.event == EventKind.STARTED,
+        final=record.status.value == view.event and view.event in FINAL_EVENTS,
+        webhook=webhook,
+        progress_gated=webhook is not None and view.event == EventKind.PROGRESS,
+    )
+
 
 def plan_webhook(record: JobRecord, view: JobView) -> WebhookMessage | None:
     """The message for `view` (an applied event), or None when the task has no subscriber for it.
 
     Terminal events always go out; `started` and `progress` only when asked for; `waiting` never.
-    The caller keeps progress to one per second.
     """
     if not record.webhook or view.event is None or view.event == "snapshot":
         return None
