@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from apps.common.jobs.announce import Announcer
+from apps.common.jobs.followup import follows_up
 from apps.common.jobs.positions import QueuePositions
 from apps.common.jobs.record import JobRecord
 from apps.common.jobs.store import JobStore
@@ -61,12 +62,7 @@ class EventIngest:
         if outcome.record is None:
             raise NotFound(f"task {event.task_id} not found")
         view = self.views.render(outcome.record, event.event.value if outcome.applied else None)
-        if outcome.applied:
-            await self._announcer.announce(outcome.record, view)
-        elif event.event.value == outcome.record.status.value:
-            # A retried terminal event whose first announce may have failed after the apply:
-            # announce again. Subscribers drop the repeated `seq`; the webhook keeps its id.
-            await self._announcer.announce(
-                outcome.record, self.views.render(outcome.record, event.event.value)
-            )
+        if follows_up(outcome, event):
+            announced = view if outcome.applied else self.views.render(outcome.record, event.event)
+            await self._announcer.announce(outcome.record, announced)
         return IngestOutcome(applied=outcome.applied, view=view)

@@ -15,6 +15,7 @@ from tenacity import (
 )
 
 from apps.common.jobs.announce import SyncAnnouncer
+from apps.common.jobs.followup import follows_up
 from apps.common.jobs.store import SyncJobStore
 from apps.common.jobs.view import JobViews
 from apps.common.security.signing import sign_internal
@@ -85,7 +86,7 @@ class EventSender:
                 event_kind=event.event.value,
             )
             outcome = self._store.apply(event)
-            if outcome.applied and outcome.record is not None:
+            if outcome.record is not None and follows_up(outcome, event):
                 self._announcer.announce(
                     outcome.record, self._views.render(outcome.record, event.event)
                 )
@@ -112,7 +113,7 @@ class EventSender:
             )
 
     def _post_with_retries(self, body: bytes) -> None:
-        backoff = wait_exponential_jitter(initial=0.1, max=5.0)
+        backoff = wait_exponential_jitter(multiplier=0.1, max=5.0)
 
         def wait(state: RetryCallState) -> float:
             error = state.outcome.exception() if state.outcome else None

@@ -238,9 +238,6 @@ def test_both_runners_publish_gate_progress_and_meter_once(
 # --- the worker's fallback ----------------------------------------------------------------------
 
 
-# The sender's backoff says `initial=`, which tenacity 9 deprecates for `multiplier=`, a name
-# tenacity 8.2 (the floor in pyproject.toml) does not know.
-@pytest.mark.filterwarnings("ignore:The 'initial' parameter is deprecated:DeprecationWarning")
 def test_a_worker_cut_off_from_the_notifier_follows_up_as_the_notifier_would(
     own_db: str, client: redis.Redis
 ) -> None:
@@ -278,6 +275,38 @@ def test_a_worker_cut_off_from_the_notifier_follows_up_as_the_notifier_would(
         assert body["type"] == "task.succeeded"
         # The webhook carries the published view, as the notifier's would.
         assert body["data"] == {k: v for k, v in views[-1].items() if k not in ("event", "webhook")}
+    finally:
+        sender.close()
+        pubsub.close()
+        producer.close()
+
+
+def test_a_final_event_the_notifier_applied_but_did_not_follow_up_is_followed_up_by_the_worker(
+    own_db: str, client: redis.Redis
+) -> None:
+    """The notifier applied the final event and died before its follow-up: the worker's retry
+    of that event changes nothing in the record, yet publishes, meters and queues the webhook."""
+    settings = WorkerSettings(
+        notifier_url=f"http://127.0.0.1:{free_port()}", worker_event_retry_s=0.2
+    )
+    producer = make_producer(own_db, visibility_timeout_s=60)
+    store = SyncJobStore(client, ttl_s=600)
+    sender = EventSender(settings, store, announcer=SyncAnnouncer(store, client, producer))
+    record = job("started")
+    create(client, record)
+    succeeded = TaskEvent(task_id=record.task_id, event=EventKind.SUCCEEDED, result=RESULT)
+    assert store.apply(succeeded).applied  # the notifier's apply, with no follow-up
+    pubsub = client.pubsub()
+    pubsub.subscribe(keys.events_channel(record.task_id))
+    try:
+        sender.send(succeeded)
+
+        final = store.get(record.task_id)
+        assert final is not None and final.seq == 1  # the retry itself changed nothing
+        assert [v["event"] for v in published(pubsub, 1)] == ["succeeded"]
+        assert metered(client, final) == "1"
+        sent = queued_webhooks(client, record.task_id)
+        assert [m["message_id"] for m in sent] == [f"msg_{record.task_id}_1"]
     finally:
         sender.close()
         pubsub.close()

@@ -14,9 +14,9 @@ import redis
 from celery import Celery
 from PIL import Image
 
+from apps.common.jobs.announce import SyncAnnouncer
 from apps.common.jobs.record import CANCEL_BY_CLIENT, CANCEL_BY_DEADLINE, JobRecord, new_job
 from apps.common.jobs.store import SyncJobStore
-from apps.common.jobs.usage import SyncUsageMeter
 from apps.common.redis import keys
 from apps.common.security.url_guard import AllowList
 from apps.common.storage.local import LocalOutputStore
@@ -30,12 +30,6 @@ from apps.worker.run_job import JobDeps, run_job
 from apps.worker.settings import WorkerSettings
 from tests.procs import free_port, poll_until
 from tests.tasktypes.imagesrv import serving
-
-# The event sender's backoff uses tenacity's `initial`, deprecated in tenacity 9.2: that module is
-# being rewritten elsewhere; until then its warning must not fail these tests.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:The 'initial' parameter is deprecated:DeprecationWarning"
-)
 
 
 @pytest.fixture
@@ -58,11 +52,9 @@ def deps(client: redis.Redis, tmp_path: Path) -> Iterator[JobDeps]:
     outputs = LocalOutputStore(
         tmp_path / "outputs", public_base="http://files.test", name_key=fixed_key("test-key")
     )
+    # Its producer sends only webhooks, and these jobs have none.
     events = EventSender(
-        settings,
-        store,
-        producer=Celery("test_run_job"),  # sends only webhooks, and these jobs have none
-        usage=SyncUsageMeter(client, job_ttl_s=600),
+        settings, store, announcer=SyncAnnouncer(store, client, Celery("test_run_job"))
     )
     balancer = BalancerClient(f"http://127.0.0.1:{free_port()}", read_timeout_s=5)
     http = httpx.Client()

@@ -9,12 +9,18 @@ from dataclasses import dataclass
 import orjson
 
 from apps.common.jobs.record import JobRecord
+from apps.common.jobs.store import ApplyOutcome
 from apps.common.jobs.view import iso_utc
-from apps.common.wire.contracts import EventKind, JobView, WebhookEvent, WebhookMessage
+from apps.common.wire.contracts import (
+    EventKind,
+    JobView,
+    TaskEvent,
+    WebhookEvent,
+    WebhookMessage,
+)
 
 # A task's subscriber gets at most one progress webhook per this interval.
 PROGRESS_WEBHOOK_INTERVAL_MS = 1000
-FINAL_EVENTS = (EventKind.SUCCEEDED, EventKind.FAILED, EventKind.CANCELED, EventKind.EXPIRED)
 
 
 @dataclass(frozen=True)
@@ -39,10 +45,22 @@ def follow_up(record: JobRecord, view: JobView) -> FollowUp:
     return FollowUp(
         view=view,
         observe_started=view.event == EventKind.STARTED,
-        final=record.status.value == view.event and view.event in FINAL_EVENTS,
+        final=view.event is not None
+        and view.event == record.status.value
+        and EventKind(view.event).is_final,
         webhook=webhook,
         progress_gated=webhook is not None and view.event == EventKind.PROGRESS,
     )
+
+
+def follows_up(outcome: ApplyOutcome, event: TaskEvent) -> bool:
+    """Whether applying `event` is followed up: when it changed the record, and when a final
+    event repeats the state the job already ended in — a retry whose first follow-up may have
+    been lost after the apply. Repeating it is harmless: subscribers drop the repeated `seq`, the
+    webhook keeps its message id, usage meters a job once."""
+    if outcome.record is None:
+        return False
+    return outcome.applied or (event.event.is_final and event.event == outcome.record.status)
 
 
 def plan_webhook(record: JobRecord, view: JobView) -> WebhookMessage | None:
