@@ -8,8 +8,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Query, Request, WebSocket
 from fastapi.responses import Response, StreamingResponse
-from prometheus_client import make_asgi_app
-from redis.exceptions import RedisError
 
 from apps.common.jobs.announce import Announcer
 from apps.common.jobs.positions import QueuePositions
@@ -23,11 +21,10 @@ from apps.common.security.signing import (
     TIMESTAMP_HEADER,
     verify_internal_read,
 )
-from apps.common.service.errors import Unauthorized, Unavailable
-from apps.common.service.http import install_error_handlers
-from apps.common.service.request_context import RequestContextMiddleware, bind_ids
+from apps.common.service.app import create_service_app, redis_ready
+from apps.common.service.errors import Unauthorized
+from apps.common.service.request_context import bind_ids
 from apps.common.service.settings import get_settings
-from apps.common.service.tracing import fastapi_options, instrument_app
 from apps.common.wire.queues import make_producer
 from apps.notifier.events import EventIngest
 from apps.notifier.hub import EventHub
@@ -86,24 +83,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
             producer.close()
             await client.aclose()
 
-    app = FastAPI(title="Fluxgate notifier", lifespan=lifespan, **fastapi_options())
-    install_error_handlers(app)
-    app.mount("/metrics", make_asgi_app())
-    # Outermost: ids and timing cover every other layer.
-    app.add_middleware(RequestContextMiddleware, service="notifier")
-    instrument_app(app, "notifier", settings)
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz(request: Request) -> dict[str, str]:
-        try:
-            await request.app.state.redis.ping()
-        except RedisError as exc:
-            raise Unavailable(f"redis unreachable: {exc}") from exc
-        return {"status": "ready"}
+    app = create_service_app("notifier", settings, lifespan=lifespan, ready=redis_ready)
 
     @app.post("/internal/events")
     async def post_event(request: Request) -> Response:
