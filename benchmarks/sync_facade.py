@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from apps.common.service.settings import DEV_INTERNAL_SECRET as DEV_SECRET
 from benchmarks.common import machine, summary_ms, write_result
+from devtools.procs import Proc, free_port, start_redis, start_stack, wait_http_ok, wait_stack_ready
 from nginx.render import render
-from tests.procs import Proc, free_port, start_redis, start_stack, wait_http_ok, wait_stack_ready
 
 BODY = {"prompt": "a red fox", "width": 64, "height": 64, "num_inference_steps": 2, "seed": 1}
 TERMINAL = {"succeeded", "failed", "canceled", "expired"}

@@ -16,10 +16,10 @@ import pytest
 from PIL import Image
 
 from apps.common.security.signing import sign_internal
+from devtools.procs import Proc, free_port, wait_http_ok
 from nginx.render import TEMPLATE, render
 from tests.conftest import INTERNAL_SECRET, Stack
 from tests.e2e.wsclient import watch
-from tests.procs import Proc, free_port, wait_http_ok
 from tests.tasktypes.conftest import noise_png
 
 FLUX = {"prompt": "a red fox", "width": 64, "height": 64, "num_inference_steps": 2, "seed": 3}
