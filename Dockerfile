@@ -2,7 +2,7 @@
 # One image for every Fluxgate process; the command picks the component, as in the Procfile:
 #   python -m apps.gateway | apps.notifier | apps.balancer | apps.inference
 #   python -m apps.worker --queues gpu        celery -A apps.worker.celery_app flower
-# (nginx runs from the OpenResty image with nginx/nginx.conf.template, see charts/fluxgate).
+# (nginx runs from the OpenResty image with charts/fluxgate/files/nginx.conf.template).
 #
 #   docker build -t fluxgate:dev .                                   # CPU torch (k3d, CI)
 #   docker build --build-arg TORCH_VARIANT=cu126 -t fluxgate:cu126 .  # a CUDA build of torch

@@ -22,13 +22,13 @@ test: setup  ## run the test suite (starts its own redis and services on free po
 	$(VENV)/bin/pytest
 
 lint: setup  ## ruff and mypy
-	$(VENV)/bin/ruff check apps tests benchmarks clients loadtest
-	$(VENV)/bin/ruff format --check apps tests benchmarks clients loadtest
+	$(VENV)/bin/ruff check apps tests benchmarks clients loadtest devtools nginx
+	$(VENV)/bin/ruff format --check apps tests benchmarks clients loadtest devtools nginx
 	$(VENV)/bin/mypy
 
 format: setup  ## apply ruff's formatting and fixes
-	$(VENV)/bin/ruff format apps tests benchmarks clients loadtest
-	$(VENV)/bin/ruff check --fix apps tests benchmarks clients loadtest
+	$(VENV)/bin/ruff format apps tests benchmarks clients loadtest devtools nginx
+	$(VENV)/bin/ruff check --fix apps tests benchmarks clients loadtest devtools nginx
 
 run-loadtest: setup  ## locust against the stack (started if needed): USERS=4 SPAWN_RATE=2 DURATION=40s
 	USERS=$(or $(USERS),4) SPAWN_RATE=$(or $(SPAWN_RATE),2) DURATION=$(or $(DURATION),40s) scripts/run-loadtest.sh

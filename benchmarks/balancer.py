@@ -24,7 +24,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import machine, summary_ms, write_result
-from tests.procs import (
+from devtools.procs import (
     Proc,
     free_port,
     poll_until,

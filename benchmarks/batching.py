@@ -27,7 +27,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import machine, summary_ms, write_result
-from tests.procs import Proc, free_port, python_module, wait_http_ok
+from devtools.procs import Proc, free_port, python_module, wait_http_ok
 
 
 def start_server(tmp: Path, max_batch: int, wait_ms: int, gap_ms: int) -> tuple[Proc, str]:

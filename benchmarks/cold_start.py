@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from apps.common.wire.queues import PRIORITY_LANES, lane_name
 from apps.worker.unacked import UNACKED_KEY
 from benchmarks.common import machine, write_result
-from tests.procs import Proc, poll_until, start_redis, start_stack, wait_http_ok
+from devtools.procs import Proc, poll_until, start_redis, start_stack, wait_http_ok
 
 FINAL = {"succeeded", "failed", "canceled", "expired"}
 BODY = {"prompt": "a red fox", "width": 64, "height": 64, "num_inference_steps": 2}

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import machine, write_result
 from benchmarks.submit import Servers, run_wrk
-from tests.procs import poll_until, start_redis
+from devtools.procs import poll_until, start_redis
 
 MODES = {
     "no_aof": {"appendonly": "no"},

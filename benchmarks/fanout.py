@@ -28,7 +28,7 @@ from apps.common.redis import keys
 from apps.common.security.signing import sign_internal
 from apps.common.wire.contracts import EventKind, TaskEvent
 from benchmarks.common import machine, summary_ms, write_result
-from tests.procs import free_port, poll_until, python_module, stack_env, start_redis
+from devtools.procs import free_port, poll_until, python_module, stack_env, start_redis
 
 SECRET = secrets.token_hex(16)
 

@@ -31,7 +31,7 @@ from websockets.asyncio.client import connect
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import machine, summary_ms, write_result
-from tests.procs import start_redis, start_stack, wait_stack_ready
+from devtools.procs import start_redis, start_stack, wait_stack_ready
 
 FINAL = {"succeeded", "failed", "canceled", "expired"}
 BODY = {"prompt": "a red fox", "width": 64, "height": 64, "num_inference_steps": 2}

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from apps.common.redis import keys
 from benchmarks.common import machine, write_result
-from tests.procs import Proc, poll_until, start_redis, start_stack, wait_stack_ready
+from devtools.procs import Proc, poll_until, start_redis, start_stack, wait_stack_ready
 
 VISIBILITY_TIMEOUT_S = 3600
 BODY = {"prompt": "recovery", "width": 64, "height": 64, "num_inference_steps": 40}

@@ -27,7 +27,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import machine, write_result
-from tests.procs import (
+from devtools.procs import (
     ROOT,
     Proc,
     free_port,

@@ -20,7 +20,7 @@ from websockets.sync.client import connect
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import machine, summary_ms, write_result
-from tests.procs import start_redis, start_stack, wait_stack_ready
+from devtools.procs import start_redis, start_stack, wait_stack_ready
 
 BODY = {"prompt": "a red fox", "width": 256, "height": 256, "num_inference_steps": 4, "seed": 7}
 

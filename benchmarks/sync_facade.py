@@ -22,13 +22,11 @@ import httpx
 import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "nginx"))
-
-from render import render
 
 from apps.common.service.settings import DEV_INTERNAL_SECRET as DEV_SECRET
 from benchmarks.common import machine, summary_ms, write_result
-from tests.procs import Proc, free_port, start_redis, start_stack, wait_http_ok, wait_stack_ready
+from devtools.procs import Proc, free_port, start_redis, start_stack, wait_http_ok, wait_stack_ready
+from nginx.render import render
 
 BODY = {"prompt": "a red fox", "width": 64, "height": 64, "num_inference_steps": 2, "seed": 1}
 TERMINAL = {"succeeded", "failed", "canceled", "expired"}

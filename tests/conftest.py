@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from apps.worker.text.tiny_translator import ensure_tiny_translator
-from tests.procs import Proc, poll_until, start_redis, start_stack, wait_stack_ready
+from devtools.procs import Proc, poll_until, start_redis, start_stack, wait_stack_ready
 from tests.webhook_receiver import WebhookReceiver
 
 # Slow enough that a 4-step job sends several progress events and a job can be canceled mid-run.

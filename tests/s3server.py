@@ -11,7 +11,7 @@ from pathlib import Path
 import boto3
 import httpx
 
-from tests.procs import Proc, free_port, poll_until
+from devtools.procs import Proc, free_port, poll_until
 
 # moto accepts any credentials; the AWS SDK insists on having some.
 S3_ENV = {

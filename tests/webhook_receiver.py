@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from apps.common.security.signing import verify_webhook
-from tests.procs import free_port, poll_until
+from devtools.procs import free_port, poll_until
 
 
 @dataclass

@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from prometheus_client import make_asgi_app
 
 from apps.balancer.discovery import DnsDiscovery
 from apps.balancer.health import HealthChecker
@@ -19,11 +18,9 @@ from apps.balancer.pool import BackendPool, BackendState
 from apps.balancer.proxy import Forwarder
 from apps.balancer.settings import BalancerSettings
 from apps.common.security.url_guard import Resolver, system_resolver
+from apps.common.service.app import create_service_app
 from apps.common.service.errors import InvalidInput, Unavailable
-from apps.common.service.http import install_error_handlers
-from apps.common.service.request_context import RequestContextMiddleware
 from apps.common.service.settings import get_settings
-from apps.common.service.tracing import fastapi_options, instrument_app
 from apps.common.wire.contracts import BALANCER_WAIT_HEADER
 
 
@@ -72,25 +69,15 @@ def create_app(
                     loop.cancel()
                 await asyncio.gather(*loops, return_exceptions=True)
 
-    app = FastAPI(title="Fluxgate balancer", lifespan=lifespan, **fastapi_options())
-    install_error_handlers(app)
-    app.mount("/metrics", make_asgi_app())
-    # Outermost: ids and timing cover every other layer.
-    app.add_middleware(RequestContextMiddleware, service="balancer")
-    instrument_app(app, "balancer", settings)
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz(request: Request) -> dict[str, object]:
+    async def ready(request: Request) -> dict[str, object]:
         pool: BackendPool = request.app.state.pool
         now = time.monotonic()
         healthy = [b for b in pool.backends.values() if b.state(now) is BackendState.HEALTHY]
         if not healthy:
             raise Unavailable("no healthy inference backend")
         return {"status": "ready", "healthy_backends": len(healthy)}
+
+    app = create_service_app("balancer", settings, lifespan=lifespan, ready=ready)
 
     @app.get("/backends")
     async def backends(request: Request) -> list[dict[str, object]]:

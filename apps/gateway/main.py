@@ -14,20 +14,19 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import make_asgi_app
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 
 from apps.common.jobs.announce import Announcer
 from apps.common.jobs.positions import QueuePositions
 from apps.common.jobs.store import JobStore
 from apps.common.redis.client import async_redis
 from apps.common.security.apikeys import KeyStore
+from apps.common.service.app import create_service_app, redis_ready
 from apps.common.service.errors import NotFound
-from apps.common.service.http import install_error_handlers
 from apps.common.service.logging import get_logger
-from apps.common.service.request_context import RequestContextMiddleware
 from apps.common.service.settings import get_settings
-from apps.common.service.tracing import fastapi_options, instrument_app, instrument_celery
+from apps.common.service.tracing import instrument_celery
 from apps.common.storage import make_output_store
 from apps.common.storage.names import INPUTS_PREFIX, OutputStore
 from apps.common.wire.queues import make_producer
@@ -35,7 +34,7 @@ from apps.gateway import compat
 from apps.gateway.body_limit import BodyLimitMiddleware, SecurityHeadersMiddleware
 from apps.gateway.enqueue import JobQueue
 from apps.gateway.event_relay import EventRelay
-from apps.gateway.routes import admin, demo, flux, health, submit_task, tasks, usage
+from apps.gateway.routes import admin, demo, flux, submit_task, tasks, usage
 from apps.gateway.service import TaskService
 from apps.gateway.settings import GatewaySettings
 from apps.gateway.waiter import ResultWaiter
@@ -113,27 +112,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             await http.aclose()
             await client.aclose()
 
-    app = FastAPI(
-        **fastapi_options(),
-        title="Fluxgate",
-        summary="Queue AI image jobs and get results pushed over WebSocket or webhooks.",
-        lifespan=lifespan,
-    )
-    install_error_handlers(app)
-
-    app.add_middleware(
-        BodyLimitMiddleware,
-        max_bytes=settings.gateway_max_body_bytes,
-        # Task inputs carry images (uploads, base64); every other body stays small.
-        larger={
-            path: settings.gateway_max_upload_bytes
-            for path in ("/tasks", *compat.upload_paths(settings))
-        },
-    )
-    app.add_middleware(SecurityHeadersMiddleware)
-    if settings.cors_origins:
-        # Off unless asked for: browsers elsewhere may not call the API with a user's key.
-        app.add_middleware(
+    # Off unless asked for: browsers elsewhere may not call the API with a user's key.
+    cors = [
+        Middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
@@ -146,9 +127,31 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             ],
             expose_headers=["Location", "Retry-After", "Idempotent-Replayed"],
         )
+    ]
+    middleware = [
+        *(cors if settings.cors_origins else []),
+        Middleware(SecurityHeadersMiddleware),
+        Middleware(
+            BodyLimitMiddleware,
+            max_bytes=settings.gateway_max_body_bytes,
+            # Task inputs carry images (uploads, base64); every other body stays small.
+            larger={
+                path: settings.gateway_max_upload_bytes
+                for path in ("/tasks", *compat.upload_paths(settings))
+            },
+        ),
+    ]
+    app = create_service_app(
+        "gateway",
+        settings,
+        lifespan=lifespan,
+        ready=redis_ready,
+        middleware=middleware,
+        title="Fluxgate",
+        summary="Queue AI image jobs and get results pushed over WebSocket or webhooks.",
+    )
     app.include_router(demo.router)
     app.mount("/static", StaticFiles(directory=demo.STATIC_DIR), name="static")
-    app.include_router(health.router)
     # Before the native routes: WaveSpeed's `POST /flux` also takes the native body.
     for compat_router in compat.routers(settings):
         app.include_router(compat_router)
@@ -177,10 +180,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                 data, media_type=kind, headers={"Cache-Control": "private, max-age=3600"}
             )
 
-    app.mount("/metrics", make_asgi_app())
-    # Outermost: ids and timing cover every other layer.
-    app.add_middleware(RequestContextMiddleware, service="gateway")
-    instrument_app(app, "gateway", settings)
     # The gateway publishes Celery messages: their headers carry the trace on.
     instrument_celery()
     return app

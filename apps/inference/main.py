@@ -16,14 +16,12 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
-from prometheus_client import Gauge, make_asgi_app
+from prometheus_client import Gauge
 
+from apps.common.service.app import create_service_app
 from apps.common.service.errors import NotFound, Unavailable
-from apps.common.service.http import install_error_handlers
 from apps.common.service.logging import get_logger
-from apps.common.service.request_context import RequestContextMiddleware
 from apps.common.service.settings import get_settings
-from apps.common.service.tracing import fastapi_options, instrument_app
 from apps.common.wire.contracts import BackendLoad, InferenceProgress, InferenceRequest
 from apps.inference.batcher import Batcher
 from apps.inference.settings import InferenceSettings
@@ -88,13 +86,6 @@ def create_app(settings: InferenceSettings | None = None) -> FastAPI:
         if app.state.batcher is not None:
             await app.state.batcher.stop()
 
-    app = FastAPI(title="Fluxgate inference", lifespan=lifespan, **fastapi_options())
-    install_error_handlers(app)
-    app.mount("/metrics", make_asgi_app())
-    # Outermost: ids and timing cover every other layer.
-    app.add_middleware(RequestContextMiddleware, service="inference")
-    instrument_app(app, "inference", settings)
-
     def batcher_of(request: Request) -> Batcher:
         batcher: Batcher | None = request.app.state.batcher
         if batcher is None:
@@ -102,18 +93,15 @@ def create_app(settings: InferenceSettings | None = None) -> FastAPI:
             raise Unavailable(reason)
         return batcher
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz(request: Request) -> dict[str, object]:
+    async def ready(request: Request) -> dict[str, object]:
         batcher = batcher_of(request)
         try:
             await asyncio.to_thread(batcher.check_device)
         except Exception as exc:
             raise Unavailable(f"device check failed: {exc}") from exc
         return {"status": "ready", "models": batcher.models}
+
+    app = create_service_app("inference", settings, lifespan=lifespan, ready=ready)
 
     @app.get("/load")
     async def load(request: Request) -> BackendLoad:

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from devtools.procs import Proc, poll_until, start_redis, start_stack, wait_stack_ready
 from tests.conftest import Stack
-from tests.procs import Proc, poll_until, start_redis, start_stack, wait_stack_ready
 
 FAST_MS, SLOW_MS = 40, 200
 

@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.sync.server import Server, ServerConnection, serve
 
-from tests.procs import free_port
+from devtools.procs import free_port
 
 
 @dataclass(frozen=True)

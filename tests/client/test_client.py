@@ -45,9 +45,7 @@ from fluxgate_client._progress import TextProgress
 from PIL import Image
 
 from apps.common.security.signing import sign_webhook
-from tests.client.fakes import Answer, FakeHTTP, FakeWS, send, send_and_hold, view
-from tests.conftest import WEBHOOK_SECRET, Stack
-from tests.procs import (
+from devtools.procs import (
     Proc,
     free_port,
     poll_until,
@@ -56,6 +54,8 @@ from tests.procs import (
     start_redis,
     wait_http_ok,
 )
+from tests.client.fakes import Answer, FakeHTTP, FakeWS, send, send_and_hold, view
+from tests.conftest import WEBHOOK_SECRET, Stack
 
 SMALL = {"prompt": "a red fox", "width": 64, "height": 64, "num_inference_steps": 2, "seed": 7}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from devtools.procs import Proc, free_port, python_module, wait_http_ok
 from tests.conftest import Stack
-from tests.procs import Proc, free_port, python_module, wait_http_ok
 
 
 @pytest.fixture(scope="module")

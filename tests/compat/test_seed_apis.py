@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 from PIL import Image
 
+from devtools.procs import poll_until
 from tests.conftest import Stack
-from tests.procs import poll_until
 from tests.tasktypes.conftest import astronaut, gradient, noise_png, png
 
 SMALL = {"width": 64, "height": 64, "num_inference_steps": 2}

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from playwright.sync_api import Page
 
+from devtools.procs import poll_until
 from tests.conftest import Stack
 from tests.demo.browser import ARTIFACTS
-from tests.procs import poll_until
 
 
 def test_submit_watch_progress_and_see_the_image(stack: Stack, page: Page) -> None:

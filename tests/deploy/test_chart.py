@@ -26,6 +26,7 @@ from apps.gateway.settings import GatewaySettings
 from apps.inference.settings import InferenceSettings
 from apps.notifier.settings import NotifierSettings
 from apps.worker.settings import WorkerSettings
+from nginx import render as nginx_render
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "fluxgate"
@@ -534,17 +535,18 @@ def test_grafana_dashboard_config_map(prod: list[dict[str, Any]]) -> None:
 # --- front door -------------------------------------------------------------------------------
 
 
-def test_front_door_files_are_the_repositorys() -> None:
-    repo_lua = sorted(p.name for p in (ROOT / "nginx" / "lua").glob("*.lua"))
-    chart_lua = sorted(p.name for p in (CHART / "files" / "lua").glob("*.lua"))
-    assert chart_lua == repo_lua, "copy nginx/lua/*.lua to charts/fluxgate/files/lua/"
-    for name in repo_lua:
-        assert (CHART / "files" / "lua" / name).read_bytes() == (
-            ROOT / "nginx" / "lua" / name
-        ).read_bytes(), f"charts/fluxgate/files/lua/{name} differs from nginx/lua/{name}"
-    assert (CHART / "files" / "nginx.conf.template").read_bytes() == (
-        ROOT / "nginx" / "nginx.conf.template"
-    ).read_bytes(), "copy nginx/nginx.conf.template to charts/fluxgate/files/"
+def test_render_py_reads_the_charts_front_door_files(tmp_path: Path) -> None:
+    """The chart's files/ are the front door's one source: nginx/render.py fills in that template
+    and points nginx at that Lua, so a local nginx runs what the chart ships."""
+    path = nginx_render.render(tmp_path, listen="1", gateway="g:1", notifier="n:1", max_body="1m")
+    conf = path.read_text()
+    template = (CHART / "files" / "nginx.conf.template").read_text()
+    assert [line for line in template.splitlines() if "${" not in line] == [
+        line for line in conf.splitlines() if line in template.splitlines()
+    ]
+    assert f"{(CHART / 'files' / 'lua').resolve()}/" in conf
+    assert not list((ROOT / "nginx").rglob("*.lua")), "the Lua code lives in the chart's files/"
+    assert not list((ROOT / "nginx").glob("*.template")), "the template lives in the chart's files/"
 
 
 def test_front_door_config_passes_nginx_t(dev: list[dict[str, Any]], tmp_path: Path) -> None:

@@ -20,9 +20,16 @@ import redis
 
 from apps.common.wire.queues import PRIORITY_LANES, lane_name
 from apps.worker.unacked import UNACKED_KEY
+from devtools.procs import (
+    Proc,
+    poll_until,
+    start_redis,
+    start_stack,
+    wait_http_ok,
+    wait_stack_ready,
+)
 from tests.conftest import FAST_DELIVERY_ENV, Stack
 from tests.e2e.wsclient import Transcript, watch
-from tests.procs import Proc, poll_until, start_redis, start_stack, wait_http_ok, wait_stack_ready
 from tests.webhook_receiver import WebhookReceiver
 
 WORKER_SLOTS = 2

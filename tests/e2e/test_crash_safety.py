@@ -21,9 +21,16 @@ import redis
 from websockets.sync.client import connect
 
 from apps.common.redis import keys
+from devtools.procs import (
+    Proc,
+    poll_until,
+    start_redis,
+    start_stack,
+    wait_http_ok,
+    wait_stack_ready,
+)
 from tests.conftest import FAST_DELIVERY_ENV, STEP_DELAY_MS, Stack
 from tests.e2e.wsclient import Transcript, read_all, watch
-from tests.procs import Proc, poll_until, start_redis, start_stack, wait_http_ok, wait_stack_ready
 from tests.webhook_receiver import WebhookReceiver
 
 CRASH_ENV = {

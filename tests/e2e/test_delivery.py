@@ -6,8 +6,8 @@ import uuid
 
 import httpx
 
+from devtools.procs import poll_until
 from tests.conftest import Stack
-from tests.procs import poll_until
 from tests.webhook_receiver import WebhookReceiver
 
 

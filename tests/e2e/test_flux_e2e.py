@@ -10,9 +10,9 @@ import httpx
 from PIL import Image
 from websockets.sync.client import connect
 
+from devtools.procs import poll_until
 from tests.conftest import Stack
 from tests.e2e.wsclient import Transcript, read_all, watch
-from tests.procs import poll_until
 
 
 def test_submit_answers_202_with_urls_and_location(stack: Stack) -> None:

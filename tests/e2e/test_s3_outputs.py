@@ -11,8 +11,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from devtools.procs import start_redis, start_stack, wait_stack_ready
 from tests.conftest import STEP_DELAY_MS, Stack
-from tests.procs import start_redis, start_stack, wait_stack_ready
 from tests.s3server import S3_ENV, S3Server, s3_server
 
 BUCKET = "fluxgate-outputs"

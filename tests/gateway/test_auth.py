@@ -21,8 +21,8 @@ from apps.common.security.signing import verify_webhook
 from apps.common.wire.contracts import FluxRequest
 from apps.gateway.idempotency import digest as idempotency_digest
 from apps.gateway.routes.flux import flux_job
+from devtools.procs import Proc, free_port, python_module, stack_env, start_redis, wait_http_ok
 from tests.e2e.wsclient import watch
-from tests.procs import Proc, free_port, python_module, stack_env, start_redis, wait_http_ok
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 FLUX = {"prompt": "a fox", "width": 64, "height": 64, "num_inference_steps": 1}

@@ -15,7 +15,7 @@ from apps.common.jobs.record import new_job
 from apps.common.jobs.store import JobStore
 from apps.common.wire.queues import make_producer
 from apps.gateway.enqueue import JobQueue, NotReplicated
-from tests.procs import (
+from devtools.procs import (
     Proc,
     free_port,
     poll_until,

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.procs import Proc, free_port, python_module, stack_env, wait_http_ok
+from devtools.procs import Proc, free_port, python_module, stack_env, wait_http_ok
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.procs import Proc, free_port, poll_until, python_module, wait_http_ok
+from devtools.procs import Proc, free_port, poll_until, python_module, wait_http_ok
 
 MAX_WAIT_MS = 300
 STEP_DELAY_MS = 60

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from devtools.procs import ROOT
 from tests.conftest import Stack
-from tests.procs import ROOT
 
 LOCUST = Path(sys.executable).parent / "locust"
 

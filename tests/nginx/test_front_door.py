@@ -7,7 +7,6 @@ import io
 import re
 import shutil
 import socket
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,13 +16,11 @@ import pytest
 from PIL import Image
 
 from apps.common.security.signing import sign_internal
+from devtools.procs import Proc, free_port, wait_http_ok
+from nginx.render import TEMPLATE, render
 from tests.conftest import INTERNAL_SECRET, Stack
 from tests.e2e.wsclient import watch
-from tests.procs import ROOT, Proc, free_port, wait_http_ok
 from tests.tasktypes.conftest import noise_png
-
-sys.path.insert(0, str(ROOT / "nginx"))
-from render import render
 
 FLUX = {"prompt": "a red fox", "width": 64, "height": 64, "num_inference_steps": 2, "seed": 3}
 
@@ -222,7 +219,7 @@ def test_urls_name_the_scheme_the_ingress_saw(front: str) -> None:
 
 def test_no_proxy_timeout_is_shorter_than_the_longest_wait() -> None:
     """`Prefer: wait=300` through the front door must end in the API's answer, not nginx's 504."""
-    template = (ROOT / "nginx" / "nginx.conf.template").read_text()
+    template = TEMPLATE.read_text()
     timeouts = [int(t) for t in re.findall(r"proxy_read_timeout (\d+)s;", template)]
     assert timeouts and min(timeouts) > 300, timeouts
 

@@ -11,8 +11,8 @@ import redis
 from apps.common.jobs.record import new_job
 from apps.common.redis import keys
 from apps.common.security.signing import INTERNAL_READ_HEADER, internal_read_token, sign_internal
+from devtools.procs import poll_until
 from tests.conftest import INTERNAL_SECRET, Stack
-from tests.procs import poll_until
 
 READER = {INTERNAL_READ_HEADER: internal_read_token(INTERNAL_SECRET)}
 

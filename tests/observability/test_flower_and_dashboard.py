@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 
+from devtools.procs import ROOT, Proc, free_port, poll_until
 from tests.conftest import Stack
-from tests.procs import ROOT, Proc, free_port, poll_until
 
 DASHBOARD = ROOT / "charts" / "fluxgate" / "dashboards" / "fluxgate.json"
 METRIC_DEFINITION = re.compile(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import httpx
 
+from devtools.procs import poll_until
 from tests.conftest import Stack
 from tests.e2e.wsclient import watch
 from tests.observability.scrape import scrape, value
-from tests.procs import poll_until
 
 
 def _pages(stack: Stack) -> dict[str, str]:

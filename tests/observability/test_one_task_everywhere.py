@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from devtools.procs import poll_until, start_redis, start_stack, wait_stack_ready
 from tests.conftest import Stack
 from tests.observability.otlp_receiver import OtlpReceiver
-from tests.procs import poll_until, start_redis, start_stack, wait_stack_ready
 
 SERVICES = ("gateway", "worker", "balancer", "inference", "notifier")
 

@@ -10,8 +10,8 @@ import httpx
 import redis
 
 from apps.common.redis import keys
+from devtools.procs import Proc, free_port, python_module, wait_http_ok
 from tests.conftest import Stack
-from tests.procs import Proc, free_port, python_module, wait_http_ok
 from tests.tasktypes.conftest import b64, gradient, png, submit_task
 
 ALL_TYPES = {

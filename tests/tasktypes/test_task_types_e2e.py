@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from devtools.procs import poll_until
 from tests.conftest import Stack
 from tests.e2e.wsclient import watch
-from tests.procs import poll_until
 from tests.tasktypes.conftest import (
     astronaut,
     b64,

@@ -52,7 +52,7 @@ def verify_internal(
 
 # Lets a peer read the notifier's internal routes (/internal/wait, /internal/stream): a fixed
 # HMAC of the internal secret, so the secret itself never travels, and nginx's Lua
-# (`nginx/lua/internal.lua`, with `ngx.hmac_sha1`) derives the same value.
+# (`charts/fluxgate/files/lua/internal.lua`, with `ngx.hmac_sha1`) derives the same value.
 INTERNAL_READ_HEADER = "x-fluxgate-internal"
 _INTERNAL_READ_MESSAGE = b"fluxgate-internal-read"
 

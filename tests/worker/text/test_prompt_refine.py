@@ -25,7 +25,7 @@ from apps.worker.text.prompt_refine import (
     refine_rules,
     refine_with_llm,
 )
-from tests.procs import free_port, poll_until
+from devtools.procs import free_port, poll_until
 
 QUALITY = [modifier.phrase for modifier in QUALITY_MODIFIERS]
 

@@ -14,7 +14,7 @@ import torch
 from apps.worker.errors import InvalidInput, Stopped
 from apps.worker.text.tiny_translator import LANGUAGE_TOKENS, ensure_tiny_translator
 from apps.worker.text.translate import Translator, get_translator
-from tests.procs import ROOT
+from devtools.procs import ROOT
 
 TEXTS = ["the cat sits on the mat", "a red fox in the snow", "hello world"]
 FEW_TOKENS = 24

@@ -1,4 +1,4 @@
-"""Real processes for tests: free ports, redis-server, services started as subprocesses."""
+"""Real processes for tests and benchmarks: free ports, redis-server, services as subprocesses."""
 
 from __future__ import annotations
 
