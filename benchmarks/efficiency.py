@@ -4,7 +4,7 @@ settings, alternating rounds on one running stack. 256x256, 4 steps, tiny FLUX o
 
 On this 2-core machine the platform's processes (gateway, worker, balancer, notifier, redis)
 share the cores with the inference server, so every CPU cycle they use is taken from the model;
-on a GPU host they would not compete. Goal (BENCHMARKS.md): stack >= 0.85x direct.
+on a GPU host they would not compete. Goal (docs/benchmarks.md): stack >= 0.85x direct.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """One notifier process fanning out to 10,000 WebSocket subscribers (100 per task, 100 tasks; the
 clients live in another process). All 100 tasks get their final event at once; we measure the
 time from sending the events to each subscriber holding its final view.
-Goal (BENCHMARKS.md): all 10,000 connected, p99 <= 250 ms.
+Goal (docs/benchmarks.md): all 10,000 connected, p99 <= 250 ms.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def main() -> None:
         "--client-processes",
         type=int,
         default=1,
-        help="processes holding the subscribers (default 1, as BENCHMARKS.md has it)",
+        help="processes holding the subscribers (default 1, as docs/benchmarks.md has it)",
     )
     args = parser.parse_args()
     _raise_file_limit()

@@ -11,7 +11,7 @@ image, the events and the push. A per-hop breakdown comes from the job view's `t
   delivery  work done -> final state published       (the event hop through the notifier)
   push      the rest: publish -> the client's socket
 
-Goal (BENCHMARKS.md): overhead p50 <= 10 ms, p99 <= 40 ms, no failed job.
+Goal (docs/benchmarks.md): overhead p50 <= 10 ms, p99 <= 40 ms, no failed job.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 - seed:     Flask + Celery `apply_async` on gunicorn (1 process, 8 gthreads), the recipes' way.
 
 Same load generator for all (wrk, 50 connections, one thread), interleaved rounds, medians.
-Goal (BENCHMARKS.md): fluxgate >= 0.6x bare and >= 3x seed.
+Goal (docs/benchmarks.md): fluxgate >= 0.6x bare and >= 3x seed.
 """
 
 from __future__ import annotations

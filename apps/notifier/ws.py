@@ -1,5 +1,5 @@
 """The WebSocket protocol of `/ws/tasks/{task_id}`: auth, the snapshot first, then only newer
-views, and the close codes (ARCHITECTURE.md)."""
+views, and the close codes (documented in the README's API section)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ async def _stream_task(
     ingest: EventIngest,
     owner: str | None,
 ) -> None:
-    """Snapshot first, then only newer views; close after a terminal one (ARCHITECTURE.md).
+    """Snapshot first, then only newer views; close after a terminal one.
     With auth on, another key's task is "not found", like one that never existed."""
     async with hub.subscribe(task_id) as queue:
         record = await store.get(task_id)

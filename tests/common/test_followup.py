@@ -33,7 +33,7 @@ from apps.common.wire.contracts import (
 from apps.common.wire.queues import QUEUE_WEBHOOKS, make_producer
 from apps.worker.event_sender import EventSender
 from apps.worker.settings import WorkerSettings
-from tests.procs import free_port, poll_until
+from devtools.procs import free_port, poll_until
 
 VIEWS = JobViews(public_base="https://api.example", public_ws_base="wss://ws.example")
 HOOK = "https://hooks.example/in"

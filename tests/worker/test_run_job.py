@@ -28,7 +28,7 @@ from apps.worker.imaging import checkpoint
 from apps.worker.inputs import InputImages
 from apps.worker.run_job import JobDeps, run_job
 from apps.worker.settings import WorkerSettings
-from tests.procs import free_port, poll_until
+from devtools.procs import free_port, poll_until
 from tests.tasktypes.imagesrv import serving
 
 
