@@ -18,7 +18,6 @@ from prometheus_client import make_asgi_app
 from starlette.concurrency import run_in_threadpool
 
 from apps.common.jobs.announce import Announcer
-from apps.common.jobs.positions import QueuePositions
 from apps.common.jobs.store import JobStore
 from apps.common.redis.client import async_redis
 from apps.common.security.apikeys import KeyStore
@@ -93,10 +92,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         queue = JobQueue(
             client,
             producer,
-            store,
-            QueuePositions(client),
             job_ttl_s=settings.job_ttl_s,
-            publisher=settings.gateway_publisher,
             wait_replicas=settings.redis_wait_replicas,
             wait_timeout_ms=settings.redis_wait_timeout_ms,
         )
