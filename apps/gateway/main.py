@@ -32,6 +32,7 @@ from apps.common.storage.names import INPUTS_PREFIX, OutputStore
 from apps.common.wire.queues import make_producer
 from apps.gateway import compat
 from apps.gateway.body_limit import BodyLimitMiddleware, SecurityHeadersMiddleware
+from apps.gateway.deps import GatewayState
 from apps.gateway.enqueue import JobQueue
 from apps.gateway.event_relay import EventRelay
 from apps.gateway.routes import admin, demo, flux, health, submit_task, tasks, usage
@@ -85,9 +86,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             settings.redis_url, visibility_timeout_s=settings.broker_visibility_timeout_s
         )
         store = JobStore(client, ttl_s=settings.job_ttl_s)
-        app.state.settings = settings
-        app.state.redis = client
-        app.state.keys = KeyStore(client)
         announcer = Announcer(store, client, producer)
         queue = JobQueue(
             client,
@@ -96,11 +94,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             wait_replicas=settings.redis_wait_replicas,
             wait_timeout_ms=settings.redis_wait_timeout_ms,
         )
-        app.state.service = TaskService(store, queue, client, announcer, settings, outputs)
-        sweeper = asyncio.create_task(sweep_outputs(outputs, settings))
         http = httpx.AsyncClient(limits=httpx.Limits(max_connections=None))
-        app.state.waiter = ResultWaiter(http, settings.notifier_url, settings.internal_secret)
-        app.state.event_relay = EventRelay(http, settings.notifier_url, settings.internal_secret)
+        GatewayState(
+            settings=settings,
+            redis=client,
+            keys=KeyStore(client),
+            service=TaskService(store, queue, client, announcer, settings, outputs),
+            waiter=ResultWaiter(http, settings.notifier_url, settings.internal_secret),
+            event_relay=EventRelay(http, settings.notifier_url, settings.internal_secret),
+        ).install(app)
+        sweeper = asyncio.create_task(sweep_outputs(outputs, settings))
         try:
             yield
         finally:

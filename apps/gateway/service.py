@@ -21,7 +21,7 @@ from apps.common.jobs.announce import Announcer
 from apps.common.jobs.positions import QueuePositions
 from apps.common.jobs.record import JobRecord, new_job
 from apps.common.jobs.store import JobStore
-from apps.common.jobs.usage import UsageMeter
+from apps.common.jobs.usage import ANONYMOUS_OWNER, UsageMeter
 from apps.common.jobs.view import job_view
 from apps.common.redis import keys
 from apps.common.security.apikeys import ApiKey
@@ -51,7 +51,6 @@ from apps.common.wire.contracts import (
     WebhookAttempt,
     WebhookInfo,
 )
-from apps.gateway.auth import ANONYMOUS, owner_of
 from apps.gateway.enqueue import AlreadyBound, JobQueue, NotReplicated, Refusal
 from apps.gateway.idempotency import Claim, IdempotencyKeys
 from apps.gateway.job_images import JobImages
@@ -73,6 +72,15 @@ def _refused(refusal: Refusal) -> RateLimited | TooManyJobs:
         f"key {owner} already has {refusal.admission.max_active} jobs queued or running",
         retry_after_s=TOO_MANY_JOBS_RETRY_S,
     )
+
+
+def owner_of(caller: ApiKey | None) -> str | None:
+    return None if caller is None else caller.id
+
+
+def scope_of(caller: ApiKey | None) -> str:
+    """Whose tasks, Idempotency-Keys and usage a caller sees: its key's, or the anonymous ones."""
+    return owner_of(caller) or ANONYMOUS_OWNER
 
 
 @dataclass(frozen=True)
@@ -161,7 +169,7 @@ class TaskService:
         record and the message): a worker never sees a task without its record, a refused submit
         leaves nothing behind and holds no key, and a replay spends no rate."""
         webhook, extensions = await self._check(job)
-        scope = owner_of(caller) or ANONYMOUS
+        scope = scope_of(caller)
         key = options.idempotency_key
         if key is not None:
             # Before anything is stored: the usual replay costs a single read.
@@ -306,7 +314,7 @@ class TaskService:
         self, caller: ApiKey | None, *, status: TaskStatus | None, limit: int, cursor: float | None
     ) -> tuple[list[JobRecord], str | None]:
         """The caller's tasks, newest first; the cursor is the created time to continue below."""
-        tasks_key = keys.owner_tasks_key(owner_of(caller) or ANONYMOUS)
+        tasks_key = keys.owner_tasks_key(scope_of(caller))
         found: list[JobRecord] = []
         upper = "+inf" if cursor is None else f"({cursor}"
         while len(found) < limit:

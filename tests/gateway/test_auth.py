@@ -20,7 +20,7 @@ from apps.common.redis import keys
 from apps.common.security.signing import verify_webhook
 from apps.common.wire.contracts import FluxRequest
 from apps.gateway.idempotency import digest as idempotency_digest
-from apps.gateway.routes.flux import flux_job
+from apps.gateway.jobs_in import flux_job
 from tests.e2e.wsclient import watch
 from tests.procs import Proc, free_port, python_module, stack_env, start_redis, wait_http_ok
 

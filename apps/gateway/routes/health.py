@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from redis.exceptions import RedisError
 
 from apps.common.service.errors import Unavailable
+from apps.gateway.deps import State
 
 router = APIRouter()
 
@@ -16,9 +17,9 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(request: Request) -> dict[str, str]:
+async def readyz(state: State) -> dict[str, str]:
     try:
-        await request.app.state.redis.ping()
+        await state.redis.ping()
     except RedisError as exc:
         raise Unavailable(f"redis unreachable: {exc}") from exc
     return {"status": "ready"}
