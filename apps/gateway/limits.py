@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from apps.common.redis import keys
+from apps.common.security.apikeys import ApiKey
 
 # Refills `rate` tokens per second up to `burst`; a submit takes one. Returns allowed, wait_s.
 BUCKET_FN = """
@@ -53,6 +54,10 @@ class KeyAdmission:
     rate_per_s: float
     burst: int
     max_active: int
+
+    @classmethod
+    def of(cls, key: ApiKey) -> KeyAdmission:
+        return cls(key.id, key.rate_per_s, key.burst, key.max_active)
 
     @property
     def bucket_key(self) -> str:

@@ -183,14 +183,7 @@ class TaskService:
             claim = IdempotencyKeys.claim(
                 scope, key, body=job.idempotency_body, task_id=record.task_id
             )
-        admission = None
-        if caller is not None:
-            admission = KeyAdmission(
-                owner=caller.id,
-                rate_per_s=caller.rate_per_s,
-                burst=caller.burst,
-                max_active=caller.max_active,
-            )
+        admission = None if caller is None else KeyAdmission.of(caller)
         outcome = await self._accept(record, job, extensions, scope, admission, claim)
         if isinstance(outcome, AlreadyBound):
             # A concurrent request with the same key got there first: answer its task.
@@ -226,9 +219,10 @@ class TaskService:
         admission: KeyAdmission | None,
         claim: Claim | None,
     ) -> Refusal | AlreadyBound | None:
-        """Store the job's input images and accept it; the images are forgotten again unless
-        the job is accepted (the one cleanup of a submit)."""
-        accepted = False
+        """Store the job's input images and accept it; the images are forgotten again when the
+        job is refused or could not be queued (the one cleanup of a submit)."""
+        # None while unknown: an interrupted accept may have run, and its job needs its images.
+        accepted: bool | None = None
         try:
             if job.images:
                 await self._inputs.store(record, job.images, extensions)
@@ -246,12 +240,13 @@ class TaskService:
                 task=self.view(record).model_dump(mode="json"),
             ) from exc
         except Exception as exc:
+            accepted = False
             log.error("accept failed", error=repr(exc))
             if isinstance(exc, RedisError):
                 raise
             raise Unavailable("the job queue is unavailable; retry later") from exc
         finally:
-            if not accepted:
+            if accepted is False:
                 await self._inputs.forget(record, job.images)
 
     def _new_record(
