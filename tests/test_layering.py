@@ -42,3 +42,49 @@ def test_no_service_imports_another() -> None:
                     ):
                         offenders.append(f"{path.relative_to(APPS)} imports {name}")
     assert offenders == []
+
+
+def _common_imports() -> dict[str, set[str]]:
+    """Which folders of apps/common each folder (or top-level module) imports, lazily or not."""
+    common = APPS / "common"
+    edges: dict[str, set[str]] = {}
+    for path in common.rglob("*.py"):
+        source = path.relative_to(common).parts[0].removesuffix(".py")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or not node.module:
+                continue
+            parts = node.module.split(".")
+            if parts[:2] != ["apps", "common"]:
+                continue
+            targets = [parts[2]] if len(parts) > 2 else [alias.name for alias in node.names]
+            edges.setdefault(source, set()).update(t for t in targets if t != source)
+    return edges
+
+
+def test_common_imports_no_service() -> None:
+    offenders = [
+        f"{path.relative_to(APPS)} imports {node.module}"
+        for path in (APPS / "common").rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom)
+        and node.module
+        and node.module.split(".")[:2] in (["apps", s] for s in SERVICES)
+    ]
+    assert offenders == []
+
+
+def test_common_folders_form_no_import_circle() -> None:
+    """A circle between the folders of apps/common means a rule sits on the wrong side."""
+    edges = _common_imports()
+    circles = []
+    for start in edges:
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in edges.get(node, ()):
+                if nxt == start:
+                    circles.append(" -> ".join([*path, nxt]))
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, [*path, nxt]))
+    assert circles == []

@@ -7,21 +7,20 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from apps.common.security.apikeys import ApiKey, KeyStore, bearer_token
+from apps.common.security.apikeys import ApiKey, bearer_token
 from apps.common.service.errors import NotFound, Unauthorized
-
-ANONYMOUS = "anonymous"
+from apps.gateway.deps import gateway_state
 
 
 async def authenticate(request: Request) -> ApiKey | None:
     """The caller's key; None when `FLUXGATE_AUTH` is off. 401 for a missing or unknown key."""
-    if not request.app.state.settings.auth:
+    state = gateway_state(request)
+    if not state.settings.auth:
         return None
     token = bearer_token(request.headers.get("authorization"))
     if token is None:
         raise Unauthorized("an API key is required: send `Authorization: Bearer fg_...`")
-    store: KeyStore = request.app.state.keys
-    key = await store.authenticate(token)
+    key = await state.keys.authenticate(token)
     if key is None:
         raise Unauthorized("unknown or revoked API key")
     return key
@@ -29,7 +28,7 @@ async def authenticate(request: Request) -> ApiKey | None:
 
 async def require_admin(request: Request) -> None:
     """The admin routes exist only when `FLUXGATE_ADMIN_TOKEN` is set, and need exactly it."""
-    expected: str = request.app.state.settings.admin_token
+    expected = gateway_state(request).settings.admin_token
     if not expected:
         raise NotFound("not found")
     token = bearer_token(request.headers.get("authorization")) or ""
@@ -39,7 +38,3 @@ async def require_admin(request: Request) -> None:
 
 Caller = Annotated[ApiKey | None, Depends(authenticate)]
 Admin = Annotated[None, Depends(require_admin)]
-
-
-def owner_of(caller: ApiKey | None) -> str | None:
-    return None if caller is None else caller.id

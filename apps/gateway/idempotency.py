@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 
 import orjson
 import redis.asyncio as aioredis
 
 from apps.common.redis import keys
-from apps.common.service.errors import Conflict, IdempotencyInProgress, InvalidInput
+from apps.common.service.errors import Conflict, InvalidInput
 
 HEADER = "Idempotency-Key"
 TTL_S = 24 * 3600
@@ -20,6 +21,15 @@ KEY_PATTERN = r"^[\x21-\x7e][\x20-\x7e]{0,254}$"
 
 def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What the accept script stores under an Idempotency-Key once it accepts the job."""
+
+    redis_key: str
+    binding: str
+    ttl_s: int = TTL_S
 
 
 class IdempotencyKeys:
@@ -34,39 +44,21 @@ class IdempotencyKeys:
             )
         return key
 
-    async def bound_task(self, scope: str, key: str, *, body: str) -> str | None:
-        """The task `key` is already bound to, or None. Raises Conflict for another body."""
-        existing = await self._redis.get(keys.idempotency_key(scope, digest(key)))
-        if existing is None:
-            return None
-        bound = orjson.loads(existing)
+    @staticmethod
+    def claim(scope: str, key: str, *, body: str, task_id: str) -> Claim:
+        """The binding of `key` to `task_id`, for the accept script to store with the job."""
+        binding = orjson.dumps({"task_id": task_id, "body": digest(body)}).decode()
+        return Claim(keys.idempotency_key(scope, digest(key)), binding)
+
+    @staticmethod
+    def task_of(binding: str | bytes, *, body: str) -> str:
+        """The task a stored binding names. Raises Conflict when it was made for another body."""
+        bound = orjson.loads(binding)
         if bound["body"] != digest(body):
             raise Conflict(f"this {HEADER} was already used with a different body", field=HEADER)
         return str(bound["task_id"])
 
-    async def claim(self, scope: str, key: str, *, body: str, task_id: str) -> str | None:
-        """Bind `key` to `task_id`. Returns None when it is ours now, else the task it is bound to.
-
-        Raises Conflict when the key was used with a different body.
-        """
-        redis_key = keys.idempotency_key(scope, digest(key))
-        claim = orjson.dumps({"task_id": task_id, "body": digest(body)}).decode()
-        for _ in range(2):  # the other binding may expire between SET and GET: try once more
-            if await self._redis.set(redis_key, claim, nx=True, ex=TTL_S):
-                return None
-            existing = await self._redis.get(redis_key)
-            if existing is None:
-                continue
-            bound = orjson.loads(existing)
-            if bound["body"] != digest(body):
-                raise Conflict(
-                    f"this {HEADER} was already used with a different body", field=HEADER
-                )
-            return str(bound["task_id"])
-        raise IdempotencyInProgress(
-            f"this {HEADER} is being used by another request; retry", field=HEADER
-        )
-
-    async def release(self, scope: str, key: str) -> None:
-        """Forget a claim whose job could not be queued, so the client may retry with it."""
-        await self._redis.delete(keys.idempotency_key(scope, digest(key)))
+    async def bound_task(self, scope: str, key: str, *, body: str) -> str | None:
+        """The task `key` is already bound to, or None. Raises Conflict for another body."""
+        existing = await self._redis.get(keys.idempotency_key(scope, digest(key)))
+        return None if existing is None else self.task_of(existing, body=body)

@@ -1,15 +1,13 @@
 """Per-key limits in Redis, as Lua functions: a token bucket for submits, and a cap on the jobs a
-key has queued or running. The accept script (`enqueue.py`) runs both and writes the job in the
-same step; `KeyLimits` runs the bucket alone, for submits that must be charged before their
-Idempotency-Key is claimed."""
+key has queued or running. The accept script (`enqueue.py`) runs both for every submit of a key
+and writes the job in the same step."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
 from apps.common.redis import keys
+from apps.common.security.apikeys import ApiKey
 
 # Refills `rate` tokens per second up to `burst`; a submit takes one. Returns allowed, wait_s.
 BUCKET_FN = """
@@ -42,28 +40,6 @@ local function start_job(key, task_id, max_active, now, ttl)
 end
 """
 
-BUCKET_LUA = (
-    BUCKET_FN
-    + """
-local allowed, wait = take_token(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
-return {allowed, string.format('%.3f', wait)}
-"""
-)
-
-ACTIVE_CAP_LUA = (
-    ACTIVE_CAP_FN
-    + """
-return start_job(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
-  and 1 or 0
-"""
-)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    allowed: bool
-    retry_after_s: int = 0
-
 
 def retry_after_s(wait_s: float) -> int:
     """Whole seconds for `Retry-After`, never 0 (a client must not retry at once)."""
@@ -78,8 +54,10 @@ class KeyAdmission:
     rate_per_s: float
     burst: int
     max_active: int
-    # False when the bucket was already charged (submits with an Idempotency-Key).
-    charge_rate: bool = True
+
+    @classmethod
+    def of(cls, key: ApiKey) -> KeyAdmission:
+        return cls(key.id, key.rate_per_s, key.burst, key.max_active)
 
     @property
     def bucket_key(self) -> str:
@@ -88,14 +66,3 @@ class KeyAdmission:
     @property
     def active_key(self) -> str:
         return keys.active_jobs_key(self.owner)
-
-
-class KeyLimits:
-    def __init__(self, client: aioredis.Redis) -> None:
-        self._bucket = client.register_script(BUCKET_LUA)
-
-    async def take_token(self, owner: str, *, rate_per_s: float, burst: int) -> Verdict:
-        allowed, wait = await self._bucket(
-            keys=[keys.rate_bucket_key(owner)], args=[rate_per_s, burst]
-        )
-        return Verdict(bool(int(allowed)), retry_after_s(float(wait)))

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
@@ -18,7 +18,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 
 from apps.common.jobs.announce import Announcer
-from apps.common.jobs.positions import QueuePositions
 from apps.common.jobs.store import JobStore
 from apps.common.redis.client import async_redis
 from apps.common.security.apikeys import KeyStore
@@ -32,6 +31,7 @@ from apps.common.storage.names import INPUTS_PREFIX, OutputStore
 from apps.common.wire.queues import make_producer
 from apps.gateway import compat
 from apps.gateway.body_limit import BodyLimitMiddleware, SecurityHeadersMiddleware
+from apps.gateway.deps import GatewayState, gateway_state
 from apps.gateway.enqueue import JobQueue
 from apps.gateway.event_relay import EventRelay
 from apps.gateway.routes import admin, demo, flux, submit_task, tasks, usage
@@ -71,6 +71,10 @@ async def sweep_outputs(outputs: OutputStore, settings: GatewaySettings) -> None
         await asyncio.sleep(settings.gateway_output_sweep_interval_s)
 
 
+async def _ready(request: Request) -> dict[str, str]:
+    return await redis_ready(gateway_state(request).redis)
+
+
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or get_settings(GatewaySettings)
     outputs = make_output_store(settings)
@@ -85,25 +89,24 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             settings.redis_url, visibility_timeout_s=settings.broker_visibility_timeout_s
         )
         store = JobStore(client, ttl_s=settings.job_ttl_s)
-        app.state.settings = settings
-        app.state.redis = client
-        app.state.keys = KeyStore(client)
         announcer = Announcer(store, client, producer)
         queue = JobQueue(
             client,
             producer,
-            store,
-            QueuePositions(client),
             job_ttl_s=settings.job_ttl_s,
-            publisher=settings.gateway_publisher,
             wait_replicas=settings.redis_wait_replicas,
             wait_timeout_ms=settings.redis_wait_timeout_ms,
         )
-        app.state.service = TaskService(store, queue, client, announcer, settings, outputs)
-        sweeper = asyncio.create_task(sweep_outputs(outputs, settings))
         http = httpx.AsyncClient(limits=httpx.Limits(max_connections=None))
-        app.state.waiter = ResultWaiter(http, settings.notifier_url, settings.internal_secret)
-        app.state.event_relay = EventRelay(http, settings.notifier_url, settings.internal_secret)
+        GatewayState(
+            settings=settings,
+            redis=client,
+            keys=KeyStore(client),
+            service=TaskService(store, queue, client, announcer, settings, outputs),
+            waiter=ResultWaiter(http, settings.notifier_url, settings.internal_secret),
+            event_relay=EventRelay(http, settings.notifier_url, settings.internal_secret),
+        ).install(app)
+        sweeper = asyncio.create_task(sweep_outputs(outputs, settings))
         try:
             yield
         finally:
@@ -145,7 +148,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         "gateway",
         settings,
         lifespan=lifespan,
-        ready=redis_ready,
+        ready=_ready,
         middleware=middleware,
         title="Fluxgate",
         summary="Queue AI image jobs and get results pushed over WebSocket or webhooks.",

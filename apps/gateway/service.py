@@ -21,7 +21,7 @@ from apps.common.jobs.announce import Announcer
 from apps.common.jobs.positions import QueuePositions
 from apps.common.jobs.record import JobRecord, new_job
 from apps.common.jobs.store import JobStore
-from apps.common.jobs.usage import UsageMeter
+from apps.common.jobs.usage import ANONYMOUS_OWNER, UsageMeter
 from apps.common.jobs.view import JobViews
 from apps.common.redis import keys
 from apps.common.security.apikeys import ApiKey
@@ -51,16 +51,36 @@ from apps.common.wire.contracts import (
     WebhookAttempt,
     WebhookInfo,
 )
-from apps.gateway.auth import ANONYMOUS, owner_of
-from apps.gateway.enqueue import JobQueue, NotReplicated
-from apps.gateway.idempotency import IdempotencyKeys
+from apps.gateway.enqueue import AlreadyBound, JobQueue, NotReplicated, Refusal
+from apps.gateway.idempotency import Claim, IdempotencyKeys
 from apps.gateway.job_images import JobImages
-from apps.gateway.limits import KeyAdmission, KeyLimits, retry_after_s
+from apps.gateway.limits import KeyAdmission, retry_after_s
 from apps.gateway.settings import GatewaySettings
 
 log = get_logger(__name__)
 # A key at its cap of active jobs is told to come back after about this long.
 TOO_MANY_JOBS_RETRY_S = 5
+
+
+def _refused(refusal: Refusal) -> RateLimited | TooManyJobs:
+    owner = refusal.admission.owner
+    if refusal.reason == "rate":
+        return RateLimited(
+            f"rate limit of key {owner} exceeded", retry_after_s=retry_after_s(refusal.wait_s)
+        )
+    return TooManyJobs(
+        f"key {owner} already has {refusal.admission.max_active} jobs queued or running",
+        retry_after_s=TOO_MANY_JOBS_RETRY_S,
+    )
+
+
+def owner_of(caller: ApiKey | None) -> str | None:
+    return None if caller is None else caller.id
+
+
+def scope_of(caller: ApiKey | None) -> str:
+    """Whose tasks, Idempotency-Keys and usage a caller sees: its key's, or the anonymous ones."""
+    return owner_of(caller) or ANONYMOUS_OWNER
 
 
 @dataclass(frozen=True)
@@ -108,7 +128,6 @@ class TaskService:
         self._positions = QueuePositions(client)
         self._usage = UsageMeter(client, job_ttl_s=settings.job_ttl_s)
         self._idempotency = IdempotencyKeys(client)
-        self._limits = KeyLimits(client)
         self._allow = AllowList.parse(settings.webhook_allow)
         self._inputs = JobImages(outputs, settings, self._allow)
         self.views = JobViews.of(settings)
@@ -136,64 +155,74 @@ class TaskService:
     # --- submit -------------------------------------------------------------------------------
 
     async def submit(self, job: NewJob, options: SubmitOptions, caller: ApiKey | None) -> Submitted:
-        """Check limits, write the record, then enqueue: a worker never sees a task without
-        its record, and a refused submit leaves nothing behind."""
+        """Check the job, then accept it in one step (the key's limits, the Idempotency-Key, the
+        record and the message): a worker never sees a task without its record, a refused submit
+        leaves nothing behind and holds no key, and a replay spends no rate."""
+        webhook, extensions = await self._check(job)
+        scope = scope_of(caller)
+        key = options.idempotency_key
+        if key is not None:
+            # Before anything is stored: the usual replay costs a single read.
+            bound = await self._idempotency.bound_task(scope, key, body=job.idempotency_body)
+            if bound is not None:
+                return Submitted(await self._wait_for_record(bound), replayed=True)
+        record = self._new_record(job, webhook, options, owner_of(caller))
+        bind_ids(task_id=record.task_id)
+        claim = None
+        if key is not None:
+            claim = IdempotencyKeys.claim(
+                scope, key, body=job.idempotency_body, task_id=record.task_id
+            )
+        admission = None if caller is None else KeyAdmission.of(caller)
+        outcome = await self._accept(record, job, extensions, scope, admission, claim)
+        if isinstance(outcome, AlreadyBound):
+            # A concurrent request with the same key got there first: answer its task.
+            bound = IdempotencyKeys.task_of(outcome.binding, body=job.idempotency_body)
+            return Submitted(await self._wait_for_record(bound), replayed=True)
+        if isinstance(outcome, Refusal):
+            raise _refused(outcome)
+        return Submitted(record, replayed=False)
+
+    async def _check(self, job: NewJob) -> tuple[dict[str, Any] | None, dict[str, str]]:
+        """The pure checks (setting, images, webhook URL), before anything is spent or stored;
+        returns the record's webhook settings and each upload's file extension."""
         spec = task_type(job.type)
         if spec.requires_setting and not getattr(self._settings, spec.requires_setting, ""):
             raise ModelNotConfigured(
                 f"task type {job.type} needs FLUXGATE_{spec.requires_setting.upper()} to be set",
                 field="type",
             )
-        # Pure checks first (image decoding, URL safety): a bad input spends no rate or key.
         extensions = await self._inputs.check(job.images)
         delivery = job.delivery
-        webhook: dict[str, Any] | None = None
-        if delivery.webhook_url is not None:
-            await self._check_webhook_url(str(delivery.webhook_url))
-            events = sorted({e.value for e in delivery.webhook_events} | {"completed"})
-            webhook = {"url": str(delivery.webhook_url), "events": events}
-        scope = owner_of(caller) or ANONYMOUS
-        if options.idempotency_key is not None:
-            # A replay is an answer about a job already accepted: it spends no rate.
-            bound = await self._idempotency.bound_task(
-                scope, options.idempotency_key, body=job.idempotency_body
-            )
-            if bound is not None:
-                return Submitted(await self._wait_for_record(bound), replayed=True)
-        if caller is not None and options.idempotency_key is not None:
-            # Charged before the key is claimed: a refused submit must not hold the key.
-            verdict = await self._limits.take_token(
-                caller.id, rate_per_s=caller.rate_per_s, burst=caller.burst
-            )
-            if not verdict.allowed:
-                raise RateLimited(
-                    f"rate limit of key {caller.id} exceeded", retry_after_s=verdict.retry_after_s
-                )
-        record = self._new_record(job, webhook, options, owner_of(caller))
-        bind_ids(task_id=record.task_id)
-        if options.idempotency_key is not None:
-            bound = await self._idempotency.claim(
-                scope,
-                options.idempotency_key,
-                body=job.idempotency_body,
-                task_id=record.task_id,
-            )
-            if bound is not None:
-                return Submitted(await self._wait_for_record(bound), replayed=True)
-        admission = None
-        if caller is not None:
-            admission = KeyAdmission(
-                owner=caller.id,
-                rate_per_s=caller.rate_per_s,
-                burst=caller.burst,
-                max_active=caller.max_active,
-                charge_rate=options.idempotency_key is None,
-            )
+        if delivery.webhook_url is None:
+            return None, extensions
+        await self._check_webhook_url(str(delivery.webhook_url))
+        events = sorted({e.value for e in delivery.webhook_events} | {"completed"})
+        return {"url": str(delivery.webhook_url), "events": events}, extensions
+
+    async def _accept(
+        self,
+        record: JobRecord,
+        job: NewJob,
+        extensions: dict[str, str],
+        scope: str,
+        admission: KeyAdmission | None,
+        claim: Claim | None,
+    ) -> Refusal | AlreadyBound | None:
+        """Store the job's input images and accept it; the images are forgotten again when the
+        job is refused or could not be queued (the one cleanup of a submit)."""
+        # None while unknown: an interrupted accept may have run, and its job needs its images.
+        accepted: bool | None = None
         try:
             if job.images:
                 await self._inputs.store(record, job.images, extensions)
-            refusal = await self._queue.accept(record, keys.owner_tasks_key(scope), admission)
+            outcome = await self._queue.accept(
+                record, keys.owner_tasks_key(scope), admission, claim
+            )
+            accepted = outcome is None
+            return outcome
         except NotReplicated as exc:
+            accepted = True
             # Queued on the primary: it will run. Say so, so a retry asks for this task again.
             raise Unavailable(
                 f"task {record.task_id} was accepted but is not yet durable ({exc}); retry with "
@@ -201,27 +230,14 @@ class TaskService:
                 task=self.views.render(record).model_dump(mode="json"),
             ) from exc
         except Exception as exc:
+            accepted = False
             log.error("accept failed", error=repr(exc))
-            await self._inputs.forget(record, job.images)
-            if options.idempotency_key is not None:
-                await self._idempotency.release(scope, options.idempotency_key)
             if isinstance(exc, RedisError):
                 raise
             raise Unavailable("the job queue is unavailable; retry later") from exc
-        if refusal is not None and caller is not None:
-            await self._inputs.forget(record, job.images)
-            if options.idempotency_key is not None:
-                await self._idempotency.release(scope, options.idempotency_key)
-            if refusal.reason == "rate":
-                raise RateLimited(
-                    f"rate limit of key {caller.id} exceeded",
-                    retry_after_s=retry_after_s(refusal.wait_s),
-                )
-            raise TooManyJobs(
-                f"key {caller.id} already has {caller.max_active} jobs queued or running",
-                retry_after_s=TOO_MANY_JOBS_RETRY_S,
-            )
-        return Submitted(record, replayed=False)
+        finally:
+            if accepted is False:
+                await self._inputs.forget(record, job.images)
 
     def _new_record(
         self,
@@ -283,7 +299,7 @@ class TaskService:
         self, caller: ApiKey | None, *, status: TaskStatus | None, limit: int, cursor: float | None
     ) -> tuple[list[JobRecord], str | None]:
         """The caller's tasks, newest first; the cursor is the created time to continue below."""
-        tasks_key = keys.owner_tasks_key(owner_of(caller) or ANONYMOUS)
+        tasks_key = keys.owner_tasks_key(scope_of(caller))
         found: list[JobRecord] = []
         upper = "+inf" if cursor is None else f"({cursor}"
         while len(found) < limit:

@@ -24,11 +24,9 @@ class GatewaySettings(CommonSettings):
     gateway_decode_concurrency: int = Field(default=2, ge=1)
     # How often outputs older than the job TTL are removed from the output store.
     gateway_output_sweep_interval_s: float = Field(default=3600, gt=0)
-    # `direct`: record and Celery message in one Redis round trip; `celery`: Celery's send_task.
-    gateway_publisher: Literal["direct", "celery"] = "direct"
     # Durability of an acknowledged submit (docs/durability.md): with N > 0 the gateway answers
     # 202 only once N Redis replicas have the job (`WAIT`), else 503 naming the task; a retry
-    # with the same Idempotency-Key answers that task. Needs the `direct` publisher.
+    # with the same Idempotency-Key answers that task.
     redis_wait_replicas: int = Field(default=0, ge=0)
     redis_wait_timeout_ms: int = Field(default=500, ge=1)
     # Drop-in routes of the APIs users come from: backserv, backendai, imagetext, wavespeed, all

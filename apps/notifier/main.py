@@ -30,6 +30,7 @@ from apps.notifier.events import EventIngest
 from apps.notifier.hub import EventHub
 from apps.notifier.settings import NotifierSettings
 from apps.notifier.sse import EVENT_STREAM, EVENT_STREAM_HEADERS, task_event_stream
+from apps.notifier.state import NotifierState, notifier_state
 from apps.notifier.sweeper import Sweeper
 from apps.notifier.waits import wait_for_terminal
 from apps.notifier.ws import serve_task_socket
@@ -67,13 +68,9 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
             interval_s=settings.notifier_sweep_interval_s,
         )
         sweeping = asyncio.create_task(sweeper.run_forever())
-        app.state.keys = KeyStore(client)
-        app.state.redis, app.state.store, app.state.ingest, app.state.hub = (
-            client,
-            store,
-            ingest,
-            hub,
-        )
+        NotifierState(
+            redis=client, keys=KeyStore(client), store=store, ingest=ingest, hub=hub
+        ).install(app)
         try:
             yield
         finally:
@@ -83,11 +80,14 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
             producer.close()
             await client.aclose()
 
-    app = create_service_app("notifier", settings, lifespan=lifespan, ready=redis_ready)
+    async def ready(request: Request) -> dict[str, str]:
+        return await redis_ready(notifier_state(request).redis)
+
+    app = create_service_app("notifier", settings, lifespan=lifespan, ready=ready)
 
     @app.post("/internal/events")
     async def post_event(request: Request) -> Response:
-        outcome = await request.app.state.ingest.ingest(
+        outcome = await notifier_state(request).ingest.ingest(
             await request.body(),
             timestamp=request.headers.get(TIMESTAMP_HEADER),
             signature=request.headers.get(SIGNATURE_HEADER),
@@ -109,14 +109,14 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         request: Request,
         timeout: float = Query(default=30.0, ge=0),  # noqa: ASYNC109
     ) -> Response:
-        ingest: EventIngest = request.app.state.ingest
+        state = notifier_state(request)
 
         def render(record: JobRecord) -> str:
-            return ingest.views.render(record).model_dump_json()
+            return state.ingest.views.render(record).model_dump_json()
 
         outcome = await wait_for_terminal(
-            request.app.state.hub,
-            request.app.state.store,
+            state.hub,
+            state.store,
             task_id,
             timeout_s=min(timeout, settings.notifier_max_wait_s),
             render=render,
@@ -127,7 +127,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     async def stream(task_id: str, request: Request) -> StreamingResponse:
         """Server-sent events of one task, relayed by the gateway (which checks the caller)."""
         bind_ids(task_id=task_id)
-        state = request.app.state
+        state = notifier_state(request)
         return StreamingResponse(
             task_event_stream(task_id, state.hub, state.store, state.ingest),
             media_type=EVENT_STREAM,

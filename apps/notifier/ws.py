@@ -15,6 +15,7 @@ from apps.common.security.apikeys import bearer_token
 from apps.common.service.request_context import bind_ids
 from apps.notifier.events import EventIngest
 from apps.notifier.hub import EventHub
+from apps.notifier.state import notifier_state
 
 WS_CONNECTIONS = Gauge("fluxgate_notifier_websockets", "Open WebSocket subscriptions")
 CLOSE_NOT_FOUND = 4404
@@ -32,14 +33,14 @@ async def serve_task_socket(websocket: WebSocket, task_id: str, *, auth: bool) -
         token = bearer_token(websocket.headers.get("authorization")) or (
             websocket.query_params.get("token")
         )
-        key = await websocket.app.state.keys.authenticate(token) if token else None
+        key = await notifier_state(websocket).keys.authenticate(token) if token else None
         if key is None:
             await websocket.close(code=CLOSE_UNAUTHORIZED, reason="API key required")
             return
         owner = key.id
     WS_CONNECTIONS.inc()
     try:
-        state = websocket.app.state
+        state = notifier_state(websocket)
         await _stream_task(websocket, task_id, state.hub, state.store, state.ingest, owner)
     except (WebSocketDisconnect, RuntimeError):
         pass  # the client left; nothing to clean but the subscription, done by the hub

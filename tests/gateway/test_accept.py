@@ -1,5 +1,6 @@
-"""Accepting a job writes the same things whichever publisher is used, and a key over its cap
-gets nothing written (real redis-server, the gateway's own JobQueue)."""
+"""Accepting a job writes its record, listing, ticket and message in one step, and a key over its
+cap gets nothing written (real redis-server, the gateway's own JobQueue). The message itself is
+held to Celery's `send_task` in test_celery_wire.py."""
 
 from __future__ import annotations
 
@@ -7,21 +8,18 @@ import asyncio
 import json
 import uuid
 
-import pytest
 import redis.asyncio as aioredis
 
-from apps.common.jobs.positions import QueuePositions
 from apps.common.jobs.record import new_job
 from apps.common.jobs.store import JobStore
 from apps.common.redis import keys
 from apps.common.wire.queues import celery_priority, lane_name, make_producer
-from apps.gateway.enqueue import JobQueue, Publisher
+from apps.gateway.enqueue import JobQueue, Refusal
 from apps.gateway.limits import KeyAdmission
 
 
-@pytest.mark.parametrize("publisher", ["direct", "celery"])
 def test_accept_writes_record_listing_ticket_and_message_or_refuses_over_cap(
-    redis_url: str, publisher: Publisher
+    redis_url: str,
 ) -> None:
     # A database of its own: the session stack's worker consumes the `gpu` lanes of database 0.
     own_db = redis_url.rsplit("/", 1)[0] + "/9"
@@ -30,9 +28,7 @@ def test_accept_writes_record_listing_ticket_and_message_or_refuses_over_cap(
         client = aioredis.Redis.from_url(own_db, decode_responses=True)
         producer = make_producer(own_db, visibility_timeout_s=60)
         store = JobStore(client, ttl_s=600)
-        queue = JobQueue(
-            client, producer, store, QueuePositions(client), job_ttl_s=600, publisher=publisher
-        )
+        queue = JobQueue(client, producer, job_ttl_s=600)
         owner = f"key-{uuid.uuid4().hex[:8]}"
         admission = KeyAdmission(owner=owner, rate_per_s=100.0, burst=100, max_active=1)
         listing = keys.owner_tasks_key(owner)
@@ -49,7 +45,7 @@ def test_accept_writes_record_listing_ticket_and_message_or_refuses_over_cap(
 
             second = new_job("flux", {"prompt": "a fox"}, owner=owner, priority=1)
             refusal = await queue.accept(second, listing, admission)
-            assert refusal is not None and refusal.reason == "cap"
+            assert isinstance(refusal, Refusal) and refusal.reason == "cap"
             assert await store.get(second.task_id) is None
             assert await client.llen(lane) == 0
         finally:

@@ -10,9 +10,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from apps.common.jobs.positions import QueuePositions
 from apps.common.jobs.record import new_job
-from apps.common.jobs.store import JobStore
 from apps.common.wire.queues import make_producer
 from apps.gateway.enqueue import JobQueue, NotReplicated
 from devtools.procs import (
@@ -33,12 +31,9 @@ def accept_once(url: str) -> str:
     async def scenario() -> str:
         client = aioredis.Redis.from_url(url, decode_responses=True)
         producer = make_producer(url, visibility_timeout_s=60)
-        store = JobStore(client, ttl_s=600)
         queue = JobQueue(
             client,
             producer,
-            store,
-            QueuePositions(client),
             job_ttl_s=600,
             wait_replicas=1,
             wait_timeout_ms=1000,

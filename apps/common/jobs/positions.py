@@ -14,7 +14,8 @@ import redis.asyncio as aioredis
 
 from apps.common.jobs.record import JobRecord
 from apps.common.redis import keys
-from apps.common.wire.queues import celery_priority, lane_name, queue_of
+from apps.common.task_types import task_type
+from apps.common.wire.queues import celery_priority, lane_name
 
 # Takes a ticket for a job about to be published; stored on its record if the record exists.
 TAKE_TICKET_FN = """
@@ -43,7 +44,7 @@ return ahead + before
 
 
 def _lanes(record: JobRecord) -> tuple[list[str], str]:
-    queue = queue_of(record.type)
+    queue = task_type(record.type).queue
     own = celery_priority(record.priority)
     return [lane_name(queue, p) for p in range(own + 1)], lane_name(queue, own)
 

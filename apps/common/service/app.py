@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, get_type_hints
 
+import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from prometheus_client import make_asgi_app
 from redis.exceptions import RedisError
@@ -58,10 +59,11 @@ def create_service_app(
     return app
 
 
-async def redis_ready(request: Request) -> dict[str, str]:
-    """Ready while the service's Redis (`app.state.redis`) answers a ping."""
+async def redis_ready(client: aioredis.Redis) -> dict[str, str]:
+    """The `/readyz` answer of a service that needs only its Redis: ready while it answers a
+    ping, else 503 `unavailable`."""
     try:
-        await request.app.state.redis.ping()
+        await client.ping()
     except RedisError as exc:
         raise Unavailable(f"redis unreachable: {exc}") from exc
     return {"status": "ready"}

@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from apps.common.wire.contracts import StrictModel
+from apps.common.wire.queues import TASK_FLUX, TASK_JOB
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,11 @@ class TaskType:
     requires_setting: str | None = None
     # Extra keys of `result` beside `images`, for the docs and `GET /task-types`.
     result_keys: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def celery_task(self) -> str:
+        """The Celery task that runs this type's jobs (the worker dispatches on the type)."""
+        return TASK_FLUX if self.name == "flux" else TASK_JOB
 
     def listing(self, *, available: bool) -> dict[str, Any]:
         return {
@@ -63,3 +69,9 @@ def registry() -> dict[str, TaskType]:
 
 def task_type(name: str) -> TaskType:
     return registry()[name]
+
+
+def job_task(name: str) -> tuple[str, str]:
+    """The Celery task name and queue of a task type's jobs."""
+    spec = task_type(name)
+    return spec.celery_task, spec.queue

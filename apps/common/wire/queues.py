@@ -23,17 +23,6 @@ LANE_SEPARATOR = ":"
 PRIORITY_LANES = 10
 
 
-def job_task(task_type: str) -> tuple[str, str]:
-    """The Celery task name and queue of a task type's jobs."""
-    from apps.common.task_types import task_type as spec_of
-
-    return (TASK_FLUX if task_type == "flux" else TASK_JOB), spec_of(task_type).queue
-
-
-def queue_of(task_type: str) -> str:
-    return job_task(task_type)[1]
-
-
 def lane_name(queue: str, celery_priority: int) -> str:
     """The Redis list holding `queue`'s messages at one priority (lane 0 is the bare name)."""
     return queue if celery_priority == 0 else f"{queue}{LANE_SEPARATOR}{celery_priority}"

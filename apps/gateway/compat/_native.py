@@ -4,24 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Request
-
 from apps.common.jobs.record import JobRecord
 from apps.common.security.apikeys import ApiKey
 from apps.common.task_types import task_type
 from apps.common.wire.contracts import JobView
-from apps.gateway.routes.submit_task import build_job
+from apps.gateway.deps import GatewayState
+from apps.gateway.jobs_in import build_job
 from apps.gateway.service import SubmitOptions, TaskService
-from apps.gateway.settings import GatewaySettings
-
-
-def service_of(request: Request) -> TaskService:
-    service: TaskService = request.app.state.service
-    return service
 
 
 async def submit(
-    request: Request,
+    state: GatewayState,
     caller: ApiKey | None,
     type_name: str,
     task_input: dict[str, Any],
@@ -31,14 +24,13 @@ async def submit(
     webhook_url: str | None = None,
 ) -> JobRecord:
     """Submit as `POST /tasks` would (same checks, same 422s); returns the new job's record."""
-    settings: GatewaySettings = request.app.state.settings
     body: dict[str, Any] = {"type": type_name, "input": task_input}
     if priority is not None:
         body["priority"] = priority
     if webhook_url:
         body["webhook_url"] = webhook_url
-    job = build_job(body, uploads or {}, settings)
-    submitted = await service_of(request).submit(job, SubmitOptions(), caller)
+    job = build_job(body, uploads or {}, state.settings)
+    submitted = await state.service.submit(job, SubmitOptions(), caller)
     return submitted.record
 
 
@@ -48,6 +40,5 @@ def known_fields(type_name: str, values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k in fields}
 
 
-async def live_view(request: Request, task_id: str, caller: ApiKey | None) -> JobView:
-    service = service_of(request)
+async def live_view(service: TaskService, task_id: str, caller: ApiKey | None) -> JobView:
     return await service.live_view(await service.get(task_id, caller))

@@ -9,15 +9,15 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from apps.common.service.errors import Conflict, FluxgateError, InvalidInput
 from apps.common.wire.contracts import JobView, StrictModel, TaskStatus
 from apps.gateway.auth import Caller
-from apps.gateway.compat._native import known_fields, live_view, service_of, submit
-from apps.gateway.settings import GatewaySettings
+from apps.gateway.compat._native import known_fields, live_view, submit
+from apps.gateway.deps import Service, State
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["compat: Backend AI"])
 
@@ -88,7 +88,7 @@ def _created(record_id: str, created_at: str | None, message: str) -> JSONRespon
 
 @router.post("/create/", status_code=201)
 async def create(
-    request: Request,
+    state: State,
     caller: Caller,
     task_type: Annotated[str, Form()],
     prompt: Annotated[str | None, Form(max_length=5000)] = None,
@@ -97,7 +97,7 @@ async def create(
     target_image: Annotated[UploadFile | None, File()] = None,
 ) -> JSONResponse:
     """Multipart: `prompt`, `task_type`, `image` (optional file), `parameters` (JSON text)."""
-    settings: GatewaySettings = request.app.state.settings
+    settings = state.settings
     try:
         params = orjson.loads(parameters) if parameters else {}
     except orjson.JSONDecodeError as exc:
@@ -113,19 +113,19 @@ async def create(
             uploads[name] = data
     ours, task_input = _task_input(task_type, prompt, params, {})
     record = await submit(
-        request, caller, ours, task_input, uploads=uploads, priority=params.get("priority")
+        state, caller, ours, task_input, uploads=uploads, priority=params.get("priority")
     )
-    view = service_of(request).views.render(record)
+    view = state.service.views.render(record)
     return _created(record.task_id, view.created_at, "Task queued successfully")
 
 
 @router.post("/submit/", status_code=201)
-async def submit_json(body: SubmitBody, request: Request, caller: Caller) -> JSONResponse:
+async def submit_json(body: SubmitBody, state: State, caller: Caller) -> JSONResponse:
     """JSON with base64 images: `task_type`, `prompt`, `image`, `target_image`, `parameters`."""
     images = {k: v for k, v in (("image", body.image), ("target_image", body.target_image)) if v}
     ours, task_input = _task_input(body.task_type, body.prompt, body.parameters, images)
-    record = await submit(request, caller, ours, task_input, priority=body.priority)
-    view = service_of(request).views.render(record)
+    record = await submit(state, caller, ours, task_input, priority=body.priority)
+    view = state.service.views.render(record)
     return _created(
         record.task_id, view.created_at, f"{body.task_type} task submitted successfully"
     )
@@ -159,22 +159,21 @@ def status_of(view: JobView) -> dict[str, Any]:
 
 
 @router.get("/{task_id}/status/")
-async def task_status(task_id: str, request: Request, caller: Caller) -> dict[str, Any]:
+async def task_status(task_id: str, service: Service, caller: Caller) -> dict[str, Any]:
     """`PENDING|PROCESSING|SUCCESS|FAILURE|REVOKED` with `progress` (0..100)."""
-    return status_of(await live_view(request, task_id, caller))
+    return status_of(await live_view(service, task_id, caller))
 
 
 @router.get("/{task_id}/result/")
 async def task_result(
     task_id: str,
-    request: Request,
+    service: Service,
     caller: Caller,
     include: Annotated[str | None, Query(pattern="^base64$")] = None,
     image_data: bool = False,
 ) -> dict[str, Any]:
     """400 until SUCCESS; then `result.image_url` (and `image_data`, base64, when asked with
     `?image_data=true` or `?include=base64`)."""
-    service = service_of(request)
     record = await service.get(task_id, caller)
     view = service.views.render(record)
     if view.status is not TaskStatus.SUCCEEDED:
@@ -206,10 +205,10 @@ async def task_result(
 
 
 @router.post("/{task_id}/cancel/")
-async def cancel(task_id: str, request: Request, caller: Caller) -> dict[str, Any]:
+async def cancel(task_id: str, service: Service, caller: Caller) -> dict[str, Any]:
     """Cancel a pending or running task; a finished one is a 400 `Task already completed`."""
     try:
-        record, _changed = await service_of(request).cancel(task_id, caller)
+        record, _changed = await service.cancel(task_id, caller)
     except Conflict as exc:
         raise AlreadyCompleted("Task already completed") from exc
     return {"task_id": record.task_id, "message": "Task cancelled", "status": "REVOKED"}

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from apps.common.service.errors import InvalidInput
+from apps.common.task_types import task_type
 from apps.common.wire.contracts import JobView, StrictModel, TaskStatus
-from apps.common.wire.queues import queue_of
 from apps.gateway.auth import Caller
-from apps.gateway.compat._native import known_fields, live_view, service_of, submit
+from apps.gateway.compat._native import known_fields, live_view, submit
+from apps.gateway.deps import Service, State
 
 router = APIRouter(tags=["compat: Back.Serv"])
 
@@ -76,16 +77,16 @@ def ticket(view: JobView) -> dict[str, Any]:
 
 
 @router.post("/submit_task", status_code=202)
-async def submit_task(body: SubmitTask, request: Request, caller: Caller) -> JSONResponse:
+async def submit_task(body: SubmitTask, state: State, caller: Caller) -> JSONResponse:
     """Back.Serv's submit: `{"task_type", "task_params", "user_id"}`."""
     type_name = our_type(body.task_type)
     # Parameters the type has no use for are dropped, as the old service ignored them.
     params = known_fields(type_name, {_ALIASES.get(k, k): v for k, v in body.task_params.items()})
-    record = await submit(request, caller, type_name, params, priority=body.priority)
+    record = await submit(state, caller, type_name, params, priority=body.priority)
     return JSONResponse(
         {
             "ticket_id": record.task_id,
-            "serv_name": f"fluxgate-{queue_of(type_name)}",
+            "serv_name": f"fluxgate-{task_type(type_name).queue}",
             "status": STATUS_WORDS[record.status],
             "user_id": body.user_id,
         },
@@ -94,16 +95,15 @@ async def submit_task(body: SubmitTask, request: Request, caller: Caller) -> JSO
 
 
 @router.get("/query_task/{ticket_id}")
-async def query_task(ticket_id: str, request: Request, caller: Caller) -> dict[str, Any]:
+async def query_task(ticket_id: str, service: Service, caller: Caller) -> dict[str, Any]:
     """The ticket's status word, progress, per-queue position, result or error."""
-    return ticket(await live_view(request, ticket_id, caller))
+    return ticket(await live_view(service, ticket_id, caller))
 
 
 @router.post("/cancel_task/{ticket_id}")
-async def cancel_task(ticket_id: str, request: Request, caller: Caller) -> dict[str, Any]:
+async def cancel_task(ticket_id: str, service: Service, caller: Caller) -> dict[str, Any]:
     """Cancel: at once while queued, at the next step while running (then `Processing` until
     the worker stops it); a finished ticket is a 409."""
-    service = service_of(request)
     record, _changed = await service.cancel(ticket_id, caller)
     answer = ticket(service.views.render(record))
     answer["cancel_requested"] = True

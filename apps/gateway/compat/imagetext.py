@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import JSONResponse
 
 from apps.common.service.errors import InvalidInput
 from apps.common.wire.contracts import JobView, TaskStatus
 from apps.gateway.auth import Caller
 from apps.gateway.compat._native import live_view, submit
-from apps.gateway.settings import GatewaySettings
+from apps.gateway.deps import Service, State
 
 router = APIRouter(tags=["compat: image and text service"])
 STATUS_WORDS = {
@@ -35,19 +35,19 @@ _MESSAGES = {
 
 @router.post("/api/process", status_code=202)
 async def process(
-    request: Request,
+    state: State,
     caller: Caller,
     image: Annotated[UploadFile, File()],
     text: Annotated[str, Form(min_length=1, max_length=2000)],
 ) -> JSONResponse:
     """Queue one image + text job; answers `{"job_id", "status": "processing"}`."""
-    settings: GatewaySettings = request.app.state.settings
+    settings = state.settings
     data = await image.read(settings.input_image_max_bytes + 1)
     if len(data) > settings.input_image_max_bytes:
         raise InvalidInput(f"image is over {settings.input_image_max_bytes} bytes", field="image")
     type_name = settings.compat_imagetext_type
     task_input: dict[str, Any] = {"prompt": text} if type_name == "style_transfer" else {}
-    record = await submit(request, caller, type_name, task_input, uploads={"image": data})
+    record = await submit(state, caller, type_name, task_input, uploads={"image": data})
     return JSONResponse({"job_id": record.task_id, "status": "processing"}, status_code=202)
 
 
@@ -64,6 +64,6 @@ def status_of(view: JobView) -> dict[str, Any]:
 
 
 @router.get("/api/status/{job_id}")
-async def job_status(job_id: str, request: Request, caller: Caller) -> dict[str, Any]:
+async def job_status(job_id: str, service: Service, caller: Caller) -> dict[str, Any]:
     """`pending|processing|completed|failed`, a message, and the result once completed."""
-    return status_of(await live_view(request, job_id, caller))
+    return status_of(await live_view(service, job_id, caller))

@@ -17,8 +17,8 @@ from apps.common.wire.contracts import FluxRequest, SubmitAnswer
 from apps.gateway.auth import Caller
 from apps.gateway.headers import CANCEL_AFTER_PATTERN
 from apps.gateway.idempotency import KEY_PATTERN
+from apps.gateway.jobs_in import flux_job
 from apps.gateway.routes._submit import SUBMIT_RESPONSES, submit_and_answer
-from apps.gateway.routes.flux import flux_job
 
 router = APIRouter(tags=["compat: WaveSpeed"])
 _SIZE = re.compile(r"^\s*(\d{2,4})\s*[*xX]\s*(\d{2,4})\s*$")

@@ -7,11 +7,10 @@ from fastapi.responses import Response
 
 from apps.common.security.apikeys import ApiKey
 from apps.common.wire.contracts import SubmitAnswer
+from apps.gateway.deps import gateway_state
 from apps.gateway.headers import parse_cancel_after, parse_prefer_wait
 from apps.gateway.idempotency import IdempotencyKeys
-from apps.gateway.service import NewJob, SubmitOptions, TaskService
-from apps.gateway.settings import GatewaySettings
-from apps.gateway.waiter import ResultWaiter
+from apps.gateway.service import NewJob, SubmitOptions
 
 SUBMIT_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {"description": "idempotent replay, or the finished view with `Prefer: wait=N`"},
@@ -34,10 +33,8 @@ async def submit_and_answer(
 ) -> Response:
     # The app's collaborators are read off its state, not injected: on the hottest route each
     # FastAPI dependency costs tens of microseconds (the submit benchmark's profile).
-    state = request.app.state
-    service: TaskService = state.service
-    settings: GatewaySettings = state.settings
-    waiter: ResultWaiter = state.waiter
+    state = gateway_state(request)
+    service, settings, waiter = state.service, state.settings, state.waiter
     options = SubmitOptions(
         idempotency_key=None
         if idempotency_key is None

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from apps.common.security.apikeys import KeyStore, parse_rate
 from apps.common.service.errors import NotFound
 from apps.gateway.auth import Admin
+from apps.gateway.deps import gateway_state
 from apps.gateway.errors_doc import error_responses
 
 router = APIRouter(prefix="/admin", tags=["admin"], responses=error_responses(401, 404, 422))
@@ -32,14 +33,17 @@ class NewKey(BaseModel):
         return value
 
 
-def _store(request: Request) -> KeyStore:
-    return request.app.state.keys
+async def _key_store(request: Request) -> KeyStore:
+    return gateway_state(request).keys
+
+
+Keys = Annotated[KeyStore, Depends(_key_store)]
 
 
 @router.post("/keys", status_code=201)
-async def create_key(body: NewKey, request: Request, _admin: Admin) -> dict[str, Any]:
+async def create_key(body: NewKey, store: Keys, _admin: Admin) -> dict[str, Any]:
     """Create a key; its token is in this answer only."""
-    key, token = await _store(request).create(
+    key, token = await store.create(
         name=body.name,
         rate_per_s=parse_rate(body.rate),
         burst=body.burst,
@@ -49,20 +53,20 @@ async def create_key(body: NewKey, request: Request, _admin: Admin) -> dict[str,
 
 
 @router.get("/keys")
-async def list_keys(request: Request, _admin: Admin) -> list[dict[str, Any]]:
-    return [key.public() for key in await _store(request).all()]
+async def list_keys(store: Keys, _admin: Admin) -> list[dict[str, Any]]:
+    return [key.public() for key in await store.all()]
 
 
 @router.delete("/keys/{key_id}", status_code=204)
-async def revoke_key(key_id: str, request: Request, _admin: Admin) -> None:
-    if not await _store(request).revoke(key_id):
+async def revoke_key(key_id: str, store: Keys, _admin: Admin) -> None:
+    if not await store.revoke(key_id):
         raise NotFound(f"key {key_id} not found")
 
 
 @router.post("/keys/{key_id}/webhook-secret")
-async def rotate_webhook_secret(key_id: str, request: Request, _admin: Admin) -> dict[str, str]:
+async def rotate_webhook_secret(key_id: str, store: Keys, _admin: Admin) -> dict[str, str]:
     """A new webhook secret for the key's tasks; the previous one also signs for 24 h."""
-    secret = await _store(request).rotate_webhook_secret(key_id)
+    secret = await store.rotate_webhook_secret(key_id)
     if secret is None:
         raise NotFound(f"key {key_id} not found")
     return {"key_id": key_id, "webhook_secret": secret}

@@ -2,42 +2,29 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Header, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from apps.common import images
 from apps.common.service.errors import InvalidInput
-from apps.common.storage.names import is_store_ref
 from apps.common.task_types import TaskType, registry
-from apps.common.wire.contracts import DeliveryFields, SubmitAnswer
+from apps.common.wire.contracts import SubmitAnswer
 from apps.gateway.auth import Caller
+from apps.gateway.deps import Settings, gateway_state
 from apps.gateway.headers import CANCEL_AFTER_PATTERN
 from apps.gateway.idempotency import KEY_PATTERN
+from apps.gateway.jobs_in import TaskRequest, build_job
 from apps.gateway.routes._submit import SUBMIT_RESPONSES, submit_and_answer
-from apps.gateway.service import NewJob
 from apps.gateway.settings import GatewaySettings
 
 router = APIRouter(tags=["tasks"])
-# Stands in for an image field's value once its bytes are set aside (the record gets a reference).
-_SET_ASIDE = "pending-upload"
 MAX_FORM_FILES = 4
 MAX_FORM_FIELDS = 16
-MAX_URL_LENGTH = 2048
-
-
-class TaskRequest(DeliveryFields):
-    """`{"type", "input", <delivery fields>}`; the input is checked against the type's model."""
-
-    type: str = Field(min_length=1, max_length=64)
-    input: dict[str, Any] = Field(default_factory=dict)
 
 
 # Multipart parts that are the envelope's own fields; every other part is an input image.
@@ -61,9 +48,8 @@ def _is_available(spec: TaskType, settings: GatewaySettings) -> bool:
 
 
 @router.get("/task-types", response_model=list[TaskTypeInfo])
-async def task_types(request: Request) -> list[dict[str, Any]]:
+async def task_types(settings: Settings) -> list[dict[str, Any]]:
     """Every task type `POST /tasks` takes, with the JSON schema of its `input`."""
-    settings: GatewaySettings = request.app.state.settings
     return [spec.listing(available=_is_available(spec, settings)) for spec in registry().values()]
 
 
@@ -130,7 +116,7 @@ async def submit_task(
 ) -> Response:
     """Queue a job of any type (`GET /task-types`). Images come as http(s) URLs, base64 in the
     JSON, or as multipart file parts named after the input's image fields."""
-    settings: GatewaySettings = request.app.state.settings
+    settings = gateway_state(request).settings
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         body, uploads = await _read_multipart(request, max_bytes=settings.input_image_max_bytes)
     else:
@@ -150,95 +136,6 @@ async def submit_task(
         cancel_after=cancel_after,
         prefer=prefer,
     )
-
-
-def _validation_error(exc: ValidationError, *prefix: str) -> RequestValidationError:
-    return RequestValidationError(
-        [{**error, "loc": ("body", *prefix, *error["loc"])} for error in exc.errors()]
-    )
-
-
-def build_job(body: object, uploads: dict[str, bytes], settings: GatewaySettings) -> NewJob:
-    """A checked job from a `POST /tasks` body and its uploads (also used by the compat routes,
-    so every surface validates the same way)."""
-    if not isinstance(body, dict):
-        raise InvalidInput("body must be a JSON object", field="body")
-    try:
-        envelope = TaskRequest.model_validate(body)
-    except ValidationError as exc:
-        raise _validation_error(exc) from exc
-    spec = registry().get(envelope.type)
-    if spec is None:
-        raise InvalidInput(
-            f"type '{envelope.type}' is not a task type; one of: {', '.join(sorted(registry()))}",
-            field="type",
-        )
-    task_input = dict(envelope.input)
-    image_values: dict[str, bytes | str] = {}
-    for name in uploads:
-        if name not in spec.image_fields:
-            raise InvalidInput(
-                f"file part '{name}' is not an image field of {spec.name} "
-                f"({', '.join(spec.image_fields) or 'it takes none'})",
-                field=name,
-            )
-    for field in spec.image_fields:
-        image_values_field = _image_value(field, task_input, uploads, settings)
-        if image_values_field is not None:
-            image_values[field] = image_values_field
-            if isinstance(image_values_field, bytes):
-                task_input[field] = _SET_ASIDE
-    try:
-        validated = spec.input_model.model_validate(task_input)
-    except ValidationError as exc:
-        raise _validation_error(exc, "input") from exc
-    # What an Idempotency-Key is bound to: uploads count by their digest, not their bytes.
-    fingerprint = {
-        "type": spec.name,
-        "input": {
-            **validated.model_dump(mode="json"),
-            **{
-                k: hashlib.sha256(v).hexdigest()
-                for k, v in image_values.items()
-                if isinstance(v, bytes)
-            },
-        },
-        "delivery": envelope.model_dump(mode="json", include=set(DeliveryFields.model_fields)),
-    }
-    return NewJob(
-        type=spec.name,
-        input=validated,
-        delivery=DeliveryFields.model_validate(
-            envelope.model_dump(include=set(DeliveryFields.model_fields))
-        ),
-        images=image_values,
-        idempotency_body=orjson.dumps(fingerprint, option=orjson.OPT_SORT_KEYS).decode(),
-    )
-
-
-def _image_value(
-    field: str, task_input: dict[str, Any], uploads: dict[str, bytes], settings: GatewaySettings
-) -> bytes | str | None:
-    """The bytes (upload, base64) or the URL given for one image field; None when absent (the
-    input model then names the missing field)."""
-    name = f"input.{field}"
-    given = task_input.get(field)
-    if field in uploads:
-        if given is not None:
-            raise InvalidInput(f"{name} is given both as a file part and in input", field=name)
-        return uploads[field]
-    if not isinstance(given, str) or not given:
-        return None
-    if images.is_url(given):
-        if len(given) > MAX_URL_LENGTH:
-            raise InvalidInput(f"{name}: URL is over {MAX_URL_LENGTH} characters", field=name)
-        return given
-    if is_store_ref(given) or "://" in given[:16]:
-        raise InvalidInput(f"{name}: only http(s) URLs or base64 image data", field=name)
-    try:
-        return images.decode_base64(given, max_bytes=settings.input_image_max_bytes)
-    except images.ImageRejected as exc:
-        raise InvalidInput(f"{name}: {exc}", field=name) from exc
 
 
 def _field_of(key: str) -> str:

@@ -5,16 +5,15 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
 from apps.common.service.errors import InvalidInput
 from apps.common.wire.contracts import JobView, TaskStatus
 from apps.gateway.auth import Caller
-from apps.gateway.deps import Service
+from apps.gateway.deps import Service, State
 from apps.gateway.errors_doc import error_responses
-from apps.gateway.event_relay import EventRelay
 
 router = APIRouter(tags=["tasks"])
 JSON = "application/json"
@@ -82,14 +81,11 @@ async def get_task(
         **error_responses(401, 404, 503),
     },
 )
-async def task_events(
-    task_id: str, service: Service, caller: Caller, request: Request
-) -> StreamingResponse:
+async def task_events(task_id: str, state: State, caller: Caller) -> StreamingResponse:
     """The job views of `GET /tasks/{id}` as they change, for clients without WebSockets."""
-    await service.get(task_id, caller)
-    relay: EventRelay = request.app.state.event_relay
+    await state.service.get(task_id, caller)
     return StreamingResponse(
-        await relay.open(task_id),
+        await state.event_relay.open(task_id),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

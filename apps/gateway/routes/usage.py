@@ -8,9 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from apps.common.service.errors import InvalidInput
-from apps.gateway.auth import ANONYMOUS, Admin, Caller, owner_of
+from apps.gateway.auth import Admin, Caller
 from apps.gateway.deps import Service
 from apps.gateway.errors_doc import error_responses
+from apps.gateway.service import scope_of
 
 router = APIRouter(tags=["usage"])
 DEFAULT_DAYS = 30
@@ -55,7 +56,7 @@ async def own_usage(
 ) -> dict[str, Any]:
     """Jobs and compute seconds of the calling key, by task type, per UTC day and in total."""
     first, last = _window(since, until)
-    return await service.usage(owner_of(caller) or ANONYMOUS, first, last)
+    return await service.usage(scope_of(caller), first, last)
 
 
 @router.get("/admin/usage", tags=["admin"], responses=error_responses(401, 404, 422, 503))

@@ -51,7 +51,6 @@ FLUXGATE_GATEWAY_HOST: "0.0.0.0"
 FLUXGATE_GATEWAY_PORT: {{ $g.port | toString | quote }}
 FLUXGATE_GATEWAY_MAX_BODY_BYTES: {{ $g.maxBodyBytes | int64 | toString | quote }}
 FLUXGATE_GATEWAY_MAX_UPLOAD_BYTES: {{ $g.maxUploadBytes | int64 | toString | quote }}
-FLUXGATE_GATEWAY_PUBLISHER: {{ $g.publisher | quote }}
 FLUXGATE_REDIS_WAIT_REPLICAS: {{ $g.waitReplicas | toString | quote }}
 FLUXGATE_REDIS_WAIT_TIMEOUT_MS: {{ $g.waitTimeoutMs | toString | quote }}
 FLUXGATE_CORS_ORIGINS: {{ join "," $g.corsOrigins | quote }}
