@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from apps.common.security.signing import verify_webhook
+from apps.common.security.signing import webhook_signature_valid
 from devtools.procs import free_port, poll_until
 
 
@@ -61,7 +61,7 @@ class WebhookReceiver:
                 path=path,
                 headers=dict(request.headers),
                 body=orjson.loads(body),
-                verified=verify_webhook(body, request.headers, self.secret),
+                verified=webhook_signature_valid(request.headers, body, self.secret),
                 answered=status,
             )
         )

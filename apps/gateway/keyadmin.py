@@ -29,7 +29,7 @@ async def run(args: argparse.Namespace) -> int:
                 name=args.name,
                 rate_per_s=parse_rate(args.rate),
                 burst=args.burst,
-                max_active=args.max_queued,
+                max_active=args.max_active,
             )
             print(json.dumps(key.public() | {"token": token}, indent=2))
         elif args.command == "list":
@@ -38,6 +38,7 @@ async def run(args: argparse.Namespace) -> int:
             if not await store.revoke(args.key_id):
                 print(f"no key {args.key_id}", file=sys.stderr)
                 return 1
+            print(json.dumps({"revoked": args.key_id}))
         elif args.command == "rotate-webhook-secret":
             secret = await store.rotate_webhook_secret(args.key_id)
             if secret is None:
@@ -61,7 +62,12 @@ def main() -> None:
     create.add_argument("--rate", default="5/s", help="submits allowed, e.g. 5/s, 300/m")
     create.add_argument("--burst", type=int, default=None, help="bucket size (default 2x rate)")
     create.add_argument(
-        "--max-queued", type=int, default=100, help="jobs queued or running at once"
+        "--max-active",
+        "--max-queued",
+        dest="max_active",
+        type=int,
+        default=100,
+        help="jobs queued or running at once",
     )
     commands.add_parser("list", help="list keys")
     for name in ("revoke", "rotate-webhook-secret"):

@@ -712,6 +712,8 @@ def test_cli_run_saves_the_image_and_prints_the_view(stack: Stack, tmp_path: Pat
     final = json.loads(done.stdout)
     assert final["status"] == "succeeded" and final["result"]["images"][0]["seed"] == 3
     assert png_size(out.read_bytes()) == (64, 64)
+    # The id is told at submit (stderr), so `fluxgate watch` can pick the job up from another shell.
+    assert done.stderr.splitlines()[0] == f"task {final['task_id']} submitted"
 
     status = fluxgate("--url", stack.gateway, "--json", "status", final["task_id"])
     assert status.returncode == 0 and json.loads(status.stdout)["seq"] == final["seq"]
@@ -720,6 +722,23 @@ def test_cli_run_saves_the_image_and_prints_the_view(stack: Stack, tmp_path: Pat
     assert [json.loads(line)["status"] for line in watch.stdout.splitlines()] == ["succeeded"]
     conflict = fluxgate("--url", stack.gateway, "cancel", final["task_id"])
     assert conflict.returncode == 8 and "already succeeded" in conflict.stderr
+
+    # `fluxgate watch ID | head`: a reader gone before the first line ends the CLI quietly.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FLUXGATE_")}
+    try:
+        closed = subprocess.run(
+            [str(FLUXGATE_CLI), "--url", stack.gateway, "watch", final["task_id"]],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            env=clean,
+        )
+    finally:
+        os.close(write_end)
+    assert (closed.returncode, closed.stderr) == (141, "")
 
 
 def test_cli_runs_image_task_types_from_files(stack: Stack, tmp_path: Path) -> None:

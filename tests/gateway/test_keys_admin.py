@@ -9,7 +9,7 @@ import httpx
 import redis
 
 from apps.common.redis import keys
-from apps.common.security.signing import verify_webhook
+from apps.common.security.signing import webhook_signature_valid
 from tests.gateway.auth_stack import AuthStack, admin, bearer
 
 
@@ -23,6 +23,17 @@ def test_admin_routes_need_the_admin_token(auth_stack: AuthStack) -> None:
         f"{auth_stack.gateway}/admin/keys", json={"name": "x", "rate": "fast"}, headers=admin()
     )
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "rate"
+
+
+def test_the_cap_on_active_jobs_has_one_name_in_and_out(auth_stack: AuthStack) -> None:
+    """`max_active` is what the admin API answers, and what it takes (`max_queued`, the older
+    name, is still read)."""
+    for field in ("max_active", "max_queued"):
+        created = httpx.post(
+            f"{auth_stack.gateway}/admin/keys", json={"name": field, field: 7}, headers=admin()
+        )
+        assert created.status_code == 201, created.text
+        assert created.json()["max_active"] == 7
 
 
 def test_a_revoked_key_stops_working(auth_stack: AuthStack) -> None:
@@ -60,7 +71,9 @@ def test_webhook_secret_rotation_signs_with_both_during_overlap(auth_stack: Auth
     stored = ApiKey.model_validate_json(client.get(keys.apikey_key(str(digest))))  # type: ignore[arg-type]
     assert stored.webhook_secrets("whsec_global") == [new, old]
     headers = sign_webhook("msg_1", b"{}", stored.webhook_secrets("whsec_global"))
-    assert verify_webhook(b"{}", headers, new) and verify_webhook(b"{}", headers, old)
+    assert webhook_signature_valid(headers, b"{}", new) and webhook_signature_valid(
+        headers, b"{}", old
+    )
 
 
 def test_usage_is_metered_per_key_and_readable_by_its_owner_and_the_admin(

@@ -98,15 +98,17 @@ def sign_webhook(
     return {WEBHOOK_ID: msg_id, WEBHOOK_TIMESTAMP: timestamp, WEBHOOK_SIGNATURE: signatures}
 
 
-def verify_webhook(
-    body: bytes,
+def webhook_signature_valid(
     headers: Mapping[str, str],
+    body: bytes,
     secret: str,
     *,
     tolerance_s: int = TOLERANCE_S,
     now: float | None = None,
 ) -> bool:
-    """For webhook receivers: True when the headers carry a fresh, valid signature of `body`.
+    """True when the headers carry a fresh, valid signature of `body` (the server's own check,
+    used by its tests; receivers use `fluxgate_client.verify_webhook`, same argument order, which
+    also parses the body and raises on a bad signature).
 
     `headers` may be any case-insensitive mapping (a framework's request headers) or a plain dict
     with lower-case names.

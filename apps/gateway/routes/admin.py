@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from apps.common.security.apikeys import KeyStore, parse_rate
 from apps.common.service.errors import NotFound
@@ -22,8 +22,13 @@ class NewKey(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     rate: str = Field(default="5/s", description="submits allowed, e.g. 5/s, 300/m, 1000/h")
     burst: int | None = Field(default=None, ge=1, le=10_000)
-    max_queued: int = Field(
-        default=100, ge=1, le=1_000_000, description="jobs queued or running at once"
+    max_active: int = Field(
+        default=100,
+        ge=1,
+        le=1_000_000,
+        # The name every answer uses; `max_queued`, its first name, is still read.
+        validation_alias=AliasChoices("max_active", "max_queued"),
+        description="jobs queued or running at once (`max_queued` is read as this too)",
     )
 
     @field_validator("rate")
@@ -47,7 +52,7 @@ async def create_key(body: NewKey, store: Keys, _admin: Admin) -> dict[str, Any]
         name=body.name,
         rate_per_s=parse_rate(body.rate),
         burst=body.burst,
-        max_active=body.max_queued,
+        max_active=body.max_active,
     )
     return key.public() | {"token": token}
 

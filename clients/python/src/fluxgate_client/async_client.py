@@ -352,12 +352,15 @@ class AsyncAdmin:
         self,
         name: str,
         rate: str | None = None,
-        max_queued: int | None = None,
+        max_active: int | None = None,
         *,
         burst: int | None = None,
+        max_queued: int | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"name": name}
-        for field, value in (("rate", rate), ("max_queued", max_queued), ("burst", burst)):
+        # `max_queued` is the older name of `max_active`.
+        active = max_active if max_active is not None else max_queued
+        for field, value in (("rate", rate), ("max_active", active), ("burst", burst)):
             if value is not None:
                 body[field] = value
         response = await self._client.request(

@@ -41,6 +41,8 @@ EXIT_TIMEOUT = 6
 EXIT_UNAVAILABLE = 7
 EXIT_API = 8
 EXIT_INTERRUPTED = 130
+# What a shell reports for a process killed by SIGPIPE: stdout's reader went away (`| head`).
+EXIT_PIPE_CLOSED = 141
 
 EPILOG = """\
 exit codes:
@@ -53,6 +55,7 @@ exit codes:
   6  timed out waiting (--timeout)
   7  service unavailable, rate limited after retries, or cannot connect
   8  any other API error
+  141  stdout was closed early (e.g. `fluxgate watch ID | head`)
 
 environment: FLUXGATE_URL, FLUXGATE_WS_URL, FLUXGATE_API_KEY, FLUXGATE_ADMIN_TOKEN"""
 
@@ -244,7 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     create = key_commands.add_parser("create", help="create a key", parents=[common, admin])
     create.add_argument("name")
     create.add_argument("--rate", help="submits allowed, e.g. 5/s, 300/m")
-    create.add_argument("--max-queued", type=int, help="jobs queued or running at once")
+    create.add_argument(
+        "--max-active",
+        "--max-queued",
+        dest="max_active",
+        type=int,
+        help="jobs queued or running at once",
+    )
     key_commands.add_parser("list", help="list keys", parents=[common, admin])
     revoke = key_commands.add_parser("revoke", help="revoke a key", parents=[common, admin])
     revoke.add_argument("key_id")
@@ -334,6 +343,8 @@ def cmd_run(client: Fluxgate, args: argparse.Namespace) -> int:
         cancel_after=args.cancel_after,
         idempotency_key=args.idempotency_key,
     )
+    # On stderr, so stdout stays the images (or the JSON view) for a pipe.
+    print(f"task {submitted.task_id} submitted", file=sys.stderr, flush=True)
     view = _follow(client, args, submitted.task_id)
     if args.json:
         _print_json(view.raw)
@@ -389,7 +400,7 @@ def cmd_keys(client: Fluxgate, args: argparse.Namespace) -> int:
         raise _UsageError("an admin token is needed: --admin-token or FLUXGATE_ADMIN_TOKEN")
     admin = client.admin(args.admin_token)
     if args.keys_command == "create":
-        key = admin.create_key(args.name, rate=args.rate, max_queued=args.max_queued)
+        key = admin.create_key(args.name, rate=args.rate, max_active=args.max_active)
         if args.json:
             _print_json(key)
         else:
@@ -436,6 +447,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))  # exits 2, like any other usage error
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader has what it wanted. Point stdout at /dev/null so the interpreter's own
+        # flush at exit does not raise again (the Python docs' recipe for SIGPIPE).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_PIPE_CLOSED
     except FluxgateError as exc:
         print(f"fluxgate: error: {exc}", file=sys.stderr)
         if isinstance(exc, WaitTimeout) and exc.task_id:

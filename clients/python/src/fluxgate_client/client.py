@@ -344,13 +344,16 @@ class Admin:
         self,
         name: str,
         rate: str | None = None,
-        max_queued: int | None = None,
+        max_active: int | None = None,
         *,
         burst: int | None = None,
+        max_queued: int | None = None,
     ) -> dict[str, Any]:
         """A new key; the answer's `token` is shown this once."""
         body: dict[str, Any] = {"name": name}
-        for field, value in (("rate", rate), ("max_queued", max_queued), ("burst", burst)):
+        # `max_queued` is the older name of `max_active`.
+        active = max_active if max_active is not None else max_queued
+        for field, value in (("rate", rate), ("max_active", active), ("burst", burst)):
             if value is not None:
                 body[field] = value
         # Not idempotent: a retry after a lost answer would make a second key.
