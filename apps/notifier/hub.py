@@ -114,9 +114,15 @@ class EventHub:
                             data.decode() if isinstance(data, bytes) else data,
                         )
             except (RedisError, OSError) as exc:
-                log.warning(
-                    "event subscription lost; reconnecting", error=repr(exc), retry_in_s=backoff
-                )
+                if first:
+                    # Never subscribed yet: Redis is still starting (`make up` starts all at once).
+                    log.info("waiting for Redis", error=repr(exc), retry_in_s=backoff)
+                else:
+                    log.warning(
+                        "event subscription lost; reconnecting",
+                        error=repr(exc),
+                        retry_in_s=backoff,
+                    )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:
