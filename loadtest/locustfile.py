@@ -57,7 +57,7 @@ class FluxgateUser(FastHttpUser):
 
     def submit(self) -> dict[str, Any] | None:
         with self.client.post(
-            "/flux", json=job_body(), headers=self.auth, name="POST /flux", catch_response=True
+            "/flux", json=job_body(), headers=self.auth, name="/flux", catch_response=True
         ) as response:
             if response.status_code != 202:
                 response.failure(f"{response.status_code}: {response.text[:200]}")
@@ -113,7 +113,7 @@ class SyncUser(FluxgateUser):
             "/sync/flux",
             json=job_body(),
             headers={**self.auth, "Prefer": f"wait={int(min(RESULT_TIMEOUT_S, 300))}"},
-            name="POST /sync/flux (time to result)",
+            name="/sync/flux (time to result)",
             catch_response=True,
         ) as response:
             if response.status_code != 200 or response.json().get("status") != "succeeded":
@@ -136,7 +136,7 @@ class PollUser(FluxgateUser):
                 break
             time.sleep(0.25)
             response = self.client.get(
-                f"/tasks/{job['task_id']}", headers=self.auth, name="GET /tasks/{id}"
+                f"/tasks/{job['task_id']}", headers=self.auth, name="/tasks/{id}"
             )
             status = response.json().get("status", "unknown") if response.ok else "error"
         if error is None and status != "succeeded":
