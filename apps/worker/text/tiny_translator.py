@@ -110,3 +110,20 @@ def _marian_tokenizer(workdir: Path):  # type: ignore[no-untyped-def]
             target_spm=str(workdir / "target.spm"),
             vocab=str(workdir / "vocab.json"),
         )
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m apps.worker.text.tiny_translator",
+        description="Build the tiny offline translation model (random weights: its output is "
+        "gibberish, but `translate` runs end to end) and print its directory, for "
+        "FLUXGATE_TRANSLATE_MODEL.",
+    )
+    parser.add_argument("cache_dir", nargs="?", default=".data/models", type=Path)
+    print(ensure_tiny_translator(parser.parse_args().cache_dir))
+
+
+if __name__ == "__main__":
+    main()
