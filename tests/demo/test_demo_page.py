@@ -66,6 +66,29 @@ def test_cancel_stops_a_running_job(stack: Stack, page: Page) -> None:
     page.fill("#steps", "60")
     page.click("#submit")
     page.wait_for_selector('#status[data-status="running"]', timeout=30_000)
+    task_id = page.inner_text("#task-link")
+    assert page.get_attribute("#task-link", "href") == f"{stack.gateway}/tasks/{task_id}"
     page.click("#cancel")
     page.wait_for_selector('#status[data-status="canceled"]', timeout=30_000)
     assert page.inner_text("#status") == "Canceled."
+    # A canceled job stays in the gallery, saying how it ended.
+    assert page.inner_text('#gallery li[data-status="canceled"] .ended') == "canceled"
+
+
+def test_a_refused_key_opens_the_key_field(stack: Stack, page: Page) -> None:
+    page.goto(f"{stack.gateway}/")
+    assert page.get_attribute("#key-box", "open") is None
+    # The stack runs without auth: answer this one submit as an auth-on gateway would.
+    page.route(
+        "**/flux",
+        lambda route: route.fulfill(
+            status=401,
+            content_type="application/json",
+            body='{"error": {"code": "unauthorized", "message": "an API key is required"}}',
+        ),
+    )
+    page.click("#submit")
+    page.locator("#error").wait_for(state="visible", timeout=10_000)
+    assert page.inner_text("#error") == "an API key is required"
+    assert page.get_attribute("#key-box", "open") is not None
+    assert page.evaluate("() => document.activeElement.id") == "api-key"

@@ -70,7 +70,9 @@ function show(view) {
     $("result-image").src = image.url;
     $("result-caption").textContent = `${image.width}×${image.height}, seed ${image.seed}`;
     $("result").hidden = false;
-    remember(view.task_id, image.url);
+    remember(view, image.url);
+  } else if (FINAL.has(view.status) && view.status !== "succeeded") {
+    remember(view, null); // failed, canceled, expired: in the gallery too, saying so
   }
   if (view.status === "failed" && view.error) showError(view.error.message, null);
   if (FINAL.has(view.status)) finish();
@@ -129,10 +131,19 @@ async function submit(event) {
     $("submit").disabled = false;
     $("status").textContent = "Ready.";
     const problem = payload.error || {};
+    if (answer.status === 401) {
+      // Auth is on: open the key field so the user sees where the key goes.
+      $("key-box").open = true;
+      showError(problem.message || "An API key is needed.");
+      return apiKeyInput.focus();
+    }
     return showError(problem.message || `The server answered ${answer.status}.`, problem.field);
   }
   if (current && current.socket) current.socket.close();
   current = { taskId: payload.task_id, urls: payload.urls, socket: null, final: false };
+  $("task-link").textContent = payload.task_id;
+  $("task-link").href = payload.urls.status;
+  $("task").hidden = false;
   $("status").textContent = "Queued.";
   $("cancel").disabled = false;
   follow(payload.task_id, payload.urls);
@@ -148,10 +159,13 @@ async function cancel() {
   }
 }
 
-function remember(taskId, url) {
+function remember(view, url) {
+  const taskId = view.task_id;
   const recent = JSON.parse(localStorage.getItem(RECENT_STORE) || "[]")
     .filter((item) => item.taskId !== taskId);
-  recent.unshift({ taskId, url, prompt: $("prompt").value, at: new Date().toISOString() });
+  recent.unshift({
+    taskId, url, status: view.status, prompt: $("prompt").value, at: new Date().toISOString(),
+  });
   localStorage.setItem(RECENT_STORE, JSON.stringify(recent.slice(0, RECENT_MAX)));
   renderGallery();
 }
@@ -161,12 +175,20 @@ function renderGallery() {
   gallery.replaceChildren();
   for (const item of JSON.parse(localStorage.getItem(RECENT_STORE) || "[]")) {
     const entry = document.createElement("li");
-    const link = document.createElement("a");
-    link.href = item.url;
-    const image = document.createElement("img");
-    image.src = item.url;
-    image.alt = item.prompt;
-    link.append(image);
+    entry.dataset.status = item.status || "succeeded";
+    let link;
+    if (item.url) {
+      link = document.createElement("a");
+      link.href = item.url;
+      const image = document.createElement("img");
+      image.src = item.url;
+      image.alt = item.prompt;
+      link.append(image);
+    } else {
+      link = document.createElement("div");
+      link.className = "ended";
+      link.textContent = item.status;
+    }
     const caption = document.createElement("div");
     caption.textContent = item.prompt; // textContent: a prompt is never HTML
     entry.append(link, caption);
