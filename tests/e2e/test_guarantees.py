@@ -142,7 +142,7 @@ def test_any_notifier_replica_serves_any_task(guarantees_stack: GuaranteesStack)
         assert view["status"] == "succeeded", view["error"]
         for reader in readers:
             reader.join(timeout=30)
-    for name in ("A", "B"):
+    for name in ("B", "A"):
         assert name in transcripts, f"notifier {name}'s socket never closed"
         transcript = transcripts[name]
         # The terminal view itself, live (a late snapshot would say `snapshot`).
@@ -236,7 +236,12 @@ def test_a_subscriber_is_resent_the_state_after_a_lost_redis_connection(
             stack.wait_status(task_id, "canceled", timeout=10)
         finally:
             client.acl_setuser("default", enabled=True, commands=["+psubscribe"], reset=False)
-        transcript = read_all(ws, timeout=15)
+        try:
+            transcript = read_all(ws, timeout=15)
+        except TimeoutError:
+            raise AssertionError(
+                "the subscriber was not re-sent the job's state after the subscription came back"
+            ) from None
     assert transcript.events == ["snapshot"], transcript.events
     assert transcript.messages[0]["status"] == "canceled", transcript.messages
     assert transcript.close_code == 1000
