@@ -25,6 +25,10 @@ class InferenceSettings(CommonSettings):
     # Test and demo knob: sleeps this long before loading the pipeline, as a real FLUX checkpoint
     # takes 30-120 s to load, so a cold start (and a restart in the middle of one) can be watched.
     inference_load_delay_s: float = Field(default=0.0, ge=0, le=600)
+    # Test knob, never for production: a batch of more than this many image rows raises torch's
+    # CUDA OutOfMemoryError before it runs, so the split-in-halves path and the `out_of_memory`
+    # error run on a CPU. None (the default) never fakes one.
+    inference_test_oom_above_rows: int | None = Field(default=None, ge=1)
     # Dynamic batching: compatible requests arriving within max_wait_ms share one pipeline call of
     # up to max_batch_size images. None picks 16 on a GPU (80 GB fits FLUX at 1024 px) and 4 on CPU.
     inference_max_batch_size: int | None = Field(default=None, ge=1, le=64)

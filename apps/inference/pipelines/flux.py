@@ -78,8 +78,10 @@ class FluxEngine:
         device: torch.device,
         max_sequence_length: int,
         step_delay_s: float,
+        test_oom_above_rows: int | None = None,
     ) -> None:
         self._pipe = pipe
+        self._test_oom_above_rows = test_oom_above_rows
         self._device = device
         self._max_sequence_length = max_sequence_length
         self._step_delay_s = step_delay_s
@@ -117,6 +119,7 @@ class FluxEngine:
             device=device,
             max_sequence_length=max_len,
             step_delay_s=settings.inference_step_delay_ms / 1000,
+            test_oom_above_rows=settings.inference_test_oom_above_rows,
         )
 
     def batch_key(self, request: InferenceRequest) -> Hashable:
@@ -180,13 +183,16 @@ class FluxEngine:
             )
             for item in items
         ]
+        batch_rows = sum(len(r.seeds) for r in rows)
+        if self._test_oom_above_rows is not None and batch_rows > self._test_oom_above_rows:
+            # FLUXGATE_INFERENCE_TEST_OOM_ABOVE_ROWS: what a GPU raises when a batch does not fit.
+            raise torch.cuda.OutOfMemoryError(f"test: {batch_rows} rows do not fit")
         started = time.perf_counter()
         with torch.inference_mode():
             denoise_batch(
                 self._pipe, shape, rows, device=self._device, step_delay_s=self._step_delay_s
             )
         compute_ms = round((time.perf_counter() - started) * 1000, 2)
-        batch_size = sum(len(r.seeds) for r in rows)
         outcomes: list[ItemOutcome] = []
         for item, request_rows in zip(items, rows, strict=True):
             if not request_rows.active:
@@ -198,7 +204,7 @@ class FluxEngine:
                 for image, seed in zip(request_rows.images, request_rows.seeds, strict=True)
             ]
             outcomes.append(
-                InferenceResult(images=images, compute_ms=compute_ms, batch_size=batch_size)
+                InferenceResult(images=images, compute_ms=compute_ms, batch_size=batch_rows)
             )
         return outcomes
 
