@@ -50,7 +50,11 @@ def _script(block: Block, stack: DocsStack) -> str:
         "localhost:8300": stack.notifier.removeprefix("http://"),
         "https://example.com": stack.photo_host,
     }
-    code = substitute(block.text, addresses, VENV_BIN)
+    text = block.text
+    if block.language == "console" and "$ " in text:
+        # A transcript: the commands are the lines after the prompt, the rest is their output.
+        text = "".join(line[2:] + "\n" for line in text.splitlines() if line.startswith("$ "))
+    code = substitute(text, addresses, VENV_BIN)
     wrap = MANIFEST.wrap_of.get((block.file, block.id))
     if wrap is None:
         return code
