@@ -58,6 +58,13 @@ def render(
     }
     # Only ${UPPER_CASE} is ours; a name the template uses but we do not fill is an error.
     config = PLACEHOLDER.sub(lambda m: values[m.group(1)], TEMPLATE.read_text())
+    if os.geteuid() == 0:
+        # Started as root, nginx's workers would drop to `nobody`, who cannot reach a prefix
+        # inside a private directory (a clone under /root, a 0700 temp dir): every answer too
+        # big for its memory buffers then comes back empty. This renderer serves local runs
+        # (make up, the tests), so the workers keep the user that started them; the chart's
+        # pods run unprivileged and never switch.
+        config = "user root;\n" + config
     target = prefix / "conf" / "nginx.conf"
     target.write_text(config)
     return target

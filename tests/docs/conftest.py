@@ -78,10 +78,7 @@ def docs_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DocsStack]:
         },
     )
     nginx = None
-    # Run as root, nginx's workers are `nobody`: they must reach the prefix to buffer a large
-    # answer (an image from the sync facade), and pytest's temporary folders are private.
     nginx_prefix = Path(tempfile.mkdtemp(prefix="fluxgate-docs-nginx-"))
-    nginx_prefix.chmod(0o755)
     try:
         ensure_tiny_translator(MODEL_CACHE)  # while the services start
         wait_stack_ready(ports, procs)
