@@ -7,7 +7,6 @@ import json
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,11 +16,17 @@ from apps.common.redis import keys
 from apps.common.storage.local import LocalOutputStore
 from apps.common.storage.names import fixed_key
 from devtools.procs import poll_until, python_module
+from tests.big_bodies import (
+    MIB,
+    UPLOAD_LIMIT,
+    assert_refused_for_its_size,
+    post_oversized_image,
+    zeros,
+)
 from tests.conftest import Stack
 from tests.gateway.auth_stack import CORS_ORIGIN, AuthStack, admin, bearer
 
 TINY = {"prompt": "a fox", "width": 64, "height": 64, "num_inference_steps": 1}
-MIB = 1024 * 1024
 
 
 def record_field(stack: AuthStack, task_id: str, name: str) -> str | None:
@@ -276,33 +281,9 @@ def test_keyadmin_creates_lists_and_revokes_keys(auth_stack: AuthStack) -> None:
 # --- the size limits of uploads -------------------------------------------------------------------
 
 
-def zeros(total: int, chunk: int = MIB) -> Iterator[bytes]:
-    block = bytes(chunk)
-    sent = 0
-    while sent < total:
-        piece = block[: min(chunk, total - sent)]
-        sent += len(piece)
-        yield piece
-
-
 def test_an_image_over_20_mib_is_a_422_naming_it(auth_stack: AuthStack, tmp_path: Path) -> None:
     token = auth_stack.new_key("big-image")
-    big = tmp_path / "big.png"
-    with big.open("wb") as sparse:  # on disk, not in memory
-        sparse.truncate(20 * MIB + 1)
-    with big.open("rb") as image:
-        answer = httpx.post(
-            f"{auth_stack.gateway}/tasks",
-            data={"type": "stylize", "input": '{"preset": "cartoon"}'},
-            files={"image": ("big.png", image, "image/png")},
-            headers=bearer(token),
-            timeout=60,
-        )
-    assert answer.status_code == 422, answer.text
-    error = answer.json()["error"]
-    assert error["field"] == "input.image"
-    # Refused for its size, before anyone tried to decode it.
-    assert f"over {20 * MIB} bytes" in error["message"], error
+    assert_refused_for_its_size(post_oversized_image(auth_stack.gateway, bearer(token), tmp_path))
 
 
 def test_an_upload_over_64_mib_is_a_413(auth_stack: AuthStack) -> None:
@@ -310,7 +291,10 @@ def test_an_upload_over_64_mib_is_a_413(auth_stack: AuthStack) -> None:
     headers = {**bearer(token), "content-type": "application/json"}
     # Streamed without a length: the gateway counts as it reads.
     streamed = httpx.post(
-        f"{auth_stack.gateway}/tasks", content=zeros(64 * MIB + MIB), headers=headers, timeout=60
+        f"{auth_stack.gateway}/tasks",
+        content=zeros(UPLOAD_LIMIT + MIB),
+        headers=headers,
+        timeout=60,
     )
     assert streamed.status_code == 413, streamed.text
     assert streamed.json()["error"]["code"] == "body_too_large"

@@ -5,21 +5,19 @@ from __future__ import annotations
 import asyncio
 import io
 import re
-import shutil
 import socket
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
 from apps.common.security.signing import sign_internal
-from devtools.procs import Proc, free_port, wait_http_ok
-from nginx.render import TEMPLATE, render
+from nginx.render import TEMPLATE
 from tests.conftest import INTERNAL_SECRET, Stack
 from tests.e2e.wsclient import watch
+from tests.nginx.front import start_front
 from tests.tasktypes.conftest import noise_png
 
 FLUX = {"prompt": "a red fox", "width": 64, "height": 64, "num_inference_steps": 2, "seed": 3}
@@ -27,33 +25,12 @@ FLUX = {"prompt": "a red fox", "width": 64, "height": 64, "num_inference_steps":
 
 @pytest.fixture(scope="session")
 def front(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    nginx = shutil.which("nginx")
-    # CI installs nginx and its Lua module (.ci/run): missing ones fail here, they are not skipped.
-    assert nginx, "nginx is not installed"
-    assert Path("/usr/lib/nginx/modules/ngx_http_lua_module.so").exists(), "no Lua module"
-    prefix = tmp_path_factory.mktemp("nginx")
-    port = free_port()
-    conf = render(
-        prefix,
-        listen=f"127.0.0.1:{port}",
-        gateway=stack.gateway.removeprefix("http://"),
-        notifier=stack.notifier.removeprefix("http://"),
-        max_body="1m",
-        workers="1",
+    yield from start_front(
+        tmp_path_factory.mktemp("nginx"),
+        gateway=stack.gateway,
+        notifier=stack.notifier,
+        internal_secret=INTERNAL_SECRET,
     )
-    proc = Proc(
-        "nginx",
-        [nginx, "-p", str(prefix), "-c", str(conf), "-e", "stderr"],
-        # Its Lua signs the notifier reads of the sync facade with it, as in `make up`.
-        {"FLUXGATE_INTERNAL_SECRET": INTERNAL_SECRET},
-        prefix / "nginx.log",
-    ).start()
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_http_ok(f"{url}/healthz", timeout=20, proc=proc)
-        yield url
-    finally:
-        proc.stop()
 
 
 def sync(front: str, body: dict[str, object] | None = None, **headers: str) -> httpx.Response:
