@@ -23,6 +23,8 @@ class AuthStack:
     notifier_ws: str
     redis_url: str
     procs: dict[str, Proc]
+    # Its redis-server, for tests that take it away for a while.
+    redis: Proc
 
     def new_key(self, name: str, **limits: object) -> str:
         response = httpx.post(
@@ -68,6 +70,7 @@ def start_auth_stack(tmp: Path) -> Iterator[AuthStack]:
             f"ws://127.0.0.1:{ports['notifier']}",
             redis_url,
             procs,
+            redis_proc,
         )
     finally:
         for proc in procs.values():
