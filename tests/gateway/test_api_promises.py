@@ -3,6 +3,8 @@ worker: jobs stay queued) and, where a job must really run, on the session stack
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import subprocess
 import time
@@ -11,6 +13,8 @@ from pathlib import Path
 
 import httpx
 import redis
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from apps.common.redis import keys
 from apps.common.storage.local import LocalOutputStore
@@ -25,7 +29,9 @@ from tests.big_bodies import (
 )
 from tests.conftest import Stack
 from tests.gateway.auth_stack import CORS_ORIGIN, AuthStack, admin, bearer
+from tests.tasktypes.conftest import noise_png
 
+PROGRESS_IMAGE_SIDE = 200
 TINY = {"prompt": "a fox", "width": 64, "height": 64, "num_inference_steps": 1}
 
 
@@ -298,3 +304,30 @@ def test_an_upload_over_64_mib_is_a_413(auth_stack: AuthStack) -> None:
     )
     assert streamed.status_code == 413, streamed.text
     assert streamed.json()["error"]["code"] == "body_too_large"
+
+
+# --- the WebSocket --------------------------------------------------------------------------------
+
+
+def test_websocket_progress_comes_at_most_every_100_ms(stack: Stack) -> None:
+    # Ten GrabCut iterations, each reported, on a small picture: reports come faster than every
+    # 100 ms, and the worker coalesces them.
+    task = httpx.post(
+        f"{stack.gateway}/tasks",
+        data={"type": "background_removal", "input": '{"iterations": 10}'},
+        files={"image": ("noise.png", noise_png(PROGRESS_IMAGE_SIDE), "image/png")},
+    ).json()
+    arrivals: list[tuple[float, dict[str, object]]] = []
+    with (
+        connect(str(task["urls"]["ws"]), open_timeout=10, compression=None) as ws,
+        contextlib.suppress(ConnectionClosed),
+    ):
+        while True:
+            message = json.loads(ws.recv(timeout=60))
+            arrivals.append((time.monotonic(), message))
+    events = [message["event"] for _, message in arrivals]
+    assert events[-1] == "succeeded", events
+    progress = [at for at, message in arrivals if message["event"] == "progress"]
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(progress)]
+    # 100 ms apart when sent; delivery may bring two a little closer.
+    assert all(gap >= 0.08 for gap in gaps), f"progress views {gaps} s apart"
