@@ -38,7 +38,7 @@ class BodyLimitMiddleware:
                 seen += len(message.get("body", b""))
                 if seen > max_bytes:
                     # Raised inside the route's body read, so the app's error handler answers 413.
-                    raise BodyTooLarge(f"request body is over {max_bytes} bytes")
+                    raise BodyTooLarge(f"request body is over {max_bytes} bytes", field="body")
             return message
 
         await self.app(scope, counting_receive, send)
@@ -49,6 +49,8 @@ class BodyLimitMiddleware:
                 "error": {
                     "code": BodyTooLarge.code,
                     "message": f"request body is over {max_bytes} bytes",
+                    # As nginx names it: the one field a body that is too large has.
+                    "field": "body",
                 }
             }
         ).encode()

@@ -303,7 +303,18 @@ def test_an_upload_over_64_mib_is_a_413(auth_stack: AuthStack) -> None:
         timeout=60,
     )
     assert streamed.status_code == 413, streamed.text
-    assert streamed.json()["error"]["code"] == "body_too_large"
+    error = streamed.json()["error"]
+    assert (error["code"], error.get("field")) == ("body_too_large", "body"), error
+    # Refused on its declared length, before reading it.
+    declared = httpx.post(
+        f"{auth_stack.gateway}/tasks",
+        content=zeros(UPLOAD_LIMIT + 1),
+        headers={**headers, "content-length": str(UPLOAD_LIMIT + 1)},
+        timeout=60,
+    )
+    assert declared.status_code == 413, declared.text
+    error = declared.json()["error"]
+    assert (error["code"], error.get("field")) == ("body_too_large", "body"), error
 
 
 # --- the WebSocket --------------------------------------------------------------------------------
