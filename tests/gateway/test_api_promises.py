@@ -339,6 +339,7 @@ def test_websocket_progress_comes_at_most_every_100_ms(stack: Stack) -> None:
     events = [message["event"] for _, message in arrivals]
     assert events[-1] == "succeeded", events
     progress = [at for at, message in arrivals if message["event"] == "progress"]
+    assert progress, f"no progress view at all: {events}"
     gaps = [round(b - a, 3) for a, b in itertools.pairwise(progress)]
     # 100 ms apart when sent; delivery may bring two a little closer.
     assert all(gap >= 0.08 for gap in gaps), f"progress views {gaps} s apart"
