@@ -7,6 +7,7 @@ import json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apps.common.service.errors import BodyTooLarge
+from apps.common.service.http import SECURITY_HEADERS
 
 
 class BodyLimitMiddleware:
@@ -69,9 +70,7 @@ class BodyLimitMiddleware:
 
 
 _SECURITY_HEADERS = [
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-frame-options", b"DENY"),
+    (name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()
 ]
 
 

@@ -200,6 +200,17 @@ def test_cors_answers_only_the_listed_origins(auth_stack: AuthStack, stack: Stac
     assert "access-control-allow-origin" not in off.headers
 
 
+def internal_error(stack: AuthStack, token: str) -> httpx.Response:
+    """A 500 from the gateway's unexpected-error path: the key's own record cannot be read."""
+    broken = str(uuid.uuid4())
+    client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+    owner = client.hget(keys.job_key(stack.submit(token).json()["task_id"]), "owner")
+    client.hset(keys.job_key(broken), mapping={"task_id": broken, "owner": str(owner)})
+    client.hset(keys.job_key(broken), "input", "{not json")
+    client.close()
+    return httpx.get(f"{stack.gateway}/tasks/{broken}", headers=bearer(token))
+
+
 def test_security_headers_on_every_answer(auth_stack: AuthStack) -> None:
     token = auth_stack.new_key("security-headers")
     answers = {
@@ -208,6 +219,7 @@ def test_security_headers_on_every_answer(auth_stack: AuthStack) -> None:
         "404": httpx.get(f"{auth_stack.gateway}/tasks/{uuid.uuid4()}", headers=bearer(token)),
         "422": auth_stack.submit(token, width=250),
         "page": httpx.get(f"{auth_stack.gateway}/"),
+        "500": internal_error(auth_stack, token),
     }
     for what, answer in answers.items():
         assert answer.headers.get("x-content-type-options") == "nosniff", what
@@ -226,15 +238,7 @@ def assert_no_traceback(answer: httpx.Response, status: int) -> None:
 def test_no_error_body_carries_a_traceback(auth_stack: AuthStack) -> None:
     token = auth_stack.new_key("no-traceback")
     gateway = auth_stack.gateway
-    broken = str(uuid.uuid4())
-    # A record that cannot be read: the gateway's unexpected-error path (500).
-    client = redis.Redis.from_url(auth_stack.redis_url, decode_responses=True)
-    key = auth_stack.submit(token).json()["task_id"]
-    owner = client.hget(keys.job_key(key), "owner")
-    client.hset(keys.job_key(broken), mapping={"task_id": broken, "owner": str(owner)})
-    client.hset(keys.job_key(broken), "input", "{not json")
-    client.close()
-    assert_no_traceback(httpx.get(f"{gateway}/tasks/{broken}", headers=bearer(token)), 500)
+    assert_no_traceback(internal_error(auth_stack, token), 500)
     assert_no_traceback(
         httpx.post(
             f"{gateway}/flux",
