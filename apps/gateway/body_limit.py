@@ -7,6 +7,7 @@ import json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apps.common.service.errors import BodyTooLarge
+from apps.common.service.http import SECURITY_HEADERS
 
 
 class BodyLimitMiddleware:
@@ -38,7 +39,7 @@ class BodyLimitMiddleware:
                 seen += len(message.get("body", b""))
                 if seen > max_bytes:
                     # Raised inside the route's body read, so the app's error handler answers 413.
-                    raise BodyTooLarge(f"request body is over {max_bytes} bytes")
+                    raise BodyTooLarge(f"request body is over {max_bytes} bytes", field="body")
             return message
 
         await self.app(scope, counting_receive, send)
@@ -49,6 +50,8 @@ class BodyLimitMiddleware:
                 "error": {
                     "code": BodyTooLarge.code,
                     "message": f"request body is over {max_bytes} bytes",
+                    # As nginx names it: the one field a body that is too large has.
+                    "field": "body",
                 }
             }
         ).encode()
@@ -67,9 +70,7 @@ class BodyLimitMiddleware:
 
 
 _SECURITY_HEADERS = [
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-frame-options", b"DENY"),
+    (name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()
 ]
 
 

@@ -12,6 +12,8 @@ import httpx
 from devtools.procs import Proc, free_port, python_module, stack_env, start_redis, wait_http_ok
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
+# The one browser origin the stack's CORS lets in.
+CORS_ORIGIN = "https://app.example"
 FLUX = {"prompt": "a fox", "width": 64, "height": 64, "num_inference_steps": 1}
 
 
@@ -21,6 +23,8 @@ class AuthStack:
     notifier_ws: str
     redis_url: str
     procs: dict[str, Proc]
+    # Its redis-server, for tests that take it away for a while.
+    redis: Proc
 
     def new_key(self, name: str, **limits: object) -> str:
         response = httpx.post(
@@ -50,6 +54,7 @@ def start_auth_stack(tmp: Path) -> Iterator[AuthStack]:
         "FLUXGATE_AUTH": "true",
         "FLUXGATE_ADMIN_TOKEN": ADMIN_TOKEN,
         "FLUXGATE_WEBHOOK_ALLOW": "loopback",
+        "FLUXGATE_CORS_ORIGINS": CORS_ORIGIN,
         # Nothing answers there: `Prefer: wait` falls back to 202 at once.
         "FLUXGATE_NOTIFIER_URL": f"http://127.0.0.1:{free_port()}",
     }
@@ -65,6 +70,7 @@ def start_auth_stack(tmp: Path) -> Iterator[AuthStack]:
             f"ws://127.0.0.1:{ports['notifier']}",
             redis_url,
             procs,
+            redis_proc,
         )
     finally:
         for proc in procs.values():

@@ -48,6 +48,14 @@ def validation_error_body(exc: RequestValidationError) -> dict[str, object]:
 UNAVAILABLE_RETRY_AFTER_S = 1
 
 
+# Keep browsers from sniffing, framing or leaking referrers of our answers, errors included.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map every error to `{"error": {...}}` in one place; never leak a traceback."""
 
@@ -85,7 +93,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.error("unexpected error", exc_info=exc)
-        return JSONResponse({"error": {"code": "internal", "message": "internal error"}}, 500)
+        # Answered outside every middleware (Starlette's outermost layer): it adds its own.
+        return JSONResponse(
+            {"error": {"code": "internal", "message": "internal error"}},
+            500,
+            headers=SECURITY_HEADERS,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
