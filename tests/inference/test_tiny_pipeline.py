@@ -148,7 +148,8 @@ def test_warm_up_and_device_check_pass_on_cpu(
     monkeypatch.setattr(engine, "_run", recorded)
     engine.warm_up()
     # The warm-up is one real generation through the pipeline, not a no-op.
-    [warm] = outcomes
+    assert len(outcomes) == 1, f"the warm-up generated {len(outcomes)} images, not 1"
+    warm = outcomes[0]
     assert isinstance(warm, InferenceResult), warm
     [image] = warm.images
     assert (image.width, image.height) == (64, 64)
