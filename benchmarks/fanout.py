@@ -28,7 +28,7 @@ from apps.common.redis import keys
 from apps.common.security.signing import sign_internal
 from apps.common.wire.contracts import EventKind, TaskEvent
 from benchmarks.common import machine, summary_ms, write_result
-from devtools.procs import free_port, poll_until, python_module, stack_env, start_redis
+from devtools.procs import TRANSIENT, free_port, poll_until, python_module, stack_env, start_redis
 
 SECRET = secrets.token_hex(16)
 
@@ -95,7 +95,12 @@ def main() -> None:
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            poll_until(lambda: httpx.get(f"{base}/readyz").status_code == 200, timeout=30)
+            poll_until(
+                lambda: httpx.get(f"{base}/readyz").status_code == 200,
+                timeout=30,
+                what="the notifier",
+                retry_on=TRANSIENT,
+            )
             client = redis.Redis.from_url(redis_url)
             task_ids = []
             for _ in range(args.tasks):

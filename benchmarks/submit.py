@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import machine, write_result
 from devtools.procs import (
     ROOT,
+    TRANSIENT,
     Proc,
     free_port,
     poll_until,
@@ -131,7 +132,13 @@ class Servers:
         for name in ("bare", "seed"):
             url = self.url(name)
             # Only POST is routed: a 405 to GET means the server is up.
-            poll_until(lambda u=url: httpx.get(u).status_code == 405, timeout=60, what=url)
+            poll_until(
+                lambda u=url: httpx.get(u).status_code == 405,
+                timeout=60,
+                what=url,
+                retry_on=TRANSIENT,
+                watch=self.procs.values(),
+            )
 
     def stop(self) -> None:
         for proc in self.procs.values():

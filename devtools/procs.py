@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -26,23 +26,51 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class NotYet(Exception):
+    """Raised by a polled check to say "not yet, ask again"; its message ends up in a timeout."""
+
+
+class ProcExited(AssertionError):
+    """A process that a poll watches has exited: waiting longer cannot help."""
+
+
+# What a check may raise while a service is still coming up: callers opt in, `retry_on=TRANSIENT`.
+TRANSIENT: tuple[type[BaseException], ...] = (httpx.TransportError, ConnectionError)
+
+
 def poll_until(
     check: Callable[[], T | None],
     *,
     timeout: float,
     interval: float = 0.05,
     what: str = "condition",
+    retry_on: tuple[type[BaseException], ...] = (),
+    watch: Iterable[Proc] = (),
 ) -> T:
-    """Call `check` until it returns something truthy; fail after `timeout` seconds."""
+    """Call `check` until it returns something truthy; fail after `timeout` seconds.
+
+    A falsy value or `NotYet` means "not yet": ask again. Any other exception fails at once
+    (an `AssertionError` is a wrong answer, not a late one), except those in `retry_on` (the
+    transient errors of a service that is not up yet, e.g. `TRANSIENT`). A process in `watch`
+    that exits fails the poll at once with its log's tail.
+    """
+    watched = list(watch)
     deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
+    last_error: BaseException | None = None
+    while True:
+        for proc in watched:
+            if not proc.alive():
+                raise ProcExited(f"{proc.name} exited while waiting for {what}:\n{proc.log_tail()}")
         try:
             value = check()
             if value:
                 return value
-        except Exception as exc:  # the thing may not be up yet
+        except NotYet as exc:
             last_error = exc
+        except retry_on as exc:
+            last_error = exc
+        if time.monotonic() >= deadline:
+            break
         time.sleep(interval)
     raise AssertionError(
         f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})"
@@ -122,7 +150,13 @@ def start_redis(data_dir: Path, *, port: int | None = None, aof: bool = False) -
     ).start()
     import redis
 
-    poll_until(lambda: redis.Redis(port=port).ping(), timeout=15, what="redis-server")
+    poll_until(
+        lambda: redis.Redis(port=port).ping(),
+        timeout=15,
+        what="redis-server",
+        retry_on=(redis.ConnectionError,),
+        watch=[proc],
+    )
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
@@ -131,13 +165,18 @@ def python_module(module: str, *extra: str) -> list[str]:
 
 
 def wait_http_ok(url: str, *, timeout: float, proc: Proc | None = None) -> None:
-    def ok() -> bool:
-        if proc is not None and not proc.alive():
-            raise AssertionError(f"{proc.name} exited:\n{proc.log_tail()}")
-        return httpx.get(url, timeout=2).status_code == 200
-
+    """Poll `url` until it answers 200; fail at once if `proc` exits meanwhile."""
     try:
-        poll_until(ok, timeout=timeout, interval=0.1, what=url)
+        poll_until(
+            lambda: httpx.get(url, timeout=2).status_code == 200,
+            timeout=timeout,
+            interval=0.1,
+            what=url,
+            retry_on=TRANSIENT,
+            watch=[] if proc is None else [proc],
+        )
+    except ProcExited:
+        raise
     except AssertionError as exc:
         tail = proc.log_tail() if proc is not None else ""
         raise AssertionError(f"{exc}\n{tail}") from None

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from apps.worker.text.tiny_translator import ensure_tiny_translator
-from devtools.procs import Proc, poll_until, start_redis, start_stack, wait_stack_ready
+from devtools.procs import NotYet, Proc, poll_until, start_redis, start_stack, wait_stack_ready
 from tests.webhook_receiver import WebhookReceiver
 
 # Slow enough that a 4-step job sends several progress events and a job can be canceled mid-run.
@@ -122,11 +122,15 @@ class Stack:
             self.wait_status(blocker, "canceled", timeout=30)
 
     def wait_status(self, task_id: str, *statuses: str, timeout: float = 60) -> dict[str, object]:
-        return poll_until(
-            lambda: (v := self.view(task_id))["status"] in statuses and v,
-            timeout=timeout,
-            what=f"task {task_id} to reach {statuses}",
-        )
+        def reached() -> dict[str, object] | None:
+            response = httpx.get(f"{self.gateway}/tasks/{task_id}", timeout=10)
+            if response.status_code == 503:  # Redis is away for a moment: the documented answer
+                raise NotYet(response.text)
+            assert response.status_code == 200, response.text
+            view: dict[str, object] = response.json()
+            return view if view["status"] in statuses else None
+
+        return poll_until(reached, timeout=timeout, what=f"task {task_id} to reach {statuses}")
 
 
 @pytest.fixture(scope="session")

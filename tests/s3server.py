@@ -11,7 +11,7 @@ from pathlib import Path
 import boto3
 import httpx
 
-from devtools.procs import Proc, free_port, poll_until
+from devtools.procs import TRANSIENT, Proc, free_port, poll_until
 
 # moto accepts any credentials; the AWS SDK insists on having some.
 S3_ENV = {
@@ -49,9 +49,11 @@ def s3_server(tmp: Path) -> Iterator[S3Server]:
     url = f"http://127.0.0.1:{port}"
     try:
         poll_until(
-            lambda: proc.alive() and httpx.get(f"{url}/moto-api/", timeout=2).status_code < 500,
+            lambda: httpx.get(f"{url}/moto-api/", timeout=2).status_code < 500,
             timeout=30,
             what="moto_server",
+            retry_on=TRANSIENT,
+            watch=[proc],
         )
         yield S3Server(url, proc)
     finally:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import secrets
 
 import pytest
@@ -24,9 +25,27 @@ def prod(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 
 def test_prod_starts_with_strong_secrets(prod: pytest.MonkeyPatch) -> None:
+    assert CommonSettings().env == "prod"
+    # The checks refuse what is weak, not everything: the weakest secrets the rules allow pass
+    # (32 characters with 10 distinct, a 24-byte random key, no admin token, a public host).
+    prod.setenv("FLUXGATE_INTERNAL_SECRET", "abcdefghij" * 3 + "kl")
+    prod.setenv("FLUXGATE_WEBHOOK_SECRET", "whsec_" + base64.b64encode(bytes(range(24))).decode())
+    prod.setenv("FLUXGATE_ADMIN_TOKEN", "")
+    prod.setenv("FLUXGATE_WEBHOOK_ALLOW", "hooks.example.com")
+    assert CommonSettings().env == "prod"
+    # A private receiver is allowed only with the loudly named switch.
+    prod.setenv("FLUXGATE_WEBHOOK_ALLOW", "loopback")
+    prod.setenv("FLUXGATE_UNSAFE_ALLOW_PRIVATE_TARGETS", "true")
+    assert CommonSettings().unsafe_allow_private_targets
+
+
+def test_dev_starts_with_no_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("FLUXGATE_"):
+            monkeypatch.delenv(name)
     settings = CommonSettings()
-    assert settings.env == "prod" and settings.auth
-    assert settings.internal_secret != DEV_INTERNAL_SECRET
+    assert settings.env == "dev" and not settings.auth
+    assert settings.internal_secret == DEV_INTERNAL_SECRET
 
 
 def test_prod_refuses_to_run_without_auth(prod: pytest.MonkeyPatch) -> None:

@@ -21,6 +21,7 @@ import redis
 from apps.common.wire.queues import PRIORITY_LANES, lane_name
 from apps.worker.unacked import UNACKED_KEY
 from devtools.procs import (
+    TRANSIENT,
     Proc,
     poll_until,
     start_redis,
@@ -139,6 +140,8 @@ def test_jobs_wait_through_a_cold_start_and_a_restart_mid_load(
         lambda: httpx.get(f"{stack.inference}/healthz").status_code == 200,
         timeout=60,
         what="the model server to be up and loading",
+        retry_on=TRANSIENT,
+        watch=[stack.procs["inference"]],
     )
     assert httpx.get(f"{stack.inference}/readyz").status_code == 503, "still loading"
     stack.procs["inference"].stop(signal.SIGKILL)

@@ -10,7 +10,7 @@ import httpx
 from PIL import Image
 from websockets.sync.client import connect
 
-from devtools.procs import poll_until
+from devtools.procs import NotYet, poll_until
 from tests.conftest import Stack
 from tests.e2e.wsclient import Transcript, read_all, watch
 
@@ -141,8 +141,25 @@ def test_cancel_a_queued_job_and_the_worker_skips_it(stack: Stack) -> None:
     assert again.status_code == 200 and again.json()["status"] == "canceled"
 
     stack.release(blockers)
-    # Once the slots are free the worker takes the queued message and must skip it.
+    # Once the slots are free the worker takes the queued message and must skip it. The view
+    # cannot tell (the store ignores every event after a final state): what only a skip explains
+    # is the worker saying so and the job reaching no model server and storing no output.
     later = str(stack.submit()["task_id"])
+    worker_log = stack.procs["worker"].log_path
+
+    def skipped() -> bool:
+        mine = [line for line in worker_log.read_text().splitlines() if queued in line]
+        if not any("job already finished; skipping" in line for line in mine):
+            raise NotYet("; ".join(mine) or "not picked up")
+        return True
+
+    poll_until(skipped, timeout=30, what=f"the worker to skip {queued}")
+    for name in ("balancer", "inference"):
+        called = [
+            line for line in stack.procs[name].log_path.read_text().splitlines() if queued in line
+        ]
+        assert not called, f"the canceled job reached the {name}: {called}"
+    assert not (stack.tmp / "outputs" / queued).exists(), "the canceled job stored outputs"
     stack.wait_status(later, "succeeded", timeout=60)
     view = stack.view(queued)
     assert view["status"] == "canceled" and view["result"] is None and view["started_at"] is None

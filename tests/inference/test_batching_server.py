@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,8 +91,40 @@ def run_all(
     return asyncio.run(main())
 
 
+# A request no other one can share a batch with (its own size and step count).
+HOLD = body("hold", width=192, height=192, num_inference_steps=100)
+
+
+def run_held(
+    url: str, payloads: list[dict[str, Any]], stop_after: dict[int, int] | None = None
+) -> list[list[dict[str, Any]]]:
+    """Run `payloads` once all of them wait: the engine is held by a request of its own until
+    the server counts them queued, so which batches form does not depend on arrival timing."""
+
+    async def main() -> list[list[dict[str, Any]]]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            async with client.stream("POST", f"{url}/v1/infer/flux", json=HOLD) as held:
+                assert held.status_code == 200
+                lines = held.aiter_lines()
+                assert json.loads(await anext(lines))["step"] == 0, "the engine is held"
+                others = asyncio.gather(
+                    *(
+                        stream(client, url, p, (stop_after or {}).get(i))
+                        for i, p in enumerate(payloads)
+                    )
+                )
+                deadline = time.monotonic() + 20
+                while (await client.get(f"{url}/load")).json()["queued"] < len(payloads):
+                    assert time.monotonic() < deadline, "the requests never queued"
+                    await asyncio.sleep(0.02)
+            # Leaving lets the engine go at its next step; then the queued requests batch.
+            return await others
+
+    return asyncio.run(main())
+
+
 def test_compatible_requests_share_one_batch(server: str) -> None:
-    results = run_all(server, [body(f"same-{i}", seed=i) for i in range(4)])
+    results = run_held(server, [body(f"same-{i}", seed=i) for i in range(4)])
     finals = [lines[-1] for lines in results]
     assert all(f["type"] == "result" for f in finals)
     assert [f["batch_size"] for f in finals] == [4, 4, 4, 4]
@@ -105,7 +138,7 @@ def test_incompatible_requests_form_separate_batches(server: str) -> None:
         body("b1", width=128),
         body("c1", num_inference_steps=2),
     ]
-    finals = [lines[-1] for lines in run_all(server, payloads)]
+    finals = [lines[-1] for lines in run_held(server, payloads)]
     assert [f["batch_size"] for f in finals] == [2, 2, 1, 1]
 
 
@@ -118,7 +151,7 @@ def test_progress_arrives_in_order_for_every_request(server: str) -> None:
 
 def test_a_request_that_leaves_does_not_stop_its_batch(server: str) -> None:
     payloads = [body(f"stay-{i}", num_inference_steps=6, seed=i) for i in range(3)]
-    results = run_all(server, payloads, stop_after={0: 2})
+    results = run_held(server, payloads, stop_after={0: 2})
     assert [line["step"] for line in results[0]] == [0, 1, 2]
     for lines in results[1:]:
         assert lines[-1]["type"] == "result" and lines[-1]["batch_size"] == 3
@@ -148,7 +181,9 @@ def test_ready_only_after_warm_up(tmp_path: Path) -> None:
         before = httpx.get(f"{url}/readyz")
         assert before.status_code == 503
         assert before.json()["error"]["code"] == "unavailable"
-        poll_until(lambda: "warm-up done" in proc.log_tail(200), timeout=120, what="warm-up")
+        poll_until(
+            lambda: "warm-up done" in proc.log_tail(200), timeout=120, what="warm-up", watch=[proc]
+        )
         wait_http_ok(f"{url}/readyz", timeout=30, proc=proc)
     finally:
         proc.stop()

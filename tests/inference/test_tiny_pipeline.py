@@ -135,9 +135,30 @@ def test_negative_prompts_run_true_cfg(engine: FluxEngine) -> None:
     assert plain.data_b64 != negative.data_b64
 
 
-def test_warm_up_and_device_check_pass_on_cpu(engine: FluxEngine) -> None:
+def test_warm_up_and_device_check_pass_on_cpu(
+    engine: FluxEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_run = engine._run
+    outcomes: list[object] = []
+
+    def recorded(items: list[BatchItem]) -> list[object]:
+        outcomes.extend(real_run(items))
+        return list(outcomes)
+
+    monkeypatch.setattr(engine, "_run", recorded)
     engine.warm_up()
-    engine.check_device()
+    # The warm-up is one real generation through the pipeline, not a no-op.
+    assert len(outcomes) == 1, f"the warm-up generated {len(outcomes)} images, not 1"
+    warm = outcomes[0]
+    assert isinstance(warm, InferenceResult), warm
+    [image] = warm.images
+    assert (image.width, image.height) == (64, 64)
+    assert Image.open(io.BytesIO(base64.b64decode(image.data_b64))).size == (64, 64)
+    engine.check_device()  # the CPU computes right: no error
+    # A device that computes wrong is refused (the readiness check's reason to exist).
+    monkeypatch.setattr(torch, "ones", torch.zeros)
+    with pytest.raises(RuntimeError, match="wrong result"):
+        engine.check_device()
 
 
 def test_a_batch_out_of_gpu_memory_is_split_before_anyone_fails(

@@ -8,16 +8,18 @@ import re
 import socket
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 from PIL import Image
 
-from apps.common.security.signing import sign_internal
+from devtools.procs import poll_until
 from nginx.render import TEMPLATE
 from tests.conftest import INTERNAL_SECRET, Stack
 from tests.e2e.wsclient import watch
 from tests.nginx.front import start_front_door
+from tests.observability.scrape import scrape, value
 from tests.tasktypes.conftest import noise_png
 
 FLUX = {"prompt": "a red fox", "width": 64, "height": 64, "num_inference_steps": 2, "seed": 3}
@@ -105,40 +107,40 @@ def test_a_canceled_job_is_409_for_images_and_a_view_for_json(front: str) -> Non
     assert as_json.status_code == 200 and as_json.json()["status"] == "canceled"
 
 
+def _parked_waits(stack: Stack) -> float:
+    return value(scrape(f"{stack.notifier}/metrics/"), "fluxgate_notifier_waiters")
+
+
 def test_a_failed_job_is_500_for_images(front: str, stack: Stack) -> None:
     key = f"fail-{uuid.uuid4()}"
-    slow = {**FLUX, "num_inference_steps": 60}
+    slow = {**FLUX, "num_inference_steps": 20}
     first = httpx.post(f"{stack.gateway}/flux", json=slow, headers={"Idempotency-Key": key})
     task_id = first.json()["task_id"]
-    stack.wait_status(task_id, "running", timeout=30)
-
-    async def scenario() -> httpx.Response:
-        async with httpx.AsyncClient(timeout=60) as client:
-            # The same key makes the facade wait on the task we already hold the id of.
-            waiting = asyncio.create_task(
-                client.post(
-                    f"{front}/sync/flux",
-                    json=slow,
-                    headers={"Idempotency-Key": key, "Accept": "image/png"},
-                )
-            )
-            await asyncio.sleep(0.5)  # give the facade time to park on the wait; not a sync point
-            event = (
-                f'{{"task_id":"{task_id}","event":"failed","error":'
-                '{"code":"pipeline_error","message":"injected"}}'.encode()
-            )
-            posted = await client.post(
-                f"{stack.notifier}/internal/events",
-                content=event,
-                headers=sign_internal(event, INTERNAL_SECRET),
-            )
-            assert posted.status_code == 200
-            return await waiting
-
-    response = asyncio.run(scenario())
-    assert response.status_code == 500
-    assert response.json()["error"] == {"code": "task_failed", "message": "injected"}
-    assert response.json()["task"]["status"] == "failed"
+    # The worker fails this job for real: a file stands where the job's output folder goes, so
+    # storing its image raises and the worker ends the job `failed` (internal_error).
+    outputs = stack.tmp / "outputs"
+    outputs.mkdir(exist_ok=True)
+    (outputs / task_id).write_bytes(b"")
+    parked = _parked_waits(stack)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # The same key makes the facade wait on the task we already hold the id of.
+        answer = pool.submit(
+            httpx.post,
+            f"{front}/sync/flux",
+            json=slow,
+            headers={"Idempotency-Key": key, "Accept": "image/png"},
+            timeout=60,
+        )
+        poll_until(
+            lambda: _parked_waits(stack) > parked, timeout=20, what="the facade to park its wait"
+        )
+        assert stack.view(task_id)["status"] in ("queued", "running"), "ended before the wait"
+        response = answer.result(timeout=60)
+    assert response.status_code == 500, response.text
+    error = response.json()["error"]
+    assert error["code"] == "task_failed" and "FileExistsError" in error["message"], error
+    task = response.json()["task"]
+    assert task["status"] == "failed" and task["error"]["code"] == "internal_error", task
 
 
 def test_websocket_through_the_front_door(front: str) -> None:

@@ -6,11 +6,12 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 
-from devtools.procs import ROOT, Proc, free_port, poll_until
+from devtools.procs import ROOT, TRANSIENT, Proc, free_port, poll_until
 from tests.conftest import Stack
 
 DASHBOARD = ROOT / "charts" / "fluxgate" / "dashboards" / "fluxgate.json"
@@ -25,12 +26,18 @@ def test_flower_needs_its_password_and_lists_the_worker(stack: Stack, tmp_path: 
         **stack.env,
         "FLUXGATE_FLOWER_PORT": str(port),
         "FLUXGATE_FLOWER_BASIC_AUTH": "ops:flower-test-password",
+        # The virtualenv by its own path, as `make VENV=...` hands it over, not `.venv`.
+        "VENV": str(Path(sys.prefix).resolve()),
     }
     flower = Proc("flower", ["scripts/run-flower.sh"], env, tmp_path / "flower.log").start()
     base = f"http://127.0.0.1:{port}"
     try:
         refused = poll_until(
-            lambda: httpx.get(f"{base}/", timeout=5), timeout=60, what="flower to listen"
+            lambda: httpx.get(f"{base}/", timeout=5),
+            timeout=60,
+            what="flower to listen",
+            retry_on=TRANSIENT,
+            watch=[flower],
         )
         assert refused.status_code == 401
         assert httpx.get(f"{base}/", auth=("ops", "wrong"), timeout=5).status_code == 401
@@ -44,7 +51,9 @@ def test_flower_needs_its_password_and_lists_the_worker(stack: Stack, tmp_path: 
             )
             return [name for name in answer.json() if name.startswith("fluxgate@")] or None
 
-        assert poll_until(worker_listed, timeout=60, what="flower to list the worker")
+        assert poll_until(
+            worker_listed, timeout=60, what="flower to list the worker", watch=[flower]
+        )
         assert "flower-test-password" not in " ".join(
             subprocess.run(
                 ["ps", "-o", "args=", "-p", str(flower.popen.pid)],  # type: ignore[union-attr]
