@@ -24,6 +24,8 @@ FAST_DELIVERY_ENV = {
     "FLUXGATE_WEBHOOK_SECRET": WEBHOOK_SECRET,
     "FLUXGATE_WEBHOOK_ALLOW": "loopback",
     "FLUXGATE_WEBHOOK_RETRY_SCHEDULE_S": "0.3,0.3,0.3",
+    # A hanging receiver is given up on this fast (15 s by default).
+    "FLUXGATE_WEBHOOK_TIMEOUT_S": "2",
     "FLUXGATE_NOTIFIER_SWEEP_INTERVAL_S": "0.2",
 }
 

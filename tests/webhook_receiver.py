@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +20,16 @@ from apps.common.security.signing import webhook_signature_valid
 from devtools.procs import free_port, poll_until
 
 
+@dataclass(frozen=True)
+class Answer:
+    """One scripted answer: a status, its headers (`Retry-After`, `Location`), and how long to
+    hold the request before answering (a hanging receiver)."""
+
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    hang_s: float = 0.0
+
+
 @dataclass
 class Delivery:
     path: str
@@ -25,6 +37,9 @@ class Delivery:
     body: dict[str, Any]
     verified: bool
     answered: int
+    raw: bytes = b""
+    # time.monotonic() when the request arrived.
+    at: float = 0.0
 
 
 @dataclass
@@ -32,14 +47,14 @@ class WebhookReceiver:
     secret: str
     port: int = field(default_factory=free_port)
     deliveries: list[Delivery] = field(default_factory=list)
-    # path -> statuses to answer, in order; 200 once they run out.
-    script: dict[str, deque[int]] = field(default_factory=lambda: defaultdict(deque))
+    # path -> answers, in order; 200 once they run out.
+    script: dict[str, deque[Answer]] = field(default_factory=lambda: defaultdict(deque))
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{path}"
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}/{path}"
 
-    def answer(self, path: str, *statuses: int) -> None:
-        self.script[path].extend(statuses)
+    def answer(self, path: str, *answers: int | Answer) -> None:
+        self.script[path].extend(a if isinstance(a, Answer) else Answer(a) for a in answers)
 
     def at(self, path: str) -> list[Delivery]:
         return [d for d in self.deliveries if d.path == path]
@@ -52,20 +67,25 @@ class WebhookReceiver:
         )
 
     async def _hook(self, request: Request) -> Response:
+        arrived = time.monotonic()
         path = request.path_params["path"]
         body = await request.body()
         queue = self.script[path]
-        status = queue.popleft() if queue else 200
+        answer = queue.popleft() if queue else Answer()
         self.deliveries.append(
             Delivery(
                 path=path,
                 headers=dict(request.headers),
                 body=orjson.loads(body),
                 verified=webhook_signature_valid(request.headers, body, self.secret),
-                answered=status,
+                answered=answer.status,
+                raw=body,
+                at=arrived,
             )
         )
-        return Response(status_code=status)
+        if answer.hang_s:
+            await asyncio.sleep(answer.hang_s)
+        return Response(status_code=answer.status, headers=answer.headers)
 
     def start(self) -> WebhookReceiver:
         app = Starlette(routes=[Route("/{path:path}", self._hook, methods=["POST"])])
