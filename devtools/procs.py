@@ -200,6 +200,8 @@ def stack_env(redis_url: str, tmp: Path, ports: dict[str, int]) -> dict[str, str
             "FLUXGATE_NOTIFIER_URL": f"http://127.0.0.1:{ports['notifier']}",
             "FLUXGATE_BALANCER_BACKENDS": f"http://127.0.0.1:{ports['inference']}",
             "FLUXGATE_WORKER_EVENT_RETRY_S": "5",
+            # Keep-alive comments on quiet event streams are seen within a test's patience.
+            "FLUXGATE_NOTIFIER_SSE_KEEPALIVE_S": "0.5",
             "FLUXGATE_WORKER_METRICS_PORT": str(ports.get("worker_metrics", 0)),
             "HF_HUB_OFFLINE": "1",
             "PYTHONUNBUFFERED": "1",

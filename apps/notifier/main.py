@@ -129,7 +129,13 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         bind_ids(task_id=task_id)
         state = notifier_state(request)
         return StreamingResponse(
-            task_event_stream(task_id, state.hub, state.store, state.ingest),
+            task_event_stream(
+                task_id,
+                state.hub,
+                state.store,
+                state.ingest,
+                keepalive_s=settings.notifier_sse_keepalive_s,
+            ),
             media_type=EVENT_STREAM,
             headers=EVENT_STREAM_HEADERS,
         )

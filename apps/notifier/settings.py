@@ -14,3 +14,5 @@ class NotifierSettings(CommonSettings):
     notifier_max_wait_s: float = Field(default=300.0, gt=0)
     # How often due deadlines and webhook retries are looked for.
     notifier_sweep_interval_s: float = Field(default=1.0, gt=0)
+    # A comment line on a quiet server-sent-events stream this often, so proxies keep it open.
+    notifier_sse_keepalive_s: float = Field(default=15.0, gt=0)

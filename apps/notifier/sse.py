@@ -20,7 +20,6 @@ NOT_FOUND_FRAME = (
     b'event: error\ndata: {"error":{"code":"not_found","message":"task not found"}}\n\n'
 )
 # Comment lines keep proxies and load balancers from closing a quiet stream.
-KEEPALIVE_S = 15.0
 
 
 def frame(text: str, *, seq: int, event: str) -> bytes:
@@ -33,7 +32,7 @@ async def task_event_stream(
     store: JobStore,
     ingest: EventIngest,
     *,
-    keepalive_s: float = KEEPALIVE_S,
+    keepalive_s: float,
 ) -> AsyncIterator[bytes]:
     """Frames for one task; the caller has checked that it exists and who may see it."""
     async with hub.subscribe(task_id) as queue:

@@ -133,7 +133,15 @@ def run_with_retries(self: Task, task_id: str, failures: int) -> None:
     except Exception as exc:
         # A bug must end the job visibly, not leave it `running` forever.
         log.exception("job crashed", task_id=task_id)
-        fail(deps, task_id, "internal_error", f"{type(exc).__name__}: {exc}")
+        # The client gets the kind of error, not its text: that may name server paths or hosts.
+        # The log line above has it all under this task id.
+        fail(
+            deps,
+            task_id,
+            "internal_error",
+            f"the job hit an internal error ({type(exc).__name__}); the worker's log has the "
+            "details under this task id",
+        )
     finally:
         with contextlib.suppress(RedisError):  # Redis down: the retry above reopens it
             deps.store.close_attempt(task_id)

@@ -7,7 +7,10 @@ import uuid
 from typing import Any
 
 import httpx
+import redis
 
+from apps.common.jobs.record import new_job
+from apps.common.redis import keys
 from tests.conftest import Stack
 
 
@@ -60,3 +63,26 @@ def test_an_unknown_task_has_no_events(stack: Stack) -> None:
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
     assert frames == []
+
+
+def test_a_quiet_stream_carries_keepalive_comments_until_the_job_ends(stack: Stack) -> None:
+    """Proxies close a silent connection: a stream with nothing to say sends comment lines
+    (every FLUXGATE_NOTIFIER_SSE_KEEPALIVE_S, 0.5 s in the test stack) until the job ends."""
+    client = redis.Redis.from_url(stack.redis_url)
+    record = new_job("flux", {"prompt": "never queued"})
+    # A record with no queue message: nothing will move this job but the cancel below.
+    client.hset(keys.job_key(record.task_id), mapping=record.to_hash())  # type: ignore[arg-type]
+    client.expire(keys.job_key(record.task_id), 600)
+    comments = 0
+    with httpx.stream("GET", f"{stack.gateway}/tasks/{record.task_id}/events", timeout=30) as sse:
+        assert sse.status_code == 200
+        for line in sse.iter_lines():
+            if line.startswith(":"):
+                comments += 1
+                if comments == 2:
+                    cancel = httpx.post(f"{stack.gateway}/tasks/{record.task_id}/cancel")
+                    assert cancel.status_code == 202, cancel.text
+            elif line.startswith("event: ") and line != "event: snapshot":
+                assert line == "event: canceled"
+    assert comments >= 2
+    client.close()

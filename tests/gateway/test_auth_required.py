@@ -112,7 +112,9 @@ def test_the_demo_page_works_with_auth_on(auth_stack: AuthStack, page: Page) -> 
     error.wait_for(state="visible", timeout=10_000)
     assert "API key" in error.inner_text()
 
-    page.click("summary")
+    # The refusal opened the key field and put the cursor in it.
+    assert page.get_attribute("#key-box", "open") is not None
+    assert page.evaluate("() => document.activeElement.id") == "api-key"
     page.fill("#api-key", token)
     page.click("#submit")
     # No worker in this stack: the job stays queued, and the snapshot over the authenticated

@@ -139,6 +139,7 @@ def test_a_failed_job_is_500_for_images(front: str, stack: Stack) -> None:
     assert response.status_code == 500, response.text
     error = response.json()["error"]
     assert error["code"] == "task_failed" and "FileExistsError" in error["message"], error
+    assert str(stack.tmp) not in response.text  # no server path reaches the client
     task = response.json()["task"]
     assert task["status"] == "failed" and task["error"]["code"] == "internal_error", task
 
