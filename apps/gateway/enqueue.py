@@ -46,10 +46,11 @@ if ARGV[10] ~= '' then
   if bound then return {2, bound} end
 end
 if ARGV[7] ~= '' then
+  if not has_room(KEYS[7], tonumber(ARGV[9]), tonumber(ARGV[2]), tonumber(ARGV[3]))
+  then return {0, 'cap'} end
   local allowed, wait = take_token(KEYS[6], tonumber(ARGV[7]), tonumber(ARGV[8]))
   if allowed == 0 then return {0, 'rate', string.format('%.3f', wait)} end
-  if not start_job(KEYS[7], ARGV[1], tonumber(ARGV[9]), tonumber(ARGV[2]), tonumber(ARGV[3]))
-  then return {0, 'cap'} end
+  start_job(KEYS[7], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))
 end
 if ARGV[10] ~= '' then redis.call('SET', KEYS[8], ARGV[10], 'EX', ARGV[11]) end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])

@@ -45,10 +45,10 @@ class IdempotencyKeys:
         return key
 
     @staticmethod
-    def claim(scope: str, key: str, *, body: str, task_id: str) -> Claim:
+    def claim(scope: str, key: str, *, body: str, task_id: str, ttl_s: int = TTL_S) -> Claim:
         """The binding of `key` to `task_id`, for the accept script to store with the job."""
         binding = orjson.dumps({"task_id": task_id, "body": digest(body)}).decode()
-        return Claim(keys.idempotency_key(scope, digest(key)), binding)
+        return Claim(keys.idempotency_key(scope, digest(key)), binding, ttl_s)
 
     @staticmethod
     def task_of(binding: str | bytes, *, body: str) -> str:

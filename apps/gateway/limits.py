@@ -28,15 +28,18 @@ local function take_token(key, rate, burst)
 end
 """
 
-# Adds a task to the owner's active set unless it is full; entries older than the job TTL
-# (records that expired without ending) are dropped first, so the count heals itself.
+# The owner's set of active jobs: `has_room` says whether one more fits (entries older than the
+# job TTL, records that expired without ending, are dropped first, so the count heals itself);
+# `start_job` adds one. Checked before the rate is charged, so a refusal for the cap spends no
+# token of the key's bucket.
 ACTIVE_CAP_FN = """
-local function start_job(key, task_id, max_active, now, ttl)
+local function has_room(key, max_active, now, ttl)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now - ttl)
-  if redis.call('ZCARD', key) >= max_active then return false end
+  return redis.call('ZCARD', key) < max_active
+end
+local function start_job(key, task_id, now, ttl)
   redis.call('ZADD', key, now, task_id)
   redis.call('EXPIRE', key, ttl)
-  return true
 end
 """
 

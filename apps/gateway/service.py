@@ -52,6 +52,7 @@ from apps.common.wire.contracts import (
     WebhookInfo,
 )
 from apps.gateway.enqueue import AlreadyBound, JobQueue, NotReplicated, Refusal
+from apps.gateway.idempotency import TTL_S as IDEMPOTENCY_TTL_S
 from apps.gateway.idempotency import Claim, IdempotencyKeys
 from apps.gateway.job_images import JobImages
 from apps.gateway.limits import KeyAdmission, retry_after_s
@@ -171,7 +172,12 @@ class TaskService:
         claim = None
         if key is not None:
             claim = IdempotencyKeys.claim(
-                scope, key, body=job.idempotency_body, task_id=record.task_id
+                scope,
+                key,
+                body=job.idempotency_body,
+                task_id=record.task_id,
+                # Not past the job's own life: a replay of an expired job would find no record.
+                ttl_s=min(IDEMPOTENCY_TTL_S, self._settings.job_ttl_s),
             )
         admission = None if caller is None else KeyAdmission.of(caller)
         outcome = await self._accept(record, job, extensions, scope, admission, claim)
@@ -230,10 +236,13 @@ class TaskService:
                 task=self.views.render(record).model_dump(mode="json"),
             ) from exc
         except Exception as exc:
-            accepted = False
             log.error("accept failed", error=repr(exc))
             if isinstance(exc, RedisError):
+                # The script may have run before the answer was lost: its job, and a retry with
+                # the same Idempotency-Key, need the images. Kept; the output sweep removes them
+                # by age when no job was queued.
                 raise
+            accepted = False
             raise Unavailable("the job queue is unavailable; retry later") from exc
         finally:
             if accepted is False:

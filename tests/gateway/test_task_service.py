@@ -159,7 +159,8 @@ def test_a_submit_over_the_rate_leaves_nothing(run: Callable[[Scenario], None]) 
 
 def test_a_submit_over_the_cap_leaves_nothing(run: Callable[[Scenario], None]) -> None:
     async def scenario(gw: Gateway) -> None:
-        caller = api_key("cap", max_active=1)
+        # A bucket that barely refills, so a token spent by the refusal would show.
+        caller = api_key("cap", max_active=1, rate_per_s=0.001, burst=3)
         await gw.service.submit(flux(), SubmitOptions(), caller)
         with pytest.raises(TooManyJobs):
             await gw.service.submit(
@@ -167,6 +168,10 @@ def test_a_submit_over_the_cap_leaves_nothing(run: Callable[[Scenario], None]) -
             )
         await nothing_left(gw, caller, "k-cap", jobs=1)
         assert await gw.redis.zcard(keys.active_jobs_key(caller.id)) == 1
+        # The refusal spent no token: the bucket holds what the one accepted submit left.
+        bucket = keys.rate_bucket_key(caller.id)
+        tokens = float(await gw.redis.hget(bucket, "tokens"))  # type: ignore[arg-type]
+        assert 1.99 < tokens < 2.01, tokens
 
     run(scenario)
 
