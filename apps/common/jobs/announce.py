@@ -39,7 +39,7 @@ class Announcer:
         """Tell WebSocket subscribers (every notifier) and the task's webhook about `view`;
         meter and time the job when this is its final state."""
         plan = follow_up(record, view)
-        await self._store.publish(plan.view)
+        await self._store.publish(view)
         if plan.observe_started:
             observe_started(record)
         # Metered once: a repeated announce of the same final state counts nothing.
@@ -69,7 +69,7 @@ class SyncAnnouncer:
     def announce(self, record: JobRecord, view: JobView) -> None:
         """As `Announcer.announce`, blocking."""
         plan = follow_up(record, view)
-        self._store.publish(plan.view)
+        self._store.publish(view)
         if plan.observe_started:
             observe_started(record)
         if plan.final and self._usage.meter_final(record):

@@ -25,10 +25,9 @@ PROGRESS_WEBHOOK_INTERVAL_MS = 1000
 
 @dataclass(frozen=True)
 class FollowUp:
-    """What to do, in this order, once `view` was applied to a record."""
+    """What to do, in this order, once `view` was applied to a record (it is published to
+    every subscriber first, always)."""
 
-    # Published to every subscriber, always.
-    view: JobView
     # The job just started: observe its time in the queue.
     observe_started: bool
     # The job reached this final state: meter it, and if that metering counted, observe it.
@@ -43,11 +42,9 @@ def follow_up(record: JobRecord, view: JobView) -> FollowUp:
     """The follow-up of `view`, the view of `record` right after an event was applied to it."""
     webhook = plan_webhook(record, view)
     return FollowUp(
-        view=view,
         observe_started=view.event == EventKind.STARTED,
-        final=view.event is not None
-        and view.event == record.status.value
-        and EventKind(view.event).is_final,
+        # The event that ended the job, not a later repeat of its view (a snapshot).
+        final=record.status.is_terminal and view.event == record.status.value,
         webhook=webhook,
         progress_gated=webhook is not None and view.event == EventKind.PROGRESS,
     )
