@@ -36,6 +36,7 @@ from devtools.procs import (
 )
 from tests.conftest import INTERNAL_SECRET, STEP_DELAY_MS, Stack
 from tests.e2e.wsclient import Transcript, read_all
+from tests.observability.scrape import scrape, value
 
 WORKER_SLOTS = 2  # one more than the inference server takes (batch size 1 x queue factor 1)
 SOFT_TIME_LIMIT_S = 6
@@ -70,12 +71,8 @@ class GuaranteesStack(Stack):
 
     def retries_spent(self) -> float:
         """`fluxgate_worker_tasks_total{state="RETRY"}`, over every task name."""
-        metrics = httpx.get(f"{self.worker_metrics}/metrics", timeout=10).text
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in metrics.splitlines()
-            if line.startswith("fluxgate_worker_tasks_total{") and 'state="RETRY"' in line
-        )
+        samples = scrape(f"{self.worker_metrics}/metrics")
+        return value(samples, "fluxgate_worker_tasks_total", state="RETRY")
 
 
 @pytest.fixture(scope="module")
