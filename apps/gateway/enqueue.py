@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from celery import Celery
 from starlette.concurrency import run_in_threadpool
 
+from apps.common.jobs.fairshare import FAIR_FN, fair_args, queue_keys
 from apps.common.jobs.positions import TAKE_TICKET_FN
 from apps.common.jobs.record import JobRecord
 from apps.common.redis import keys
@@ -23,23 +24,28 @@ from apps.common.service.tracing import inject_trace_context
 from apps.common.task_types import job_task
 from apps.common.wire.celery_message import task_message
 from apps.common.wire.contracts import WebhookMessage
-from apps.common.wire.queues import REQUEST_ID_MESSAGE_HEADER, send_webhook
+from apps.common.wire.queues import REQUEST_ID_MESSAGE_HEADER, celery_priority, send_webhook
 from apps.gateway.idempotency import Claim
 from apps.gateway.limits import ACTIVE_CAP_FN, BUCKET_FN, KeyAdmission
 
 # KEYS: job hash, owner's task listing, deadlines, the lane's ticket counter, the lane's list,
 # the key's rate bucket, its set of active jobs (both unused for anonymous submits) and the
-# Idempotency-Key's binding (unused without one).
+# Idempotency-Key's binding (unused without one); under fair share, last, the queue's
+# `fairshare.queue_keys`.
 # ARGV: task id, created at, TTL, deadline or '', listing cutoff, message, rate ('' = no
-# limits), burst, max active, the binding to claim ('' = none), its TTL, then the job hash's
-# fields and values.
+# limits), burst, max active, the binding to claim ('' = none), its TTL, then fair share's:
+# how many jobs may wait released ('' = fair share off: straight onto the lane), the job's key
+# ('' = anonymous), its charge (cost / weight), its Celery priority; then the job hash's fields
+# and values.
 # Returns {1, ticket}, {0, 'rate', wait_s}, {0, 'cap'} or {2, binding} (the key is bound
-# already): only {1, ticket} writes anything, and a bound key is looked at before any rate is
-# spent, so a replay costs nothing and a refused submit never holds the key.
+# already): only {1, ticket} writes anything (ticket 0: staged for fair share), and a bound key
+# is looked at before any rate is spent, so a replay costs nothing and a refused submit never
+# holds the key.
 ACCEPT_LUA = (
     BUCKET_FN
     + ACTIVE_CAP_FN
     + TAKE_TICKET_FN
+    + FAIR_FN
     + """
 if ARGV[10] ~= '' then
   local bound = redis.call('GET', KEYS[8])
@@ -57,11 +63,18 @@ redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 if ARGV[4] ~= '' then redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1]) end
-redis.call('HSET', KEYS[1], unpack(ARGV, 12))
-local ticket = take_ticket(KEYS[4], KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 16))
+if ARGV[12] == '' then
+  local ticket = take_ticket(KEYS[4], KEYS[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  redis.call('LPUSH', KEYS[5], ARGV[6])
+  return {1, ticket}
+end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('LPUSH', KEYS[5], ARGV[6])
-return {1, ticket}
+local base = #KEYS - PER_LANE * LANES + 1
+stage(base + tonumber(ARGV[15]) * PER_LANE, ARGV[1], ARGV[13], tonumber(ARGV[14]), ARGV[6])
+release(base, tonumber(ARGV[12]))
+return {1, 0}
 """
 )
 
@@ -100,8 +113,12 @@ class JobQueue:
         job_ttl_s: int,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 500,
+        fair_ready: int | None = None,
     ) -> None:
+        """`fair_ready`: stage jobs for fair share, with that many released ahead of the
+        workers (`fairshare.py`); None: first come, first served."""
         self._producer = producer
+        self._fair_ready = fair_ready
         self._job_ttl_s = job_ttl_s
         self._wait_replicas = wait_replicas
         self._wait_timeout_ms = wait_timeout_ms
@@ -127,6 +144,17 @@ class JobQueue:
             headers=self._message_headers(record),
         )
         fields = [item for pair in record.to_hash().items() for item in pair]
+        fair: list[Any] = ["", "", "", ""]
+        fair_keys: list[str] = []
+        if self._fair_ready is not None:
+            weight = admission.weight if admission else 1.0
+            owner = admission.owner if admission else None
+            fair = [
+                self._fair_ready,
+                *fair_args(owner, getattr(record, "cost", None), weight),
+                celery_priority(record.priority),
+            ]
+            fair_keys = queue_keys(queue)
         reply, acked = await self._run_accept(
             keys=[
                 keys.job_key(record.task_id),
@@ -137,6 +165,7 @@ class JobQueue:
                 admission.bucket_key if admission else keys.rate_bucket_key(""),
                 admission.active_key if admission else keys.active_jobs_key(""),
                 claim.redis_key if claim else keys.idempotency_key("", ""),
+                *fair_keys,
             ],
             args=[
                 record.task_id,
@@ -150,6 +179,7 @@ class JobQueue:
                 admission.max_active if admission else "",
                 claim.binding if claim else "",
                 claim.ttl_s if claim else "",
+                *fair,
                 *fields,
             ],
         )
@@ -159,7 +189,8 @@ class JobQueue:
         if verdict == 0 and admission is not None:
             wait = float(reply[2]) if len(reply) > 2 else 0.0
             return Refusal(admission, "rate" if _text(reply[1]) == "rate" else "cap", wait)
-        record.queue_ticket = int(reply[1])
+        # A staged job has no ticket yet: it takes one when it is released.
+        record.queue_ticket = int(reply[1]) or None
         if acked is not None and acked < self._wait_replicas:
             raise NotReplicated(acked, self._wait_replicas)
         return None

@@ -57,10 +57,12 @@ class KeyAdmission:
     rate_per_s: float
     burst: int
     max_active: int
+    # The key's fair share relative to other keys' (apps/common/jobs/fairshare.py).
+    weight: float = 1.0
 
     @classmethod
     def of(cls, key: ApiKey) -> KeyAdmission:
-        return cls(key.id, key.rate_per_s, key.burst, key.max_active)
+        return cls(key.id, key.rate_per_s, key.burst, key.max_active, getattr(key, "weight", 1.0))
 
     @property
     def bucket_key(self) -> str:

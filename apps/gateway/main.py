@@ -96,6 +96,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             job_ttl_s=settings.job_ttl_s,
             wait_replicas=settings.redis_wait_replicas,
             wait_timeout_ms=settings.redis_wait_timeout_ms,
+            fair_ready=settings.fair_share_ready if settings.fair_share else None,
         )
         http = httpx.AsyncClient(limits=httpx.Limits(max_connections=None))
         GatewayState(

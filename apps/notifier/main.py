@@ -49,7 +49,8 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         )
         store = JobStore(client, ttl_s=settings.job_ttl_s)
         announcer = Announcer(store, client, producer)
-        ingest = EventIngest(store, settings, announcer, QueuePositions(client))
+        positions = QueuePositions(client)
+        ingest = EventIngest(store, settings, announcer, positions)
 
         async def resync(task_id: str) -> str | None:
             record = await store.get(task_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import redis
@@ -21,12 +22,14 @@ from celery.worker import state as worker_state
 from kombu import Queue
 from kombu.transport import redis as kombu_redis
 
+from apps.common.jobs.fairshare import DRAIN_ALL, FairRelease
 from apps.common.service.logging import configure_logging
 from apps.common.service.request_context import bind_ids
 from apps.common.service.settings import get_settings
 from apps.common.service.tracing import instrument_celery, setup_tracing
 from apps.common.wire.queues import (
     ALL_QUEUES,
+    JOB_QUEUES,
     QUEUE_GPU,
     REQUEST_ID_MESSAGE_HEADER,
     broker_transport_options,
@@ -120,8 +123,17 @@ def _start_lease(**_kwargs: object) -> None:
         _held_delivery_tags,
         lease_s=settings.worker_lease_s,
         heartbeat_s=settings.worker_heartbeat_s,
+        each_beat=functools.partial(_release_staged, FairRelease(client)),
     )
     _lease.start()
+
+
+def _release_staged(fair: FairRelease) -> None:
+    """Release staged jobs that no start released (a slot that died before it could); with
+    fair share off, drain what an earlier setting staged, so turning it off strands nothing."""
+    ready = settings.fair_share_ready if settings.fair_share else DRAIN_ALL
+    for queue in JOB_QUEUES:
+        fair.release(queue, ready)
 
 
 @worker_shutdown.connect

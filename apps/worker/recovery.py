@@ -42,7 +42,9 @@ class WorkerLease:
         lease_s: float,
         heartbeat_s: float,
         worker_id: str | None = None,
+        each_beat: Callable[[], object] | None = None,
     ) -> None:
+        """`each_beat` also runs on every beat (the fair-share release's safety net)."""
         self.worker_id = worker_id or uuid.uuid4().hex
         self._redis = client
         self._held = held
@@ -52,6 +54,7 @@ class WorkerLease:
         self._lease = client.register_script(LEASE_LUA)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._each_beat = each_beat
 
     def beat(self) -> None:
         """Say which deliveries this worker holds, for one more lease."""
@@ -106,6 +109,8 @@ class WorkerLease:
             try:
                 self.beat()
                 self.reclaim()
+                if self._each_beat is not None:
+                    self._each_beat()
             except RedisError as exc:
                 log.warning("worker lease not renewed; retrying", error=repr(exc))
             except Exception:  # the lease must outlive any one bad beat

@@ -13,13 +13,20 @@ from celery.exceptions import SoftTimeLimitExceeded
 from redis.exceptions import RedisError
 
 from apps.common.jobs.announce import SyncAnnouncer
+from apps.common.jobs.fairshare import FairRelease
 from apps.common.jobs.store import SyncJobStore
 from apps.common.security.url_guard import AllowList
 from apps.common.service.logging import get_logger
 from apps.common.service.request_context import bind_ids
 from apps.common.storage import make_output_store
 from apps.common.wire.contracts import WebhookMessage
-from apps.common.wire.queues import QUEUE_WEBHOOKS, TASK_FLUX, TASK_JOB, TASK_WEBHOOK
+from apps.common.wire.queues import (
+    JOB_QUEUES,
+    QUEUE_WEBHOOKS,
+    TASK_FLUX,
+    TASK_JOB,
+    TASK_WEBHOOK,
+)
 from apps.worker.balancer_client import BalancerClient, InferenceRetryable
 from apps.worker.capacity import HandBack
 from apps.worker.celery_app import app, settings
@@ -70,6 +77,22 @@ def webhook_delivery() -> WebhookDelivery:
     return WebhookDelivery(settings, redis_client())
 
 
+@lru_cache(maxsize=1)
+def fair_release() -> FairRelease:
+    return FairRelease(redis_client())
+
+
+def release_next(queue: object) -> None:
+    """A slot took a job: release the next one in fair order for the next free slot
+    (apps/common/jobs/fairshare.py). A miss is harmless: the heartbeat releases too."""
+    if not settings.fair_share or queue not in JOB_QUEUES:
+        return
+    try:
+        fair_release().release(str(queue), settings.fair_share_ready)
+    except RedisError as exc:
+        log.warning("could not release the next job; the heartbeat will", error=repr(exc))
+
+
 def retry_delay_s(retries: int) -> float:
     """Exponential backoff with full jitter, so retrying workers do not stampede together."""
     return random.uniform(0, min(MAX_RETRY_DELAY_S, settings.worker_retry_backoff_s * 2**retries))
@@ -90,6 +113,7 @@ def job(self: Task, task_id: str, failures: int = 0) -> None:
 def run_with_retries(self: Task, task_id: str, failures: int) -> None:
     """Run the job; map what went wrong onto a retry, a failed job, or nothing lost."""
     deps = job_deps()
+    release_next((self.request.delivery_info or {}).get("routing_key"))
     try:
         crashes = deps.store.open_attempt(task_id)
         if crashes >= settings.worker_max_crashes:

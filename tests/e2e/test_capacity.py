@@ -18,6 +18,7 @@ import httpx
 import pytest
 import redis
 
+from apps.common.redis.keys import fair_staged_key
 from apps.common.wire.queues import PRIORITY_LANES, lane_name
 from apps.worker.unacked import UNACKED_KEY
 from devtools.procs import (
@@ -95,7 +96,9 @@ def capacity_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Capacit
 
 
 def queued_in_redis(client: redis.Redis) -> int:
-    return sum(int(client.llen(lane_name("gpu", p))) for p in range(PRIORITY_LANES))
+    """Jobs waiting in Redis: on the Celery lanes, or staged for fair share."""
+    lanes = [lane_name("gpu", p) for p in range(PRIORITY_LANES)]
+    return sum(int(client.llen(lane)) + int(client.zcard(fair_staged_key(lane))) for lane in lanes)
 
 
 def test_jobs_wait_through_a_cold_start_and_a_restart_mid_load(

@@ -6,12 +6,16 @@ a ticket from its lane's counter when it is enqueued, so the jobs ahead of it ar
 the lanes served before its own, plus those in its own lane that are not behind it:
 `LLEN(own) - (tickets issued - own ticket) - 1`. That is a handful of O(1) reads per lookup,
 whatever the queue's length, and counts across one queue only (not across every queue).
+
+Under fair share a job has no ticket until it is released onto its lane; while it is staged its
+place is its rank in its lane's fair order (`fairshare.FAIR_POSITION_LUA`, O(log n)).
 """
 
 from __future__ import annotations
 
 import redis.asyncio as aioredis
 
+from apps.common.jobs.fairshare import FairQueues
 from apps.common.jobs.record import JobRecord
 from apps.common.redis import keys
 from apps.common.task_types import task_type
@@ -49,6 +53,11 @@ def _lanes(record: JobRecord) -> tuple[list[str], str]:
     return [lane_name(queue, p) for p in range(own + 1)], lane_name(queue, own)
 
 
+def lane_of(record: JobRecord) -> str:
+    """The Celery lane a job waits in (its queue at its priority)."""
+    return _lanes(record)[1]
+
+
 def ticket_keys(record: JobRecord) -> list[str]:
     _, own = _lanes(record)
     return [keys.queue_ticket_key(own), keys.job_key(record.task_id)]
@@ -65,6 +74,7 @@ class QueuePositions:
     def __init__(self, client: aioredis.Redis) -> None:
         self._take = client.register_script(TAKE_TICKET_LUA)
         self._position = client.register_script(POSITION_LUA)
+        self._fair = FairQueues(client)
 
     async def take_ticket(self, record: JobRecord) -> int:
         ticket = int(await self._take(keys=ticket_keys(record)))
@@ -73,6 +83,11 @@ class QueuePositions:
 
     async def of(self, record: JobRecord) -> int | None:
         """Jobs ahead of this one (0: it starts next); None unless it is queued."""
-        if record.status != "queued" or record.queue_ticket is None:
+        if record.status != "queued":
             return None
+        if record.queue_ticket is None:  # staged for fair share, or released from there
+            queue = task_type(record.type).queue
+            return await self._fair.position(
+                queue, celery_priority(record.priority), record.task_id
+            )
         return int(await self._position(keys=position_keys(record), args=[record.queue_ticket]))

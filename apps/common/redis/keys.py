@@ -100,6 +100,22 @@ def queue_ticket_key(lane: str) -> str:
     return f"{PREFIX}:queue-tickets:{lane}"
 
 
+def fair_staged_key(lane: str) -> str:
+    """Sorted set of a lane's jobs staged for fair share (score: start tag), `fairshare.py`."""
+    return f"{PREFIX}:fair:staged:{lane}"
+
+
+def fair_state_key(lane: str) -> str:
+    """Hash of a lane's fair-share state: virtual time `v`, keys' finish tags `t:<key>`, staged
+    messages `m:<task id>`."""
+    return f"{PREFIX}:fair:state:{lane}"
+
+
+def fair_released_key(lane: str) -> str:
+    """Sorted set of jobs released onto a Celery lane and maybe still on it (score: ticket)."""
+    return f"{PREFIX}:fair:released:{lane}"
+
+
 USAGE_OWNERS = f"{PREFIX}:usage-owners"
 
 

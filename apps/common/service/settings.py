@@ -65,6 +65,12 @@ class CommonSettings(BaseSettings):
     job_ttl_s: int = Field(default=24 * 3600, ge=60)
     # An unacked Celery message is redelivered after this; it must exceed the longest job.
     broker_visibility_timeout_s: int = Field(default=3600, ge=5)
+    # Fair share across API keys within a priority lane (apps/common/jobs/fairshare.py); off:
+    # first come, first served. Read by the gateway (stages jobs) and the worker (releases them).
+    fair_share: bool = True
+    # Under fair share, how many released jobs wait on a queue's Celery lanes for the next free
+    # worker slot; the rest wait in fair order. Higher smooths bursts, lower is fairer.
+    fair_share_ready: int = Field(default=2, ge=1, le=1000)
     # API keys on every public route. Off in `dev` for a frictionless start; `prod` requires it.
     auth: bool = False
     # Guards the /admin routes (key management); empty turns them off.

@@ -14,6 +14,8 @@ QUEUE_GPU = "gpu"
 QUEUE_CPU = "cpu"
 QUEUE_WEBHOOKS = "webhooks"
 ALL_QUEUES = (QUEUE_GPU, QUEUE_CPU, QUEUE_WEBHOOKS)
+# The queues of jobs (not webhooks): where fair share orders what starts next.
+JOB_QUEUES = (QUEUE_GPU, QUEUE_CPU)
 # Celery message header carrying the submit's request id (read as `task.request.<name>`).
 REQUEST_ID_MESSAGE_HEADER = "fluxgate_request_id"
 # Every other task type runs through this one Celery task (the worker dispatches on the type).
