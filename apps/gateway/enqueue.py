@@ -71,8 +71,8 @@ if ARGV[12] == '' then
   return {1, ticket}
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-local base = #KEYS - PER_LANE * LANES + 1
-stage(base + tonumber(ARGV[15]) * PER_LANE, ARGV[1], ARGV[13], tonumber(ARGV[14]), ARGV[6])
+local base = #KEYS - PER_LANE * LANES
+stage(base, tonumber(ARGV[15]), ARGV[1], ARGV[13], tonumber(ARGV[14]), ARGV[6])
 release(base, tonumber(ARGV[12]))
 return {1, 0}
 """

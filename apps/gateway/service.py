@@ -341,7 +341,7 @@ class TaskService:
                 if record.queue_ticket is None:
                     # Staged for fair share: out of the fair order, so the jobs behind it move
                     # up now (a released one is skipped by the worker that takes it).
-                    await self._fair.unstage(lane_of(record), task_id)
+                    await self._fair.unstage(task_type(record.type).queue, lane_of(record), task_id)
                 await self._announcer.announce(
                     outcome.record, self.views.render(outcome.record, EventKind.CANCELED)
                 )

@@ -18,6 +18,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
+from apps.common.redis import keys
 from apps.common.service.logging import get_logger
 from apps.common.wire.queues import ALL_QUEUES, PRIORITY_LANES, lane_name
 from apps.worker.metrics_dir import MULTIPROC_ENV
@@ -39,7 +40,8 @@ _started: dict[str, float] = {}
 
 
 class QueueDepthCollector(Collector):
-    """`fluxgate_queue_depth{queue}`: messages waiting per Celery queue, all priority lanes."""
+    """`fluxgate_queue_depth{queue}`: jobs waiting per Celery queue, all priority lanes, staged
+    for fair share or on the Celery lanes."""
 
     def __init__(self, redis_url: str) -> None:
         self._redis = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
@@ -53,12 +55,14 @@ class QueueDepthCollector(Collector):
                 for queue in ALL_QUEUES:
                     for lane in range(PRIORITY_LANES):
                         pipe.llen(lane_name(queue, lane))
+                    # Jobs staged for fair share wait too (apps/common/jobs/fairshare.py).
+                    pipe.llen(keys.fair_depth_key(queue))
                 lengths = pipe.execute()
         except redis.RedisError as exc:
             log.warning("queue depth unavailable", error=repr(exc))
             return
         for index, queue in enumerate(ALL_QUEUES):
-            lanes = lengths[index * PRIORITY_LANES : (index + 1) * PRIORITY_LANES]
+            lanes = lengths[index * (PRIORITY_LANES + 1) : (index + 1) * (PRIORITY_LANES + 1)]
             family.add_metric([queue], float(sum(lanes)))
         yield family
 

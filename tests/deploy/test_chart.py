@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from apps.balancer.settings import BalancerSettings
+from apps.common.redis.keys import fair_depth_key
 from apps.common.service.settings import CommonSettings
 from apps.common.wire.queues import PRIORITY_LANES, lane_name
 from apps.gateway.settings import GatewaySettings
@@ -382,6 +383,8 @@ def test_keda_scales_each_worker_group_on_its_queue_lanes(prod: list[dict[str, A
         queues = args[args.index("--queues") + 1].split(",")
         lanes = {lane_name(q, p) for q in queues for p in range(PRIORITY_LANES)}
         assert lanes >= {queues[0], f"{queues[0]}:4"}  # API priority 5 -> lane 4
+        # Jobs staged for fair share are counted by one list per job queue.
+        lanes |= {fair_depth_key(q) for q in queues if q != "webhooks"}
         triggers = spec["triggers"]
         assert {t["metadata"]["listName"] for t in triggers} == lanes
         for trigger in triggers:
@@ -410,7 +413,7 @@ def test_keda_scales_the_model_servers_on_gpu_lanes_plus_the_pool(
     assert "replicas" not in target["spec"], "KEDA owns the replica count"
     triggers = {t["name"]: t for t in spec["triggers"]}
     lanes = {t["metadata"]["listName"] for t in triggers.values() if t["type"] == "redis"}
-    assert lanes == {lane_name("gpu", p) for p in range(PRIORITY_LANES)}
+    assert lanes == {lane_name("gpu", p) for p in range(PRIORITY_LANES)} | {fair_depth_key("gpu")}
     pool = triggers["pool"]
     assert pool["type"] == "metrics-api"
     assert pool["metadata"]["url"] == f"http://fluxgate-balancer.{NAMESPACE}.svc:8100/demand"

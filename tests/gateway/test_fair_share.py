@@ -93,6 +93,9 @@ class Lanes:
             found[record.task_id] = await self.positions.of(stored)
         return found
 
+    def staged_depth(self) -> int:
+        return int(self.sync.llen(keys.fair_depth_key(QUEUE)))
+
     def waiting_on_lanes(self) -> int:
         return sum(self.sync.llen(lane_name(QUEUE, p)) for p in range(PRIORITY_LANES))
 
@@ -105,10 +108,13 @@ def test_a_key_with_one_job_starts_it_next_to_a_key_with_many_and_positions_say_
             many = [await lanes.submit("key-a") for _ in range(6)]
             few = [await lanes.submit("key-b") for _ in range(2)]
             everyone = many + few
-            # Only `ready` jobs wait on the Celery lanes; the rest wait in fair order.
+            # Only `ready` jobs wait on the Celery lanes; the rest wait in fair order, counted
+            # for autoscalers in the queue's depth list.
             assert lanes.waiting_on_lanes() == 1
+            assert lanes.staged_depth() == len(everyone) - 1
             before = await lanes.positions_of(everyone)
             started = lanes.take_all()
+            assert lanes.staged_depth() == 0
 
         assert sorted(started) == sorted(r.task_id for r in everyone)
         # B's two jobs start among the first four, not after A's six (first come, first served).
@@ -169,8 +175,9 @@ def test_a_canceled_staged_job_leaves_the_fair_order(own_db: str) -> None:
         async with Lanes(own_db, ready=1) as lanes:
             records = [await lanes.submit("key-a") for _ in range(4)]
             gone = records[1]
-            assert await FairQueues(lanes.client).unstage(lane_of(gone), gone.task_id)
-            assert not await FairQueues(lanes.client).unstage(lane_of(gone), gone.task_id)
+            assert await FairQueues(lanes.client).unstage(QUEUE, lane_of(gone), gone.task_id)
+            assert not await FairQueues(lanes.client).unstage(QUEUE, lane_of(gone), gone.task_id)
+            assert lanes.staged_depth() == 2
             stored = await lanes.store.get(records[3].task_id)
             assert stored is not None and await lanes.positions.of(stored) == 2
             started = lanes.take_all()

@@ -36,19 +36,24 @@ from apps.common.wire.queues import PRIORITY_LANES, lane_name
 # Keys per lane, in this order, for each lane of a queue from the most urgent (Celery priority 0).
 LANE_LIST, LANE_COUNTER, LANE_STAGED, LANE_STATE, LANE_RELEASED = range(5)
 KEYS_PER_LANE = 5
-QUEUE_KEY_COUNT = KEYS_PER_LANE * PRIORITY_LANES
+# A queue's keys: its lanes', then the list that counts its staged jobs (for autoscalers).
+QUEUE_KEY_COUNT = KEYS_PER_LANE * PRIORITY_LANES + 1
 # Below this a cost counts as this (a job of no known cost still takes its turn).
 MIN_COST = 0.001
 # How many released messages may wait when fair share is off: all of them (a drain).
 DRAIN_ALL = 1 << 30
 
 # Lua functions over one queue's keys, found at KEYS[base], KEYS[base + 1], ... (see
-# `queue_keys`); lane `p` (Celery priority, 0 the most urgent) starts at `base + p * 5`.
+# `queue_keys`); lane `p` (Celery priority, 0 the most urgent) starts at `base + p * 5`, and the
+# queue's depth list (one entry per staged job: KEDA's Redis scaler can only count a list) is
+# last.
 FAIR_FN = f"""
 local PER_LANE, LANES = {KEYS_PER_LANE}, {PRIORITY_LANES}
 local function fmt(x) return string.format('%.17g', x) end
 -- Stage a message in its lane's fair queue: start tag max(V, the key's finish tag).
-local function stage(lane, task_id, owner, charge, message)
+local function stage(base, p, task_id, owner, charge, message)
+  local lane = base + p * PER_LANE
+  redis.call('LPUSH', KEYS[base + PER_LANE * LANES], '1')
   local state = KEYS[lane + {LANE_STATE}]
   local v = tonumber(redis.call('HGET', state, 'v') or '0')
   local last = tonumber(redis.call('HGET', state, 't:' .. owner) or '0')
@@ -70,6 +75,7 @@ local function release(base, ready)
       local popped = redis.call('ZPOPMIN', staged)
       if popped[1] == nil then break end
       local task_id, start = popped[1], popped[2]
+      redis.call('RPOP', KEYS[base + PER_LANE * LANES])
       local state = KEYS[lane + {LANE_STATE}]
       local message = redis.call('HGET', state, 'm:' .. task_id)
       redis.call('HDEL', state, 'm:' .. task_id)
@@ -94,10 +100,12 @@ end
 RELEASE_LUA = FAIR_FN + "return release(1, tonumber(ARGV[1]))\n"
 
 # Takes a staged job out of its fair queue (a queued job canceled by its client): KEYS are its
-# lane's staged set and state, ARGV its task id. Returns 1 when it was staged.
+# lane's staged set and state and its queue's depth list, ARGV its task id. Returns 1 when it
+# was staged.
 UNSTAGE_LUA = """
 local removed = redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], 'm:' .. ARGV[1])
+if removed == 1 then redis.call('RPOP', KEYS[3]) end
 return removed
 """
 
@@ -142,8 +150,9 @@ def lane_keys(lane: str) -> list[str]:
 
 
 def queue_keys(queue: str) -> list[str]:
-    """Every lane's keys of `queue`, from the most urgent lane to the least."""
-    return [k for p in range(PRIORITY_LANES) for k in lane_keys(lane_name(queue, p))]
+    """Every lane's keys of `queue`, from the most urgent lane to the least, then its depth."""
+    lanes = [k for p in range(PRIORITY_LANES) for k in lane_keys(lane_name(queue, p))]
+    return [*lanes, keys.fair_depth_key(queue)]
 
 
 def position_keys(queue: str, celery_priority: int) -> list[str]:
@@ -154,8 +163,8 @@ def position_keys(queue: str, celery_priority: int) -> list[str]:
     return [*found, keys.fair_released_key(own), keys.queue_ticket_key(own)]
 
 
-def unstage_keys(lane: str) -> list[str]:
-    return [keys.fair_staged_key(lane), keys.fair_state_key(lane)]
+def unstage_keys(queue: str, lane: str) -> list[str]:
+    return [keys.fair_staged_key(lane), keys.fair_state_key(lane), keys.fair_depth_key(queue)]
 
 
 def charge(cost: float | None, weight: float) -> float:
@@ -191,9 +200,9 @@ class FairQueues:
             )
         )
 
-    async def unstage(self, lane: str, task_id: str) -> bool:
+    async def unstage(self, queue: str, lane: str, task_id: str) -> bool:
         """Take a canceled job out of its fair queue (else it is released and skipped)."""
-        return bool(await self._unstage(keys=unstage_keys(lane), args=[task_id]))
+        return bool(await self._unstage(keys=unstage_keys(queue, lane), args=[task_id]))
 
     async def release(self, queue: str, ready: int) -> int:
         return int(await self._release(keys=queue_keys(queue), args=[ready]))

@@ -116,6 +116,12 @@ def fair_released_key(lane: str) -> str:
     return f"{PREFIX}:fair:released:{lane}"
 
 
+def fair_depth_key(queue: str) -> str:
+    """List with one entry per job staged for fair share in `queue` (all lanes): its length is
+    what autoscalers add to the Celery lanes' (KEDA's Redis scaler counts lists only)."""
+    return f"{PREFIX}:fair:depth:{queue}"
+
+
 USAGE_OWNERS = f"{PREFIX}:usage-owners"
 
 

@@ -361,6 +361,9 @@ strategy:
 {{- range $lane := until 10 -}}
 {{- $names = append $names (printf "%s_%d" (regexReplaceAll "[^A-Za-z0-9_]" $queue "_") $lane) -}}
 {{- end -}}
+{{- if ne $queue "webhooks" -}}
+{{- $names = append $names (printf "%s_staged" (regexReplaceAll "[^A-Za-z0-9_]" $queue "_")) -}}
+{{- end -}}
 {{- end -}}
 {{- join " + " $names -}}
 {{- end -}}
