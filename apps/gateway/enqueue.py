@@ -145,7 +145,7 @@ class JobQueue:
         )
         fields = [item for pair in record.to_hash().items() for item in pair]
         fair: list[Any] = ["", "", "", ""]
-        fair_keys: list[str] = []
+        fair_keys: tuple[str, ...] = ()
         if self._fair_ready is not None:
             weight = admission.weight if admission else 1.0
             owner = admission.owner if admission else None

@@ -25,6 +25,7 @@ released onto the Celery lane, by ticket) that keeps `queue_position` true.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import redis
@@ -149,18 +150,21 @@ def lane_keys(lane: str) -> list[str]:
     ]
 
 
-def queue_keys(queue: str) -> list[str]:
-    """Every lane's keys of `queue`, from the most urgent lane to the least, then its depth."""
+@functools.cache
+def queue_keys(queue: str) -> tuple[str, ...]:
+    """Every lane's keys of `queue`, from the most urgent lane to the least, then its depth
+    (made once per queue: the accept script gets them on every submit)."""
     lanes = [k for p in range(PRIORITY_LANES) for k in lane_keys(lane_name(queue, p))]
-    return [*lanes, keys.fair_depth_key(queue)]
+    return (*lanes, keys.fair_depth_key(queue))
 
 
-def position_keys(queue: str, celery_priority: int) -> list[str]:
+@functools.cache
+def position_keys(queue: str, celery_priority: int) -> tuple[str, ...]:
     """`FAIR_POSITION_LUA`'s keys for a job waiting in `queue` at `celery_priority`."""
     lanes = [lane_name(queue, p) for p in range(PRIORITY_LANES)]
     found = [k for lane in lanes for k in (lane, keys.fair_staged_key(lane))]
     own = lanes[celery_priority]
-    return [*found, keys.fair_released_key(own), keys.queue_ticket_key(own)]
+    return (*found, keys.fair_released_key(own), keys.queue_ticket_key(own))
 
 
 def unstage_keys(queue: str, lane: str) -> list[str]:
@@ -181,7 +185,7 @@ class FairRelease:
 
     def release(self, queue: str, ready: int) -> int:
         """Release jobs until `ready` messages wait on `queue`'s lanes; how many it released."""
-        return int(self._release(keys=queue_keys(queue), args=[ready]))
+        return int(self._release(keys=list(queue_keys(queue)), args=[ready]))
 
 
 class FairQueues:
@@ -196,7 +200,7 @@ class FairQueues:
         """Jobs that start before this one (see `FAIR_POSITION_LUA`)."""
         return int(
             await self._position(
-                keys=position_keys(queue, celery_priority), args=[task_id, celery_priority]
+                keys=list(position_keys(queue, celery_priority)), args=[task_id, celery_priority]
             )
         )
 
@@ -205,7 +209,7 @@ class FairQueues:
         return bool(await self._unstage(keys=unstage_keys(queue, lane), args=[task_id]))
 
     async def release(self, queue: str, ready: int) -> int:
-        return int(await self._release(keys=queue_keys(queue), args=[ready]))
+        return int(await self._release(keys=list(queue_keys(queue)), args=[ready]))
 
 
 def fair_args(owner: str | None, cost: float | None, weight: float) -> list[Any]:
