@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from apps.common.jobs.announce import Announcer
 from apps.common.jobs.fairshare import FairQueues
-from apps.common.jobs.positions import QueuePositions, lane_of
+from apps.common.jobs.positions import QueuePositions
 from apps.common.jobs.record import JobRecord, new_job
 from apps.common.jobs.store import JobStore
 from apps.common.jobs.usage import ANONYMOUS_OWNER, UsageMeter
@@ -338,10 +338,7 @@ class TaskService:
                 TaskEvent(task_id=task_id, event=EventKind.CANCELED), only_from=TaskStatus.QUEUED
             )
             if outcome.applied and outcome.record is not None:
-                if record.queue_ticket is None:
-                    # Staged for fair share: out of the fair order, so the jobs behind it move
-                    # up now (a released one is skipped by the worker that takes it).
-                    await self._fair.unstage(task_type(record.type).queue, lane_of(record), task_id)
+                await self._fair.unstage(outcome.record)
                 await self._announcer.announce(
                     outcome.record, self.views.render(outcome.record, EventKind.CANCELED)
                 )

@@ -14,6 +14,7 @@ from celery import Celery
 from starlette.concurrency import run_in_threadpool
 
 from apps.common.jobs.announce import Announcer
+from apps.common.jobs.fairshare import FairQueues
 from apps.common.jobs.record import CANCEL_BY_DEADLINE, DEADLINE_EXCEEDED, JobRecord
 from apps.common.jobs.store import JobStore
 from apps.common.redis import keys
@@ -54,6 +55,7 @@ class Sweeper:
         self._instance = uuid.uuid4().hex
         self._pop_due = client.register_script(POP_DUE_LUA)
         self._lease = client.register_script(LEASE_LUA)
+        self._fair = FairQueues(client)
 
     async def run_forever(self) -> None:
         lease_ms = int(max(self._interval_s * 5, 2) * 1000)
@@ -95,6 +97,7 @@ class Sweeper:
             event = TaskEvent(task_id=task_id, event=EventKind.EXPIRED, error=DEADLINE_EXCEEDED)
             outcome = await self._store.apply(event)
             if outcome.applied and outcome.record is not None:
+                await self._fair.unstage(outcome.record)
                 view = self._ingest.views.render(outcome.record, EventKind.EXPIRED)
                 await self._announcer.announce(outcome.record, view)
                 log.info("job expired before it started", task_id=task_id)

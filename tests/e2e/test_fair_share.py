@@ -138,3 +138,42 @@ def test_a_worker_killed_mid_way_loses_no_staged_released_or_running_job(
         views = fair_stack.wait_all(token, task_ids, timeout=180)
         assert {v["status"] for v in views} == {"succeeded"}, [v["error"] for v in views]
     assert client.llen(keys.fair_depth_key("gpu")) == 0
+
+
+def test_a_staged_job_canceled_or_past_its_deadline_leaves_the_fair_queue(
+    fair_stack: FairStack,
+) -> None:
+    token = fair_stack.new_key("leaving")
+    client = redis.Redis.from_url(fair_stack.redis_url)
+    backlog = fair_stack.submit_as(token, 8)
+    staged = backlog[-1]
+    depth = int(client.llen(keys.fair_depth_key("gpu")))
+    assert depth >= 1, "one worker slot and one released job: the last ones are staged"
+    response = httpx.post(
+        f"{fair_stack.gateway}/tasks/{staged}/cancel",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "canceled"
+    assert int(client.llen(keys.fair_depth_key("gpu"))) == depth - 1
+    # A job whose Cancel-After passes while it is staged expires and leaves it too (the sweeper).
+    response = httpx.post(
+        f"{fair_stack.gateway}/flux",
+        json=JOB,
+        headers={"Authorization": f"Bearer {token}", "Cancel-After": "1"},
+        timeout=10,
+    )
+    assert response.status_code == 202, response.text
+    late = str(response.json()["task_id"])
+    assert client.zscore(keys.fair_staged_key("gpu:4"), late) is not None  # API priority 5
+    view = poll_until(
+        lambda: (v := fair_stack.view_as(token, late))["status"] in TERMINAL and v,
+        timeout=30,
+        what="the staged job to expire",
+    )
+    assert view["status"] == "expired"
+    assert not client.zscore(keys.fair_staged_key("gpu:4"), late)
+    finished = fair_stack.wait_all(token, backlog[:-1])
+    assert {v["status"] for v in finished} == {"succeeded"}
+    assert int(client.llen(keys.fair_depth_key("gpu"))) == 0

@@ -17,7 +17,7 @@ import redis
 import redis.asyncio as aioredis
 
 from apps.common.jobs.fairshare import DRAIN_ALL, FairQueues, FairRelease
-from apps.common.jobs.positions import QueuePositions, lane_of
+from apps.common.jobs.positions import QueuePositions
 from apps.common.jobs.record import JobRecord, new_job
 from apps.common.jobs.store import JobStore
 from apps.common.redis import keys
@@ -175,8 +175,8 @@ def test_a_canceled_staged_job_leaves_the_fair_order(own_db: str) -> None:
         async with Lanes(own_db, ready=1) as lanes:
             records = [await lanes.submit("key-a") for _ in range(4)]
             gone = records[1]
-            assert await FairQueues(lanes.client).unstage(QUEUE, lane_of(gone), gone.task_id)
-            assert not await FairQueues(lanes.client).unstage(QUEUE, lane_of(gone), gone.task_id)
+            assert await FairQueues(lanes.client).unstage(gone)
+            assert not await FairQueues(lanes.client).unstage(gone)
             assert lanes.staged_depth() == 2
             stored = await lanes.store.get(records[3].task_id)
             assert stored is not None and await lanes.positions.of(stored) == 2

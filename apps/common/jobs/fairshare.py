@@ -31,8 +31,10 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from apps.common.jobs.record import JobRecord
 from apps.common.redis import keys
-from apps.common.wire.queues import PRIORITY_LANES, lane_name
+from apps.common.task_types import task_type
+from apps.common.wire.queues import PRIORITY_LANES, celery_priority, lane_name
 
 # Keys per lane, in this order, for each lane of a queue from the most urgent (Celery priority 0).
 LANE_LIST, LANE_COUNTER, LANE_STAGED, LANE_STATE, LANE_RELEASED = range(5)
@@ -204,9 +206,15 @@ class FairQueues:
             )
         )
 
-    async def unstage(self, queue: str, lane: str, task_id: str) -> bool:
-        """Take a canceled job out of its fair queue (else it is released and skipped)."""
-        return bool(await self._unstage(keys=unstage_keys(queue, lane), args=[task_id]))
+    async def unstage(self, record: JobRecord) -> bool:
+        """Take a job that ended while queued (canceled, expired) out of its fair queue, so the
+        jobs behind it move up now; False when it was not staged (a released one is skipped by
+        the worker that takes it)."""
+        if record.queue_ticket is not None:  # queued with fair share off: never staged
+            return False
+        queue = task_type(record.type).queue
+        lane = lane_name(queue, celery_priority(record.priority))
+        return bool(await self._unstage(keys=unstage_keys(queue, lane), args=[record.task_id]))
 
     async def release(self, queue: str, ready: int) -> int:
         return int(await self._release(keys=list(queue_keys(queue)), args=[ready]))

@@ -53,11 +53,6 @@ def _lanes(record: JobRecord) -> tuple[list[str], str]:
     return [lane_name(queue, p) for p in range(own + 1)], lane_name(queue, own)
 
 
-def lane_of(record: JobRecord) -> str:
-    """The Celery lane a job waits in (its queue at its priority)."""
-    return _lanes(record)[1]
-
-
 def ticket_keys(record: JobRecord) -> list[str]:
     _, own = _lanes(record)
     return [keys.queue_ticket_key(own), keys.job_key(record.task_id)]
