@@ -239,8 +239,10 @@ def test_a_subscriber_is_resent_the_state_after_a_lost_redis_connection(
             raise AssertionError(
                 "the subscriber was not re-sent the job's state after the subscription came back"
             ) from None
-    assert transcript.events == ["snapshot"], transcript.events
-    assert transcript.messages[0]["status"] == "canceled", transcript.messages
+    # A progress view published before the subscription was cut may still arrive first.
+    events = [e for e in transcript.events if e != "progress"]
+    assert events == ["snapshot"], transcript.events
+    assert transcript.messages[-1]["status"] == "canceled", transcript.messages
     assert transcript.close_code == 1000
 
 
