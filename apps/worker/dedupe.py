@@ -16,6 +16,10 @@ applied each time a worker picks the job up.
    model server does, so no worker slot is held for long. Once the running job has ended without
    a result (failed, canceled, expired, its record gone) its claim is taken over: this job runs.
 
+"Submitted before the result was written" compares the gateway's clock (the job's `created_at`)
+with Redis's (the result's `written_at`): a request that arrives within the clocks' skew after
+the result may be answered by it without asking.
+
 A crash loses nothing: a killed leader's rerun finds its claim still its own and keeps it (or,
 when its result was stored just before the kill, succeeds with it), while its followers wait on;
 a claim whose job never comes back lapses after the job time limit.
