@@ -82,7 +82,11 @@ def build_job(body: object, uploads: dict[str, bytes], settings: GatewaySettings
                 if isinstance(v, bytes)
             },
         },
-        "delivery": envelope.model_dump(mode="json", include=set(DeliveryFields.model_fields)),
+        "delivery": envelope.model_dump(
+            mode="json",
+            include=set(DeliveryFields.model_fields),
+            exclude=_new_fields_at_default(envelope),
+        ),
     }
     return NewJob(
         type=spec.name,
@@ -131,5 +135,13 @@ def flux_job(body: FluxRequest) -> NewJob:
         # rolling update still matches its first request.
         idempotency_body=body.model_dump_json(
             exclude={k for k in WORKER_ONLY_FLUX_FIELDS if getattr(body, k) is False}
+            | _new_fields_at_default(body)
         ),
     )
+
+
+def _new_fields_at_default(delivery: DeliveryFields) -> set[str]:
+    """Delivery fields newer than the Idempotency-Key bindings of earlier releases, when at
+    their defaults: left out of the body a key binds to, so a retry that meets the other
+    release during a rolling update still matches. `cache: true` is another request."""
+    return set() if delivery.cache else {"cache"}

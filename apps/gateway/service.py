@@ -7,6 +7,7 @@ never existed, so ids cannot be probed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 import time
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ from apps.common.wire.contracts import (
     WebhookInfo,
 )
 from apps.gateway.enqueue import AlreadyBound, JobQueue, NotReplicated, Refusal
+from apps.gateway.fingerprint import request_fingerprint
 from apps.gateway.idempotency import TTL_S as IDEMPOTENCY_TTL_S
 from apps.gateway.idempotency import Claim, IdempotencyKeys
 from apps.gateway.job_images import JobImages
@@ -169,7 +171,9 @@ class TaskService:
             bound = await self._idempotency.bound_task(scope, key, body=job.idempotency_body)
             if bound is not None:
                 return Submitted(await self._wait_for_record(bound), replayed=True)
-        record = self._new_record(job, webhook, options, owner_of(caller))
+        record = self._new_record(
+            job, webhook, options, owner_of(caller), await self._fingerprint(job, scope)
+        )
         bind_ids(task_id=record.task_id)
         claim = None
         if key is not None:
@@ -207,6 +211,15 @@ class TaskService:
         await self._check_webhook_url(str(delivery.webhook_url))
         events = sorted({e.value for e in delivery.webhook_events} | {"completed"})
         return {"url": str(delivery.webhook_url), "events": events}, extensions
+
+    @staticmethod
+    async def _fingerprint(job: NewJob, scope: str) -> str | None:
+        """The request's fingerprint (identical requests share a run), from its input as given:
+        the seed `_new_record` fills in is no request's own."""
+        fingerprint = functools.partial(request_fingerprint, job.type, job.input, job.images, scope)
+        if any(isinstance(value, bytes) for value in job.images.values()):
+            return await run_in_threadpool(fingerprint)  # hashing uploads takes a while
+        return fingerprint()
 
     async def _accept(
         self,
@@ -256,6 +269,7 @@ class TaskService:
         webhook: dict[str, Any] | None,
         options: SubmitOptions,
         owner: str | None,
+        dedupe: str | None,
     ) -> JobRecord:
         task_input = job.input.model_dump(mode="json")
         for name in WORKER_ONLY_FLUX_FIELDS:
@@ -276,6 +290,8 @@ class TaskService:
             owner=owner,
             webhook=webhook,
             deadline_at=deadline_at,
+            dedupe=dedupe,
+            cache=dedupe is not None and job.delivery.cache,
         )
 
     async def _check_webhook_url(self, url: str) -> None:

@@ -34,6 +34,7 @@ from apps.common.wire.contracts import (
 )
 from apps.worker.balancer_client import BalancerClient
 from apps.worker.capacity import open_when_ready
+from apps.worker.dedupe import IdenticalJobs, share_or_run, store_success
 from apps.worker.errors import InvalidImage, JobFailed, Stopped
 from apps.worker.event_sender import EventSender
 from apps.worker.handlers import HandlerContext, Output, OutputImage, handler_module
@@ -57,6 +58,8 @@ class JobDeps:
     inputs: InputImages
     settings: WorkerSettings
     progress_interval_s: float
+    # Where identical jobs meet (dedupe.py); None runs every job itself.
+    identical: IdenticalJobs | None = None
 
 
 def stop_event(task_id: str, reason: str) -> TaskEvent:
@@ -66,7 +69,8 @@ def stop_event(task_id: str, reason: str) -> TaskEvent:
 
 
 def run_job(task_id: str, deps: JobDeps) -> None:
-    """Run the job unless it is gone, finished, canceled or past its deadline; report events."""
+    """Run the job unless it is gone, finished, canceled or past its deadline, or an identical
+    job's result answers it; report events."""
     bind_ids(task_id=task_id)
     record = deps.store.get(task_id)
     if record is None:
@@ -83,6 +87,12 @@ def run_job(task_id: str, deps: JobDeps) -> None:
     if (ended := deadline_event(record, time.time())) is not None:
         deps.events.send(ended)
         return
+    # Identical requests share one run: this job may be answered, lead or wait (dedupe.py).
+    share_or_run(record, deps, lambda: _run(record, deps))
+
+
+def _run(record: JobRecord, deps: JobDeps) -> None:
+    task_id = record.task_id
     spec = task_type(record.type)
     # An inference job starts when a model server takes it; until then it waits, queued.
     if record.status is TaskStatus.QUEUED and spec.runs_on != "inference":
@@ -107,7 +117,13 @@ def run_job(task_id: str, deps: JobDeps) -> None:
         return
     result = _store_output(task_id, output, compute_ms, deps.outputs)
     log.info("job succeeded", task_id=task_id, images=len(result.images), compute_ms=compute_ms)
-    deps.events.send(TaskEvent(task_id=task_id, event=EventKind.SUCCEEDED, result=result))
+    _succeeded(record, result, deps)
+
+
+def _succeeded(record: JobRecord, result: JobResult, deps: JobDeps) -> None:
+    # Kept for identical jobs before the job ends: one that waits for it finds it once it has.
+    store_success(record, result, deps)
+    deps.events.send(TaskEvent(task_id=record.task_id, event=EventKind.SUCCEEDED, result=result))
 
 
 def _context(record: JobRecord, deps: JobDeps) -> HandlerContext:
@@ -183,9 +199,7 @@ def _run_on_inference(
                     images=len(result.images),
                     compute_ms=line.compute_ms,
                 )
-                deps.events.send(
-                    TaskEvent(task_id=task_id, event=EventKind.SUCCEEDED, result=result)
-                )
+                _succeeded(record, result, deps)
             elif isinstance(line, InferenceError):
                 fail(deps, task_id, line.code, line.message)
     finally:

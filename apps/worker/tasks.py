@@ -30,6 +30,7 @@ from apps.common.wire.queues import (
 from apps.worker.balancer_client import BalancerClient, InferenceRetryable
 from apps.worker.capacity import HandBack
 from apps.worker.celery_app import app, settings
+from apps.worker.dedupe import IdenticalJobs
 from apps.worker.event_sender import EventSender
 from apps.worker.inputs import FETCH_TIMEOUT, InputImages
 from apps.worker.run_job import JobDeps, fail, run_job
@@ -64,6 +65,10 @@ def job_deps() -> JobDeps:
         ),
         settings=settings,
         progress_interval_s=settings.worker_progress_interval_ms / 1000,
+        # A claim on a run lasts one delivery at most: the hard time limit ends it.
+        identical=IdenticalJobs(
+            redis_client(), claim_s=settings.job_time_limit_s, record_ttl_s=settings.job_ttl_s
+        ),
     )
 
 

@@ -52,6 +52,12 @@ class JobRecord(BaseModel):
     queue_ticket: int | None = None
     # What a worker holding this queued job found it waiting for (cleared when it starts).
     waiting_for: WaitReason | None = None
+    # Identical requests share one run (`apps/worker/dedupe.py`): the request's fingerprint, set
+    # at submit only for an explicit seed on a deterministic type; `cache` is the request's
+    # opt-in to a stored result; `cached` is set when the job is answered from another's.
+    dedupe: str | None = None
+    cache: bool = False
+    cached: bool = False
 
     def to_hash(self) -> dict[str, str]:
         data = self.model_dump(mode="json", exclude_none=True)
@@ -78,6 +84,8 @@ def new_job(
     webhook: dict[str, Any] | None = None,
     deadline_at: float | None = None,
     request_id: str | None = None,
+    dedupe: str | None = None,
+    cache: bool = False,
 ) -> JobRecord:
     """A fresh `queued` record with a random task id."""
     return JobRecord(
@@ -91,6 +99,8 @@ def new_job(
         webhook=webhook,
         deadline_at=deadline_at,
         request_id=request_id,
+        dedupe=dedupe,
+        cache=cache,
     )
 
 

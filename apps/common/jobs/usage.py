@@ -45,8 +45,9 @@ return 1
 
 
 def compute_share_ms(record: JobRecord) -> float:
-    """The job's share of the model's time: a batch's compute split among its requests."""
-    if record.result is None:
+    """The job's share of the model's time: a batch's compute split among its requests. A job
+    answered from an identical job's result (`cached`) used none: it is charged nothing."""
+    if record.result is None or record.cached:
         return 0.0
     timings = record.result.timings
     compute = float(timings.get("compute_ms", 0.0))

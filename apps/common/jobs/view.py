@@ -65,6 +65,7 @@ def job_view(
         started_at=_iso(record.started_at),
         finished_at=_iso(record.finished_at),
         result=record.result,
+        cached=record.cached and record.status is TaskStatus.SUCCEEDED,
         error=record.error,
         queue_position=queue_position if record.status is TaskStatus.QUEUED else None,
         waiting_for=record.waiting_for if record.status is TaskStatus.QUEUED else None,

@@ -139,3 +139,14 @@ def usage_counted_key(task_id: str) -> str:
 def attempt_key(task_id: str) -> str:
     """Hash of one job's runs: whether one is open, and how many died without finishing."""
     return f"{PREFIX}:attempt:{task_id}"
+
+
+def dedupe_done_key(fingerprint: str) -> str:
+    """Hash of the last result of a request fingerprint (`apps/worker/dedupe.py`): the task that
+    made it, when it was written, the result; kept no longer than that task's record."""
+    return f"{PREFIX}:dedupe-done:{fingerprint}"
+
+
+def dedupe_running_key(fingerprint: str) -> str:
+    """The task id running a request fingerprint now; identical jobs wait for its result."""
+    return f"{PREFIX}:dedupe-running:{fingerprint}"

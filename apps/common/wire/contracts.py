@@ -46,8 +46,8 @@ class EventKind(StrEnum):
     FAILED = "failed"
     CANCELED = "canceled"
     EXPIRED = "expired"
-    # A queued job is waiting for a model server (`TaskEvent.waiting_for` says which kind of
-    # wait); it stays `queued`. Pushed to subscribers, never sent as a webhook.
+    # A queued job is waiting for a model server or an identical job (`TaskEvent.waiting_for`
+    # says which kind of wait); it stays `queued`. Pushed to subscribers, never sent as a webhook.
     WAITING = "waiting"
 
     @property
@@ -63,6 +63,9 @@ class WaitReason(StrEnum):
     MODEL_SERVER = "model_server"
     # Model servers are ready but every one is at capacity.
     CAPACITY = "capacity"
+    # An identical job (same fingerprint, `apps/worker/dedupe.py`) is running: this one takes its
+    # result when it ends, or runs itself if that job ends without one.
+    IDENTICAL_JOB = "identical_job"
 
 
 class WebhookEvent(StrEnum):
@@ -158,11 +161,16 @@ class FluxInput(StrictModel):
 
 
 class DeliveryFields(StrictModel):
-    """How the client wants to hear about a task, beside the task's own input."""
+    """How the client wants to hear about a task (and whether it takes a stored result), beside
+    the task's own input."""
 
     webhook_url: AnyHttpUrl | None = None
     webhook_events: list[WebhookEvent] = Field(default_factory=lambda: [WebhookEvent.COMPLETED])
     priority: int = Field(default=5, ge=0, le=9)
+    # Take the stored result of an identical request (an explicit seed is needed) that finished
+    # within the job TTL instead of running again; identical requests in flight together share
+    # one run either way.
+    cache: bool = False
 
 
 class FluxRequest(FluxInput, DeliveryFields):
@@ -274,6 +282,8 @@ class JobView(BaseModel):
     # While queued: what the job waits for (`model_server` during a cold start), else null.
     waiting_for: WaitReason | None = None
     result: JobResult | None = None
+    # Succeeded with the result of an identical job (its images copied), no compute of its own.
+    cached: bool = False
     error: ErrorInfo | None = None
     urls: TaskUrls
     timings: StageTimings

@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from apps.common.service.errors import InvalidInput
-from apps.common.wire.contracts import FluxRequest, SubmitAnswer
+from apps.common.wire.contracts import DeliveryFields, FluxRequest, SubmitAnswer
 from apps.gateway.auth import Caller
 from apps.gateway.headers import CANCEL_AFTER_PATTERN
 from apps.gateway.idempotency import KEY_PATTERN
@@ -37,7 +37,7 @@ _SAME = (
 
 def native_body(body: dict[str, Any]) -> dict[str, Any]:
     """WaveSpeed's `{"input": {...}}` as our flat `POST /flux` body; flat bodies pass as is."""
-    if set(body) - {"input", "webhook_url", "webhook_events", "priority"} or "input" not in body:
+    if set(body) - {"input", *DeliveryFields.model_fields} or "input" not in body:
         return body
     given = body["input"]
     if not isinstance(given, dict):

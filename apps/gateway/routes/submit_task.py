@@ -100,6 +100,7 @@ def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
                             "webhook_url": {"type": "string"},
                             "webhook_events": {"type": "string"},
                             "priority": {"type": "integer", "minimum": 0, "maximum": 9},
+                            "cache": {"type": "boolean"},
                         },
                     }
                 },

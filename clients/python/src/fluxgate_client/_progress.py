@@ -18,6 +18,7 @@ class Progress(Protocol):
 WAITING_FOR = {
     "model_server": "waiting for a model server to start",
     "capacity": "waiting for a free model server",
+    "identical_job": "waiting for an identical request to finish",
 }
 
 
