@@ -52,6 +52,9 @@ class JobRecord(BaseModel):
     queue_ticket: int | None = None
     # What a worker holding this queued job found it waiting for (cleared when it starts).
     waiting_for: WaitReason | None = None
+    # What the job costs in megapixel-steps (`TaskType.cost`), fixed at submit; None in records
+    # written before costs were kept.
+    cost: float | None = None
 
     def to_hash(self) -> dict[str, str]:
         data = self.model_dump(mode="json", exclude_none=True)
@@ -78,6 +81,7 @@ def new_job(
     webhook: dict[str, Any] | None = None,
     deadline_at: float | None = None,
     request_id: str | None = None,
+    cost: float | None = None,
 ) -> JobRecord:
     """A fresh `queued` record with a random task id."""
     return JobRecord(
@@ -91,6 +95,7 @@ def new_job(
         webhook=webhook,
         deadline_at=deadline_at,
         request_id=request_id,
+        cost=cost,
     )
 
 
