@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
+from apps.common.images import ImageInfo
 from apps.common.jobs.announce import Announcer
 from apps.common.jobs.positions import QueuePositions
 from apps.common.jobs.record import JobRecord, new_job
@@ -33,13 +34,15 @@ from apps.common.service.errors import (
     ModelNotConfigured,
     NotFound,
     RateLimited,
+    TooExpensive,
     TooManyJobs,
+    TooMuchWork,
     Unavailable,
 )
 from apps.common.service.logging import get_logger
 from apps.common.service.request_context import bind_ids, current_ids
 from apps.common.storage.names import OutputStore
-from apps.common.task_types import task_type
+from apps.common.task_types import ImageSizes, TaskType, task_type
 from apps.common.wire.contracts import (
     WORKER_ONLY_FLUX_FIELDS,
     DeliveryFields,
@@ -63,11 +66,17 @@ log = get_logger(__name__)
 TOO_MANY_JOBS_RETRY_S = 5
 
 
-def _refused(refusal: Refusal) -> RateLimited | TooManyJobs:
+def _refused(refusal: Refusal) -> RateLimited:
     owner = refusal.admission.owner
     if refusal.reason == "rate":
         return RateLimited(
             f"rate limit of key {owner} exceeded", retry_after_s=retry_after_s(refusal.wait_s)
+        )
+    if refusal.reason == "cost":
+        return TooMuchWork(
+            f"key {owner}'s queued and running jobs would cost more than its max_cost of "
+            f"{refusal.admission.max_cost:g} with this one; retry when some have ended",
+            retry_after_s=TOO_MANY_JOBS_RETRY_S,
         )
     return TooManyJobs(
         f"key {owner} already has {refusal.admission.max_active} jobs queued or running",
@@ -101,6 +110,19 @@ class NewJob:
     images: dict[str, bytes | str]
     # What an Idempotency-Key binds to: the same key with another body is a conflict.
     idempotency_body: str
+    # Where the request carries the input's fields, for naming one in an error: under `input.`
+    # (`POST /tasks`) or at the top (`POST /flux`).
+    input_path: str = "input."
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What the checks of a submit found: the record's webhook settings, what each upload is,
+    and what the job costs."""
+
+    webhook: dict[str, Any] | None
+    uploads: dict[str, ImageInfo]
+    cost: float
 
 
 @dataclass(frozen=True)
@@ -159,7 +181,7 @@ class TaskService:
         """Check the job, then accept it in one step (the key's limits, the Idempotency-Key, the
         record and the message): a worker never sees a task without its record, a refused submit
         leaves nothing behind and holds no key, and a replay spends no rate."""
-        webhook, extensions = await self._check(job)
+        checked = await self._check(job, caller)
         scope = scope_of(caller)
         key = options.idempotency_key
         if key is not None:
@@ -167,7 +189,7 @@ class TaskService:
             bound = await self._idempotency.bound_task(scope, key, body=job.idempotency_body)
             if bound is not None:
                 return Submitted(await self._wait_for_record(bound), replayed=True)
-        record = self._new_record(job, webhook, options, owner_of(caller))
+        record = self._new_record(job, checked, options, owner_of(caller))
         bind_ids(task_id=record.task_id)
         claim = None
         if key is not None:
@@ -180,7 +202,7 @@ class TaskService:
                 ttl_s=min(IDEMPOTENCY_TTL_S, self._settings.job_ttl_s),
             )
         admission = None if caller is None else KeyAdmission.of(caller)
-        outcome = await self._accept(record, job, extensions, scope, admission, claim)
+        outcome = await self._accept(record, job, checked.uploads, scope, admission, claim)
         if isinstance(outcome, AlreadyBound):
             # A concurrent request with the same key got there first: answer its task.
             bound = IdempotencyKeys.task_of(outcome.binding, body=job.idempotency_body)
@@ -189,28 +211,51 @@ class TaskService:
             raise _refused(outcome)
         return Submitted(record, replayed=False)
 
-    async def _check(self, job: NewJob) -> tuple[dict[str, Any] | None, dict[str, str]]:
-        """The pure checks (setting, images, webhook URL), before anything is spent or stored;
-        returns the record's webhook settings and each upload's file extension."""
+    async def _check(self, job: NewJob, caller: ApiKey | None) -> Checked:
+        """The pure checks (setting, images, cost, webhook URL), before anything is spent or
+        stored."""
         spec = task_type(job.type)
         if spec.requires_setting and not getattr(self._settings, spec.requires_setting, ""):
             raise ModelNotConfigured(
                 f"task type {job.type} needs FLUXGATE_{spec.requires_setting.upper()} to be set",
                 field="type",
             )
-        extensions = await self._inputs.check(job.images)
+        uploads = await self._inputs.check(job.images)
+        cost = self._check_cost(spec, job, uploads, caller)
         delivery = job.delivery
         if delivery.webhook_url is None:
-            return None, extensions
+            return Checked(None, uploads, cost)
         await self._check_webhook_url(str(delivery.webhook_url))
         events = sorted({e.value for e in delivery.webhook_events} | {"completed"})
-        return {"url": str(delivery.webhook_url), "events": events}, extensions
+        return Checked({"url": str(delivery.webhook_url), "events": events}, uploads, cost)
+
+    def _check_cost(
+        self, spec: TaskType, job: NewJob, uploads: dict[str, ImageInfo], caller: ApiKey | None
+    ) -> float:
+        """The job's cost, or `too_expensive` when it is over the limit of one job or over its
+        key's `max_cost` (which it could then never fit under, however long it waited)."""
+        sizes = ImageSizes(
+            {name: (info.width, info.height) for name, info in uploads.items()},
+            max_pixels=self._settings.input_image_max_pixels,
+        )
+        cost = spec.cost(job.input, sizes)
+        limit = self._settings.max_job_cost
+        over = f"the limit of {limit:g} for one job"
+        if caller is not None and caller.max_cost is not None and caller.max_cost < limit:
+            limit = caller.max_cost
+            over = f"key {caller.id}'s max_cost of {limit:g}, so it could never run"
+        if cost > limit:
+            field = job.input_path + spec.field_to_lower(job.input, sizes)
+            raise TooExpensive(
+                f"this job costs {cost} megapixel-steps, over {over}: lower {field}", field=field
+            )
+        return cost
 
     async def _accept(
         self,
         record: JobRecord,
         job: NewJob,
-        extensions: dict[str, str],
+        uploads: dict[str, ImageInfo],
         scope: str,
         admission: KeyAdmission | None,
         claim: Claim | None,
@@ -221,7 +266,7 @@ class TaskService:
         accepted: bool | None = None
         try:
             if job.images:
-                await self._inputs.store(record, job.images, extensions)
+                await self._inputs.store(record, job.images, uploads)
             outcome = await self._queue.accept(
                 record, keys.owner_tasks_key(scope), admission, claim
             )
@@ -251,7 +296,7 @@ class TaskService:
     def _new_record(
         self,
         job: NewJob,
-        webhook: dict[str, Any] | None,
+        checked: Checked,
         options: SubmitOptions,
         owner: str | None,
     ) -> JobRecord:
@@ -272,8 +317,9 @@ class TaskService:
             request_id=current_ids().get("request_id"),
             priority=job.delivery.priority,
             owner=owner,
-            webhook=webhook,
+            webhook=checked.webhook,
             deadline_at=deadline_at,
+            cost=checked.cost,
         )
 
     async def _check_webhook_url(self, url: str) -> None:
