@@ -34,7 +34,6 @@ from apps.common.service.errors import (
     ModelNotConfigured,
     NotFound,
     RateLimited,
-    TooExpensive,
     TooManyJobs,
     TooMuchWork,
     Unavailable,
@@ -42,7 +41,7 @@ from apps.common.service.errors import (
 from apps.common.service.logging import get_logger
 from apps.common.service.request_context import bind_ids, current_ids
 from apps.common.storage.names import OutputStore
-from apps.common.task_types import ImageSizes, TaskType, task_type
+from apps.common.task_types import task_type
 from apps.common.wire.contracts import (
     WORKER_ONLY_FLUX_FIELDS,
     DeliveryFields,
@@ -57,6 +56,7 @@ from apps.common.wire.contracts import (
 from apps.gateway.enqueue import AlreadyBound, JobQueue, NotReplicated, Refusal
 from apps.gateway.idempotency import TTL_S as IDEMPOTENCY_TTL_S
 from apps.gateway.idempotency import Claim, IdempotencyKeys
+from apps.gateway.job_cost import price_job
 from apps.gateway.job_images import JobImages
 from apps.gateway.limits import KeyAdmission, retry_after_s
 from apps.gateway.settings import GatewaySettings
@@ -221,35 +221,20 @@ class TaskService:
                 field="type",
             )
         uploads = await self._inputs.check(job.images)
-        cost = self._check_cost(spec, job, uploads, caller)
+        cost = price_job(
+            spec,
+            job.input,
+            uploads,
+            input_path=job.input_path,
+            caller=caller,
+            settings=self._settings,
+        )
         delivery = job.delivery
         if delivery.webhook_url is None:
             return Checked(None, uploads, cost)
         await self._check_webhook_url(str(delivery.webhook_url))
         events = sorted({e.value for e in delivery.webhook_events} | {"completed"})
         return Checked({"url": str(delivery.webhook_url), "events": events}, uploads, cost)
-
-    def _check_cost(
-        self, spec: TaskType, job: NewJob, uploads: dict[str, ImageInfo], caller: ApiKey | None
-    ) -> float:
-        """The job's cost, or `too_expensive` when it is over the limit of one job or over its
-        key's `max_cost` (which it could then never fit under, however long it waited)."""
-        sizes = ImageSizes(
-            {name: (info.width, info.height) for name, info in uploads.items()},
-            max_pixels=self._settings.input_image_max_pixels,
-        )
-        cost = spec.cost(job.input, sizes)
-        limit = self._settings.max_job_cost
-        over = f"the limit of {limit:g} for one job"
-        if caller is not None and caller.max_cost is not None and caller.max_cost < limit:
-            limit = caller.max_cost
-            over = f"key {caller.id}'s max_cost of {limit:g}, so it could never run"
-        if cost > limit:
-            field = job.input_path + spec.field_to_lower(job.input, sizes)
-            raise TooExpensive(
-                f"this job costs {cost} megapixel-steps, over {over}: lower {field}", field=field
-            )
-        return cost
 
     async def _accept(
         self,

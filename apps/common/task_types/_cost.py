@@ -8,7 +8,7 @@ priced in the same unit, scaled down so that they stay small next to any GPU job
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 PIXELS_PER_MEGAPIXEL = 1_000_000
 # What a megapixel of CPU image work (stylize, face_detect, ...) costs: a hundredth of one FLUX
@@ -29,9 +29,9 @@ class ImageSizes:
     size is unknown and it is charged at the bound, `max_pixels`."""
 
     # Image field -> (width, height).
-    known: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    known: Mapping[str, tuple[int, int]]
     # FLUXGATE_INPUT_IMAGE_MAX_PIXELS: no input image may have more.
-    max_pixels: int = 40_000_000
+    max_pixels: int
 
     def size(self, name: str) -> tuple[int, int] | None:
         return self.known.get(name)
