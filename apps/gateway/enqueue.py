@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import redis.asyncio as aioredis
 from celery import Celery
@@ -29,18 +29,18 @@ from apps.gateway.idempotency import Claim
 from apps.gateway.limits import ACTIVE_CAP_FN, BUCKET_FN, KeyAdmission
 
 # KEYS: job hash, owner's task listing, deadlines, the lane's ticket counter, the lane's list,
-# the key's rate bucket, its set of active jobs (both unused for anonymous submits) and the
-# Idempotency-Key's binding (unused without one); under fair share, last, the queue's
-# `fairshare.queue_keys`.
+# the key's rate bucket, its set of active jobs, the Idempotency-Key's binding (unused without
+# one) and the key's active jobs by cost (bucket and both sets unused for anonymous submits);
+# under fair share, last, the queue's `fairshare.queue_keys`.
 # ARGV: task id, created at, TTL, deadline or '', listing cutoff, message, rate ('' = no
-# limits), burst, max active, the binding to claim ('' = none), its TTL, then fair share's:
-# how many jobs may wait released ('' = fair share off: straight onto the lane), the job's key
-# ('' = anonymous), its charge (cost / weight), its Celery priority; then the job hash's fields
-# and values.
-# Returns {1, ticket}, {0, 'rate', wait_s}, {0, 'cap'} or {2, binding} (the key is bound
-# already): only {1, ticket} writes anything (ticket 0: staged for fair share), and a bound key
-# is looked at before any rate is spent, so a replay costs nothing and a refused submit never
-# holds the key.
+# limits), burst, max active, the binding to claim ('' = none), its TTL, max cost ('' = no
+# cap), the job's cost, then fair share's: how many jobs may wait released ('' = fair share
+# off: straight onto the lane), the job's key ('' = anonymous), its charge (cost / weight), its
+# Celery priority; then the job hash's fields and values.
+# Returns {1, ticket}, {0, 'rate', wait_s}, {0, 'cap'}, {0, 'cost'} or {2, binding} (the key is
+# bound already): only {1, ticket} writes anything (ticket 0: staged for fair share), and a
+# bound key is looked at before any rate is spent, so a replay costs nothing and a refused
+# submit never holds the key.
 ACCEPT_LUA = (
     BUCKET_FN
     + ACTIVE_CAP_FN
@@ -52,19 +52,20 @@ if ARGV[10] ~= '' then
   if bound then return {2, bound} end
 end
 if ARGV[7] ~= '' then
-  if not has_room(KEYS[7], tonumber(ARGV[9]), tonumber(ARGV[2]), tonumber(ARGV[3]))
-  then return {0, 'cap'} end
+  local room, full = has_room(KEYS[7], KEYS[9], tonumber(ARGV[9]), tonumber(ARGV[12]),
+                             tonumber(ARGV[13]), tonumber(ARGV[2]), tonumber(ARGV[3]))
+  if not room then return {0, full} end
   local allowed, wait = take_token(KEYS[6], tonumber(ARGV[7]), tonumber(ARGV[8]))
   if allowed == 0 then return {0, 'rate', string.format('%.3f', wait)} end
-  start_job(KEYS[7], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))
+  start_job(KEYS[7], KEYS[9], ARGV[1], ARGV[13], tonumber(ARGV[2]), tonumber(ARGV[3]))
 end
 if ARGV[10] ~= '' then redis.call('SET', KEYS[8], ARGV[10], 'EX', ARGV[11]) end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 if ARGV[4] ~= '' then redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1]) end
-redis.call('HSET', KEYS[1], unpack(ARGV, 16))
-if ARGV[12] == '' then
+redis.call('HSET', KEYS[1], unpack(ARGV, 18))
+if ARGV[14] == '' then
   local ticket = take_ticket(KEYS[4], KEYS[1])
   redis.call('EXPIRE', KEYS[1], ARGV[3])
   redis.call('LPUSH', KEYS[5], ARGV[6])
@@ -72,19 +73,23 @@ if ARGV[12] == '' then
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 local base = #KEYS - PER_LANE * LANES
-stage(base, tonumber(ARGV[15]), ARGV[1], ARGV[13], tonumber(ARGV[14]), ARGV[6])
-release(base, tonumber(ARGV[12]))
+stage(base, tonumber(ARGV[17]), ARGV[1], ARGV[15], tonumber(ARGV[16]), ARGV[6])
+release(base, tonumber(ARGV[14]))
 return {1, 0}
 """
 )
 
 
+RefusalReason = Literal["rate", "cap", "cost"]
+
+
 @dataclass(frozen=True)
 class Refusal:
-    """Why a key's job was not accepted: `rate` (retry after `wait_s`) or `cap`."""
+    """Why a key's job was not accepted: `rate` (retry after `wait_s`), `cap` (too many jobs)
+    or `cost` (their summed cost)."""
 
     admission: KeyAdmission
-    reason: Literal["rate", "cap"]
+    reason: RefusalReason
     wait_s: float = 0.0
 
 
@@ -151,7 +156,7 @@ class JobQueue:
             owner = admission.owner if admission else None
             fair = [
                 self._fair_ready,
-                *fair_args(owner, getattr(record, "cost", None), weight),
+                *fair_args(owner, record.cost, weight),
                 celery_priority(record.priority),
             ]
             fair_keys = queue_keys(queue)
@@ -165,6 +170,7 @@ class JobQueue:
                 admission.bucket_key if admission else keys.rate_bucket_key(""),
                 admission.active_key if admission else keys.active_jobs_key(""),
                 claim.redis_key if claim else keys.idempotency_key("", ""),
+                admission.cost_key if admission else keys.active_cost_key(""),
                 *fair_keys,
             ],
             args=[
@@ -179,6 +185,9 @@ class JobQueue:
                 admission.max_active if admission else "",
                 claim.binding if claim else "",
                 claim.ttl_s if claim else "",
+                "" if admission is None or admission.max_cost is None else admission.max_cost,
+                # A record made without a cost (none before costs were kept) counts as free.
+                record.cost or 0,
                 *fair,
                 *fields,
             ],
@@ -188,7 +197,7 @@ class JobQueue:
             return AlreadyBound(_text(reply[1]))
         if verdict == 0 and admission is not None:
             wait = float(reply[2]) if len(reply) > 2 else 0.0
-            return Refusal(admission, "rate" if _text(reply[1]) == "rate" else "cap", wait)
+            return Refusal(admission, cast(RefusalReason, _text(reply[1])), wait)
         # A staged job has no ticket yet: it takes one when it is released.
         record.queue_ticket = int(reply[1]) or None
         if acked is not None and acked < self._wait_replicas:

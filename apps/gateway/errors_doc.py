@@ -25,8 +25,9 @@ _DESCRIPTIONS = {
     404: "no such task, or another key's (`not_found`)",
     409: "conflict with the task's state or an Idempotency-Key (`conflict`)",
     413: "request body too large (`body_too_large`)",
-    422: "invalid input, naming the field (`invalid_input`)",
-    429: "`rate_limited` or `too_many_jobs`, with Retry-After",
+    422: "invalid input, naming the field (`invalid_input`), or a job that costs too much "
+    "(`too_expensive`, naming the field to lower)",
+    429: "`rate_limited`, `too_many_jobs` or `too_much_work`, with Retry-After",
     503: "Redis or the queue is unavailable (`unavailable`), with Retry-After",
 }
 

@@ -61,11 +61,11 @@ class JobImages:
             image["base64"] = await run_in_threadpool(_b64, data)
         return view
 
-    async def check(self, values: ImageValues) -> dict[str, str]:
+    async def check(self, values: ImageValues) -> dict[str, images.ImageInfo]:
         """Decode each uploaded image once (refusing corrupt, oversized and bomb files), and
         check image URLs as webhook URLs are checked; the worker fetches them later. Returns
-        each upload's file extension."""
-        extensions: dict[str, str] = {}
+        what each upload is (its file extension and size)."""
+        uploads: dict[str, images.ImageInfo] = {}
         for field, value in values.items():
             name = f"input.{field}"
             if isinstance(value, str):
@@ -88,11 +88,11 @@ class JobImages:
                 )
             except images.ImageRejected as exc:
                 raise InvalidInput(f"{name}: {exc}", field=name) from exc
-            extensions[field] = info.extension
-        return extensions
+            uploads[field] = info
+        return uploads
 
     async def store(
-        self, record: JobRecord, values: ImageValues, extensions: dict[str, str]
+        self, record: JobRecord, values: ImageValues, uploads: dict[str, images.ImageInfo]
     ) -> None:
         """Uploaded bytes go to the output store; the record keeps only their references."""
         for field, value in values.items():
@@ -102,7 +102,7 @@ class JobImages:
                     record.task_id,
                     field,
                     value,
-                    extension=extensions[field],
+                    extension=uploads[field].extension,
                 )
             else:
                 record.input[field] = value

@@ -131,6 +131,7 @@ def flux_job(body: FluxRequest) -> NewJob:
         input=body.task_input(),
         delivery=body.delivery(),
         images={},
+        input_path="",
         # The fields of earlier releases only, so a retry that meets another release during a
         # rolling update still matches its first request.
         idempotency_body=body.model_dump_json(

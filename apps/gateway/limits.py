@@ -1,6 +1,6 @@
-"""Per-key limits in Redis, as Lua functions: a token bucket for submits, and a cap on the jobs a
-key has queued or running. The accept script (`enqueue.py`) runs both for every submit of a key
-and writes the job in the same step."""
+"""Per-key limits in Redis, as Lua functions: a token bucket for submits, and caps on the jobs a
+key has queued or running (their number and their summed cost). The accept script (`enqueue.py`)
+runs both for every submit of a key and writes the job in the same step."""
 
 from __future__ import annotations
 
@@ -28,18 +28,34 @@ local function take_token(key, rate, burst)
 end
 """
 
-# The owner's set of active jobs: `has_room` says whether one more fits (entries older than the
-# job TTL, records that expired without ending, are dropped first, so the count heals itself);
-# `start_job` adds one. Checked before the rate is charged, so a refusal for the cap spends no
-# token of the key's bucket.
+# The owner's active jobs: a set of task ids scored by created time (`key`) and its companion of
+# the same ids scored by cost (`cost_key`; the job store removes an ending job from both).
+# `has_room` says whether one more job of `cost` fits: true, or false and why, 'cap' (the number)
+# or 'cost' (the sum, with `max_cost` nil for no cap). Entries older than the job TTL, records that
+# expired without ending, are dropped first, and the companion keeps only ids still in the set, so
+# both heal themselves. `start_job` adds one to both (`cost` as given, a string, since numbers
+# passed to redis.call become integers). Checked before the rate is charged, so a refusal for a
+# cap spends no token of the key's bucket.
 ACTIVE_CAP_FN = """
-local function has_room(key, max_active, now, ttl)
+local function has_room(key, cost_key, max_active, max_cost, cost, now, ttl)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now - ttl)
-  return redis.call('ZCARD', key) < max_active
+  if redis.call('ZCARD', key) >= max_active then return false, 'cap' end
+  -- Each kept score is cost x 1 + created time x 0; ids no longer in the set are dropped.
+  redis.call('ZINTERSTORE', cost_key, 2, cost_key, key, 'WEIGHTS', 1, 0)
+  if max_cost then
+    local total = 0
+    local costs = redis.call('ZRANGE', cost_key, 0, -1, 'WITHSCORES')
+    for i = 2, #costs, 2 do total = total + tonumber(costs[i]) end
+    -- A hair of slack: sums of decimal costs are not exact in binary.
+    if total + cost > max_cost + 1e-9 then return false, 'cost' end
+  end
+  return true
 end
-local function start_job(key, task_id, now, ttl)
+local function start_job(key, cost_key, task_id, cost, now, ttl)
   redis.call('ZADD', key, now, task_id)
   redis.call('EXPIRE', key, ttl)
+  redis.call('ZADD', cost_key, cost, task_id)
+  redis.call('EXPIRE', cost_key, ttl)
 end
 """
 
@@ -57,12 +73,14 @@ class KeyAdmission:
     rate_per_s: float
     burst: int
     max_active: int
+    # The most its queued and running jobs may cost together; None: no cap.
+    max_cost: float | None = None
     # The key's fair share relative to other keys' (apps/common/jobs/fairshare.py).
     weight: float = 1.0
 
     @classmethod
     def of(cls, key: ApiKey) -> KeyAdmission:
-        return cls(key.id, key.rate_per_s, key.burst, key.max_active, getattr(key, "weight", 1.0))
+        return cls(key.id, key.rate_per_s, key.burst, key.max_active, key.max_cost, key.weight)
 
     @property
     def bucket_key(self) -> str:
@@ -71,3 +89,7 @@ class KeyAdmission:
     @property
     def active_key(self) -> str:
         return keys.active_jobs_key(self.owner)
+
+    @property
+    def cost_key(self) -> str:
+        return keys.active_cost_key(self.owner)

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
+from apps.common.images import ImageInfo
 from apps.common.jobs.announce import Announcer
 from apps.common.jobs.fairshare import FairQueues
 from apps.common.jobs.positions import QueuePositions
@@ -36,6 +37,7 @@ from apps.common.service.errors import (
     NotFound,
     RateLimited,
     TooManyJobs,
+    TooMuchWork,
     Unavailable,
 )
 from apps.common.service.logging import get_logger
@@ -57,6 +59,7 @@ from apps.gateway.enqueue import AlreadyBound, JobQueue, NotReplicated, Refusal
 from apps.gateway.fingerprint import request_fingerprint
 from apps.gateway.idempotency import TTL_S as IDEMPOTENCY_TTL_S
 from apps.gateway.idempotency import Claim, IdempotencyKeys
+from apps.gateway.job_cost import price_job
 from apps.gateway.job_images import JobImages
 from apps.gateway.limits import KeyAdmission, retry_after_s
 from apps.gateway.settings import GatewaySettings
@@ -66,11 +69,17 @@ log = get_logger(__name__)
 TOO_MANY_JOBS_RETRY_S = 5
 
 
-def _refused(refusal: Refusal) -> RateLimited | TooManyJobs:
+def _refused(refusal: Refusal) -> RateLimited:
     owner = refusal.admission.owner
     if refusal.reason == "rate":
         return RateLimited(
             f"rate limit of key {owner} exceeded", retry_after_s=retry_after_s(refusal.wait_s)
+        )
+    if refusal.reason == "cost":
+        return TooMuchWork(
+            f"key {owner}'s queued and running jobs would cost more than its max_cost of "
+            f"{refusal.admission.max_cost:g} with this one; retry when some have ended",
+            retry_after_s=TOO_MANY_JOBS_RETRY_S,
         )
     return TooManyJobs(
         f"key {owner} already has {refusal.admission.max_active} jobs queued or running",
@@ -104,6 +113,19 @@ class NewJob:
     images: dict[str, bytes | str]
     # What an Idempotency-Key binds to: the same key with another body is a conflict.
     idempotency_body: str
+    # Where the request carries the input's fields, for naming one in an error: under `input.`
+    # (`POST /tasks`) or at the top (`POST /flux`).
+    input_path: str = "input."
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What the checks of a submit found: the record's webhook settings, what each upload is,
+    and what the job costs."""
+
+    webhook: dict[str, Any] | None
+    uploads: dict[str, ImageInfo]
+    cost: float
 
 
 @dataclass(frozen=True)
@@ -163,7 +185,7 @@ class TaskService:
         """Check the job, then accept it in one step (the key's limits, the Idempotency-Key, the
         record and the message): a worker never sees a task without its record, a refused submit
         leaves nothing behind and holds no key, and a replay spends no rate."""
-        webhook, extensions = await self._check(job)
+        checked = await self._check(job, caller)
         scope = scope_of(caller)
         key = options.idempotency_key
         if key is not None:
@@ -172,7 +194,7 @@ class TaskService:
             if bound is not None:
                 return Submitted(await self._wait_for_record(bound), replayed=True)
         record = self._new_record(
-            job, webhook, options, owner_of(caller), await self._fingerprint(job, scope)
+            job, checked, options, owner_of(caller), await self._fingerprint(job, scope)
         )
         bind_ids(task_id=record.task_id)
         claim = None
@@ -186,7 +208,7 @@ class TaskService:
                 ttl_s=min(IDEMPOTENCY_TTL_S, self._settings.job_ttl_s),
             )
         admission = None if caller is None else KeyAdmission.of(caller)
-        outcome = await self._accept(record, job, extensions, scope, admission, claim)
+        outcome = await self._accept(record, job, checked.uploads, scope, admission, claim)
         if isinstance(outcome, AlreadyBound):
             # A concurrent request with the same key got there first: answer its task.
             bound = IdempotencyKeys.task_of(outcome.binding, body=job.idempotency_body)
@@ -195,22 +217,30 @@ class TaskService:
             raise _refused(outcome)
         return Submitted(record, replayed=False)
 
-    async def _check(self, job: NewJob) -> tuple[dict[str, Any] | None, dict[str, str]]:
-        """The pure checks (setting, images, webhook URL), before anything is spent or stored;
-        returns the record's webhook settings and each upload's file extension."""
+    async def _check(self, job: NewJob, caller: ApiKey | None) -> Checked:
+        """The pure checks (setting, images, cost, webhook URL), before anything is spent or
+        stored."""
         spec = task_type(job.type)
         if spec.requires_setting and not getattr(self._settings, spec.requires_setting, ""):
             raise ModelNotConfigured(
                 f"task type {job.type} needs FLUXGATE_{spec.requires_setting.upper()} to be set",
                 field="type",
             )
-        extensions = await self._inputs.check(job.images)
+        uploads = await self._inputs.check(job.images)
+        cost = price_job(
+            spec,
+            job.input,
+            uploads,
+            input_path=job.input_path,
+            caller=caller,
+            settings=self._settings,
+        )
         delivery = job.delivery
         if delivery.webhook_url is None:
-            return None, extensions
+            return Checked(None, uploads, cost)
         await self._check_webhook_url(str(delivery.webhook_url))
         events = sorted({e.value for e in delivery.webhook_events} | {"completed"})
-        return {"url": str(delivery.webhook_url), "events": events}, extensions
+        return Checked({"url": str(delivery.webhook_url), "events": events}, uploads, cost)
 
     @staticmethod
     async def _fingerprint(job: NewJob, scope: str) -> str | None:
@@ -225,7 +255,7 @@ class TaskService:
         self,
         record: JobRecord,
         job: NewJob,
-        extensions: dict[str, str],
+        uploads: dict[str, ImageInfo],
         scope: str,
         admission: KeyAdmission | None,
         claim: Claim | None,
@@ -236,7 +266,7 @@ class TaskService:
         accepted: bool | None = None
         try:
             if job.images:
-                await self._inputs.store(record, job.images, extensions)
+                await self._inputs.store(record, job.images, uploads)
             outcome = await self._queue.accept(
                 record, keys.owner_tasks_key(scope), admission, claim
             )
@@ -266,7 +296,7 @@ class TaskService:
     def _new_record(
         self,
         job: NewJob,
-        webhook: dict[str, Any] | None,
+        checked: Checked,
         options: SubmitOptions,
         owner: str | None,
         dedupe: str | None,
@@ -288,10 +318,11 @@ class TaskService:
             request_id=current_ids().get("request_id"),
             priority=job.delivery.priority,
             owner=owner,
-            webhook=webhook,
+            webhook=checked.webhook,
             deadline_at=deadline_at,
             dedupe=dedupe,
             cache=dedupe is not None and job.delivery.cache,
+            cost=checked.cost,
         )
 
     async def _check_webhook_url(self, url: str) -> None:

@@ -29,6 +29,10 @@ class GatewaySettings(CommonSettings):
     # with the same Idempotency-Key answers that task.
     redis_wait_replicas: int = Field(default=0, ge=0)
     redis_wait_timeout_ms: int = Field(default=500, ge=1)
+    # The most one job may cost, in megapixel-steps (`TaskType.cost`); a costlier submit is
+    # refused with 422 `too_expensive`. 128 lets a 1024x1024, 28-step, 4-image FLUX job (117.4)
+    # through.
+    max_job_cost: float = Field(default=128.0, gt=0)
     # Drop-in routes of the APIs users come from: backserv, backendai, imagetext, wavespeed, all
     # (docs/migrating.md). Off by default.
     compat: CommaList = []

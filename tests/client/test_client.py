@@ -81,6 +81,7 @@ def test_run_returns_the_succeeded_view_and_save_image_writes_the_png(
 
     assert done.succeeded and done.is_terminal and done.status == "succeeded"
     assert done.progress == 100 and done.error is None and done.error_code is None
+    assert done.cost == 0.0082  # megapixel-steps: 64x64 pixels, 2 steps
     assert done.urls is not None and done.urls.ws.startswith(stack.notifier_ws)
     assert [(i["width"], i["height"], i["seed"]) for i in done.images] == [(64, 64, 7)]
     assert saved == tmp_path / "fox.png"
@@ -607,8 +608,17 @@ def auth_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthStack]:
 def test_admin_keys_and_api_key_auth(auth_stack: AuthStack) -> None:
     with Fluxgate(auth_stack.gateway) as anonymous:
         admin = anonymous.admin(ADMIN_TOKEN)
-        key = admin.create_key("client-tests", rate="50/s", max_queued=5)
+        key = admin.create_key("client-tests", rate="50/s", max_queued=5, max_cost=90, weight=2)
         other = admin.create_key("someone-else")
+        assert (key["max_cost"], key["weight"]) == (90, 2)
+        assert (other["max_cost"], other["weight"]) == (None, 1)
+        changed = admin.update_key(other["id"], weight=0.5, max_cost=40)
+        assert (changed["max_cost"], changed["weight"], changed["max_active"]) == (40, 0.5, 100)
+        assert admin.update_key(other["id"], max_cost=None)["max_cost"] is None
+        with pytest.raises(BadRequestError) as bad_weight:
+            admin.update_key(other["id"], weight=0)
+        assert bad_weight.value.field == "weight"
+
         listed = {k["id"] for k in admin.list_keys()}
         with pytest.raises(AuthenticationError):
             anonymous.admin("wrong-token").list_keys()
@@ -644,6 +654,16 @@ def test_admin_keys_and_api_key_auth(auth_stack: AuthStack) -> None:
     ):
         revoked.usage()
 
+    async def change_a_key_asynchronously() -> dict[str, Any]:
+        async with AsyncFluxgate(auth_stack.gateway) as client:
+            async_admin = client.admin(ADMIN_TOKEN)
+            made = await async_admin.create_key("async-admin", max_cost=30, weight=3)
+            assert (made["max_cost"], made["weight"]) == (30, 3)
+            return await async_admin.update_key(made["id"], max_cost=None, weight=1.5)
+
+    changed_async = asyncio.run(change_a_key_asynchronously())
+    assert (changed_async["max_cost"], changed_async["weight"]) == (None, 1.5)
+
 
 def test_cli_manages_keys(auth_stack: AuthStack) -> None:
     created = fluxgate(
@@ -666,6 +686,35 @@ def test_cli_manages_keys(auth_stack: AuthStack) -> None:
         "--url", auth_stack.gateway, "keys", "list", env={"FLUXGATE_ADMIN_TOKEN": ADMIN_TOKEN}
     )
     assert listed.returncode == 0 and key["id"] in listed.stdout
+
+    admin_env = {"FLUXGATE_ADMIN_TOKEN": ADMIN_TOKEN}
+    capped = fluxgate(
+        "--url", auth_stack.gateway, "--json", "keys", "create", "capped",
+        "--max-cost", "100", "--weight", "2", env=admin_env,
+    )  # fmt: skip
+    assert capped.returncode == 0, capped.stderr
+    capped_key = json.loads(capped.stdout)
+    assert (capped_key["max_cost"], capped_key["weight"]) == (100, 2)
+    updated = fluxgate(
+        "--url", auth_stack.gateway, "keys", "update", capped_key["id"],
+        "--weight", "3", "--max-active", "9", env=admin_env,
+    )  # fmt: skip
+    assert updated.returncode == 0, updated.stderr
+    # What was not given stays: the cap of 100.
+    assert "at most 9 active, their cost at most 100, weight 3" in updated.stdout
+    uncapped = fluxgate(
+        "--url", auth_stack.gateway, "keys", "update", capped_key["id"], "--max-cost", "none",
+        env=admin_env,
+    )  # fmt: skip
+    assert uncapped.returncode == 0, uncapped.stderr
+    assert "at most 9 active, weight 3" in uncapped.stdout  # the cap is gone
+    listed = fluxgate("--url", auth_stack.gateway, "keys", "list", env=admin_env)
+    assert f"{capped_key['id']}  capped  (5.0/s, at most 9 active, weight 3)" in listed.stdout
+    bad = fluxgate(
+        "--url", auth_stack.gateway, "keys", "update", capped_key["id"], "--weight", "0",
+        env=admin_env,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "weight" in bad.stderr
 
     no_token = fluxgate("--url", auth_stack.gateway, "keys", "list")
     assert no_token.returncode == 2 and "admin token" in no_token.stderr
@@ -774,6 +823,8 @@ def test_cli_saves_several_images_with_numbered_names(stack: Stack, tmp_path: Pa
         str(tmp_path / "fox.png"),
     )
     assert done.returncode == 0, done.stderr
+    # 64x64 pixels, 1 step, 2 images: 0.008192 megapixel-steps.
+    assert done.stderr.splitlines()[-1].endswith("succeeded, cost 0.0082 megapixel-steps")
     paths = [tmp_path / "fox-1.png", tmp_path / "fox-2.png"]
     assert done.stdout.split() == [str(p) for p in paths]
     assert [png_size(p.read_bytes()) for p in paths] == [(64, 64)] * 2
@@ -827,3 +878,16 @@ def test_text_progress_bar_shows_queue_position_then_percent() -> None:
     assert frames[2].rstrip() == "[#####.....]  50% running"
     assert len(frames[2]) >= len(frames[1].rstrip())  # the longer line is fully overwritten
     assert sink.text.endswith("\n")
+
+
+def test_the_view_reads_the_cost_and_status_prints_it() -> None:
+    assert JobView.from_dict({"task_id": "t", "cost": 29.3601}).cost == 29.3601
+    assert JobView.from_dict({"task_id": "t", "cost": 2}).cost == 2.0
+    # An older server says nothing; a malformed one is not believed.
+    assert JobView.from_dict({"task_id": "t"}).cost is None
+    assert JobView.from_dict({"task_id": "t", "cost": True}).cost is None
+    found = {"task_id": "t-1", "type": "flux", "status": "queued", "seq": 1, "cost": 117.4405}
+    with FakeHTTP(default=Answer(200, found)) as server:
+        shown = fluxgate("--url", server.url, "status", "t-1")
+    assert shown.returncode == 0, shown.stderr
+    assert "cost      117.4405 megapixel-steps" in shown.stdout.splitlines()

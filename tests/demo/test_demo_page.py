@@ -42,6 +42,9 @@ def test_submit_watch_progress_and_see_the_image(stack: Stack, page: Page) -> No
     assert len(set(in_between)) >= 2, f"the bar should move through steps, saw {seen}"
     assert seen[-1] == 100
     assert page.inner_text("#status").startswith("Done in")
+    # 128x128 pixels (0.016384 megapixels) x 12 steps.
+    assert page.is_visible("#cost")
+    assert page.inner_text("#cost") == "Cost: 0.1966 megapixel-steps"
     assert page.locator("#gallery img").count() >= 1
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "demo-page.png"), full_page=True)
@@ -56,6 +59,23 @@ def test_a_bad_width_is_explained_and_the_field_marked(stack: Stack, page: Page)
     assert "width" in error.inner_text()
     assert "multiple of 16" in error.inner_text()
     assert page.get_attribute("#width", "aria-invalid") == "true"
+    assert page.is_enabled("#submit")
+
+
+def test_a_job_that_costs_too_much_is_explained_and_the_field_to_lower_marked(
+    stack: Stack, page: Page
+) -> None:
+    page.goto(f"{stack.gateway}/")
+    page.fill("#width", "2048")
+    page.fill("#height", "2048")
+    page.fill("#steps", "100")
+    page.click("#submit")
+    error = page.locator("#error")
+    error.wait_for(state="visible", timeout=10_000)
+    assert "419.4304 megapixel-steps" in error.inner_text()
+    assert "128" in error.inner_text()
+    # Steps at their default (28) cut it most: the field to lower is marked.
+    assert page.get_attribute("#steps", "aria-invalid") == "true"
     assert page.is_enabled("#submit")
 
 

@@ -61,8 +61,10 @@ class Lanes:
         await self.client.aclose()
         self.sync.close()
 
-    async def submit(self, owner: str, *, priority: int = 5, weight: float = 1.0) -> JobRecord:
-        record = new_job("flux", {"prompt": owner}, owner=owner, priority=priority)
+    async def submit(
+        self, owner: str, *, priority: int = 5, weight: float = 1.0, cost: float = 1.0
+    ) -> JobRecord:
+        record = new_job("flux", {"prompt": owner}, owner=owner, priority=priority, cost=cost)
         admission = KeyAdmission(
             owner=owner, rate_per_s=1000.0, burst=1000, max_active=1000, weight=weight
         )
@@ -150,6 +152,22 @@ def test_weights_share_the_lane_in_proportion(own_db: str) -> None:
         # Start tags: A at 0, 1/3, 2/3, 1, ...; B at 0, 1, 2, ...: three of A's per one of B's.
         assert sum(t in {r.task_id for r in heavy} for t in first_eight) == 6
         assert sum(t in {r.task_id for r in light} for t in first_eight) == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_key_pays_for_a_costly_job_with_its_next_turns(own_db: str) -> None:
+    async def scenario() -> None:
+        async with Lanes(own_db, ready=1) as lanes:
+            big = await lanes.submit("key-a", cost=50.0)
+            small_a = [await lanes.submit("key-a", cost=1.0) for _ in range(3)]
+            small_b = [await lanes.submit("key-b", cost=1.0) for _ in range(5)]
+            started = lanes.take_all()
+        # A's big job started first (alone on the lanes); its next jobs are tagged 50 units later,
+        # so all five of B's start before any of A's small ones.
+        assert started[0] == big.task_id
+        assert set(started[1:6]) == {r.task_id for r in small_b}
+        assert started[6:] == [r.task_id for r in small_a]
 
     asyncio.run(scenario())
 

@@ -58,6 +58,9 @@ class JobRecord(BaseModel):
     dedupe: str | None = None
     cache: bool = False
     cached: bool = False
+    # What the job costs in megapixel-steps (`TaskType.cost`), fixed at submit; None in records
+    # written before costs were kept.
+    cost: float | None = None
 
     def to_hash(self) -> dict[str, str]:
         data = self.model_dump(mode="json", exclude_none=True)
@@ -86,6 +89,7 @@ def new_job(
     request_id: str | None = None,
     dedupe: str | None = None,
     cache: bool = False,
+    cost: float | None = None,
 ) -> JobRecord:
     """A fresh `queued` record with a random task id."""
     return JobRecord(
@@ -101,6 +105,7 @@ def new_job(
         request_id=request_id,
         dedupe=dedupe,
         cache=cache,
+        cost=cost,
     )
 
 

@@ -15,10 +15,11 @@ from apps.common.wire.contracts import JobView, TaskEvent, TaskStatus
 # Applies one event to a job hash in one step. Moves only forward: nothing after a terminal state,
 # no state earlier than the current one, no progress lower than the current. Returns {-1} for an
 # unknown task, {0, hash} when nothing changed and {1, hash} with the new `seq` when it did.
-# A job that ends leaves its owner's set of active jobs (KEYS[2], keys.active_jobs_key, given by
-# the caller for a final event of an owned job) in the same step.
+# A job that ends leaves its owner's set of active jobs and their costs (KEYS[2] and KEYS[3],
+# keys.active_jobs_key and keys.active_cost_key, given by the caller for a final event of an owned
+# job) in the same step.
 APPLY_EVENT_LUA = """
-local key, active = KEYS[1], KEYS[2]
+local key, active, active_cost = KEYS[1], KEYS[2], KEYS[3]
 local event, progress, result, err = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local only_from = ARGV[5]
 local done_at = ARGV[6]
@@ -57,6 +58,7 @@ if not terminal[status] then
       redis.call('HSET', key, 'status', 'expired', 'finished_at', now)
       if err ~= '' then redis.call('HSET', key, 'error', err) end
       if active then redis.call('ZREM', active, redis.call('HGET', key, 'task_id')) end
+      if active_cost then redis.call('ZREM', active_cost, redis.call('HGET', key, 'task_id')) end
       changed = true
     end
   elseif event == 'succeeded' or event == 'failed' or event == 'canceled' then
@@ -66,6 +68,7 @@ if not terminal[status] then
     end
     if event == 'succeeded' then redis.call('HSET', key, 'progress', 100) end
     if active then redis.call('ZREM', active, redis.call('HGET', key, 'task_id')) end
+    if active_cost then redis.call('ZREM', active_cost, redis.call('HGET', key, 'task_id')) end
     if result ~= '' then redis.call('HSET', key, 'result', result) end
     if err ~= '' then redis.call('HSET', key, 'error', err) end
     if done_at ~= '' then redis.call('HSET', key, 'done_at', done_at) end
@@ -105,6 +108,11 @@ def _outcome(reply: list[Any]) -> ApplyOutcome:
     return ApplyOutcome(applied=reply[0] == 1, record=record)
 
 
+def _active_keys(owner: str) -> list[str]:
+    """What a final event of `owner`'s job leaves: its active jobs and their costs."""
+    return [keys.active_jobs_key(owner), keys.active_cost_key(owner)]
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -142,7 +150,7 @@ class JobStore:
         # The owner of a job never changes, so reading it before the script (to name its set of
         # active jobs in KEYS) races with nothing; only a final event needs it.
         if event.event.is_final and (owner := await self._redis.hget(script_keys[0], "owner")):
-            script_keys.append(keys.active_jobs_key(_text(owner)))
+            script_keys += _active_keys(_text(owner))
         return _outcome(await self._apply(keys=script_keys, args=_event_args(event, only_from)))
 
     async def publish(self, view: JobView) -> None:
@@ -195,7 +203,7 @@ class SyncJobStore:
     def apply(self, event: TaskEvent) -> ApplyOutcome:
         script_keys = [keys.job_key(event.task_id)]
         if event.event.is_final and (owner := self._redis.hget(script_keys[0], "owner")):
-            script_keys.append(keys.active_jobs_key(_text(owner)))
+            script_keys += _active_keys(_text(owner))
         return _outcome(self._apply(keys=script_keys, args=_event_args(event)))
 
     def publish(self, view: JobView) -> None:

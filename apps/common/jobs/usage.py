@@ -1,4 +1,4 @@
-"""Usage metering per API key: jobs and compute seconds by task type and UTC day.
+"""Usage metering per API key: jobs, compute seconds and cost by task type and UTC day.
 
 A job is metered once, when its final state is first announced; a repeated announce (a retried
 terminal event) finds the job's guard key set and counts nothing. Totals live in one Redis hash
@@ -32,12 +32,19 @@ USAGE_COMPUTE = Counter(
     ["key", "type"],
 )
 
+USAGE_COST = Counter(
+    "fluxgate_usage_cost_total",
+    "Job cost metered by API key, in megapixel-steps (jobs that started only)",
+    ["key", "type"],
+)
+
 METER_LUA = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
 local t = ARGV[2]
 redis.call('HINCRBY', KEYS[2], t .. ':jobs', 1)
 redis.call('HINCRBY', KEYS[2], t .. ':' .. ARGV[3], 1)
 redis.call('HINCRBYFLOAT', KEYS[2], t .. ':compute_ms', ARGV[4])
+if tonumber(ARGV[7]) > 0 then redis.call('HINCRBYFLOAT', KEYS[2], t .. ':cost', ARGV[7]) end
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('SADD', KEYS[3], ARGV[6])
 return 1
@@ -52,6 +59,16 @@ def compute_share_ms(record: JobRecord) -> float:
     timings = record.result.timings
     compute = float(timings.get("compute_ms", 0.0))
     return compute / max(1, int(timings.get("batch_size", 1)))
+
+
+def charged_cost(record: JobRecord) -> float:
+    """What a job that ended is charged: its cost once it started (succeeded, failed, or
+    canceled while running); nothing when it never did (canceled while queued, expired), when
+    an identical job's result answered it (`cached`: it used no GPU), nor for a record made
+    before costs were kept."""
+    if record.cost is None or record.started_at is None or record.cached:
+        return 0.0
+    return record.cost
 
 
 def utc_day(ts: float) -> str:
@@ -70,6 +87,7 @@ def meter_args(record: JobRecord, *, guard_ttl_s: int) -> tuple[list[str], list[
             f"{compute_share_ms(record):.3f}",
             str(USAGE_TTL_S),
             owner,
+            f"{charged_cost(record):.4f}",
         ],
     )
 
@@ -84,17 +102,21 @@ def count_in_metrics(record: JobRecord) -> None:
     key = (record.owner or ANONYMOUS_OWNER) if per_key else ALL_KEYS
     USAGE_JOBS.labels(key, record.type, record.status.value).inc()
     USAGE_COMPUTE.labels(key, record.type).inc(compute_share_ms(record) / 1000)
+    USAGE_COST.labels(key, record.type).inc(charged_cost(record))
 
 
 @dataclass
 class TypeUsage:
     jobs: int = 0
     compute_seconds: float = 0.0
+    # Megapixel-steps of the jobs that started (`charged_cost`).
+    cost: float = 0.0
     by_status: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: TypeUsage) -> None:
         self.jobs += other.jobs
         self.compute_seconds += other.compute_seconds
+        self.cost += other.cost
         for status, count in other.by_status.items():
             self.by_status[status] = self.by_status.get(status, 0) + count
 
@@ -102,6 +124,7 @@ class TypeUsage:
         return {
             "jobs": self.jobs,
             "compute_seconds": round(self.compute_seconds, 3),
+            "cost": round(self.cost, 4),
             **{status: self.by_status.get(status, 0) for status in FINAL_STATES},
         }
 
@@ -115,6 +138,8 @@ def parse_day_hash(raw: dict[str, str]) -> dict[str, TypeUsage]:
             usage.jobs = int(value)
         elif what == "compute_ms":
             usage.compute_seconds = float(value) / 1000
+        elif what == "cost":
+            usage.cost = float(value)
         else:
             usage.by_status[what] = int(value)
     return by_type

@@ -75,6 +75,7 @@ def job_view(
             running_ms=_span_ms(record.started_at, work_end),
             delivery_ms=_span_ms(record.done_at, record.finished_at),
         ),
+        cost=record.cost,
         event=event,
     )
 

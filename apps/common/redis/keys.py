@@ -90,6 +90,11 @@ def active_jobs_key(owner: str) -> str:
     return f"{PREFIX}:active:{owner}"
 
 
+def active_cost_key(owner: str) -> str:
+    """Sorted set of the same task ids as `active_jobs_key`, scored by each job's cost."""
+    return f"{PREFIX}:active-cost:{owner}"
+
+
 def owner_tasks_key(owner: str) -> str:
     """Sorted set of an owner's task ids by created time, for `GET /tasks`."""
     return f"{PREFIX}:tasks:{owner}"
@@ -127,7 +132,7 @@ USAGE_OWNERS = f"{PREFIX}:usage-owners"
 
 def usage_key(owner: str, day: str) -> str:
     """Hash of one owner's usage on one UTC day: `<type>:jobs`, `<type>:<status>`,
-    `<type>:compute_ms`."""
+    `<type>:compute_ms`, `<type>:cost`."""
     return f"{PREFIX}:usage:{owner}:{day}"
 
 

@@ -1,4 +1,4 @@
-"""API keys: created with a rate and a quota, stored by the SHA-256 of the token only.
+"""API keys: created with a rate and quotas, stored by the SHA-256 of the token only.
 
 A token is `fg_` + 32 random bytes (URL-safe base64): a fast hash is enough for a secret of that
 entropy (as GitHub does for its tokens). The key record holds what limits the key and its webhook
@@ -12,6 +12,7 @@ import hashlib
 import re
 import secrets
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -59,6 +60,12 @@ class ApiKey(BaseModel):
     rate_per_s: float = Field(gt=0)
     burst: int = Field(ge=1)
     max_active: int = Field(ge=1)
+    # The most the key's queued and running jobs may cost together (megapixel-steps, the unit
+    # of `TaskType.cost`); None: no cap.
+    max_cost: float | None = Field(default=None, gt=0)
+    # The key's share of GPU time against other keys' under fair scheduling (2 gets twice what
+    # 1 gets while both wait).
+    weight: float = Field(default=1.0, gt=0, le=1000)
     webhook_secret: str | None = None
     previous_webhook_secret: str | None = None
     previous_valid_until: float | None = None
@@ -82,12 +89,23 @@ class ApiKey(BaseModel):
         }
 
 
+# What `KeyStore.update` may change: the key's limits and its fair-share weight.
+UPDATABLE = frozenset({"rate_per_s", "burst", "max_active", "max_cost", "weight"})
+
+
 class KeyStore:
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
 
     async def create(
-        self, *, name: str, rate_per_s: float, burst: int | None, max_active: int
+        self,
+        *,
+        name: str,
+        rate_per_s: float,
+        burst: int | None,
+        max_active: int,
+        max_cost: float | None = None,
+        weight: float = 1.0,
     ) -> tuple[ApiKey, str]:
         """A new key and its token (shown once)."""
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -98,6 +116,8 @@ class KeyStore:
             rate_per_s=rate_per_s,
             burst=burst or max(1, int(rate_per_s * 2)),
             max_active=max_active,
+            max_cost=max_cost,
+            weight=weight,
         )
         digest = token_digest(token)
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -136,6 +156,21 @@ class KeyStore:
             pipe.srem(keys.APIKEY_IDS, key_id)
             await pipe.execute()
         return True
+
+    async def update(self, key_id: str, changes: Mapping[str, Any]) -> ApiKey | None:
+        """Change a key's limits (`UPDATABLE` fields; `max_cost` None removes the cap); None
+        for an unknown key. Raises ValueError (pydantic's) for a value the key cannot have."""
+        unknown = set(changes) - UPDATABLE
+        if unknown:
+            raise ValueError(f"not a limit of a key: {', '.join(sorted(unknown))}")
+        digest = await self._redis.get(keys.apikey_id_key(key_id))
+        raw = None if digest is None else await self._redis.get(keys.apikey_key(str(digest)))
+        if raw is None:
+            return None
+        key = ApiKey.model_validate_json(raw)
+        updated = ApiKey.model_validate(key.model_dump() | dict(changes))
+        await self._redis.set(keys.apikey_key(str(digest)), updated.model_dump_json())
+        return updated
 
     async def rotate_webhook_secret(self, key_id: str) -> str | None:
         """A new webhook secret; the old one keeps signing during the overlap."""

@@ -82,3 +82,17 @@ class RateLimited(FluxgateError):
 
 class TooManyJobs(RateLimited):
     code = "too_many_jobs"
+
+
+class TooExpensive(FluxgateError):
+    """One job costs more than a single request may (FLUXGATE_MAX_JOB_COST, or its key's
+    `max_cost`, which it could never fit under); `field` names the input to lower."""
+
+    code = "too_expensive"
+    status_code = 422
+
+
+class TooMuchWork(RateLimited):
+    """The key's queued and running jobs together would cost more than its `max_cost`."""
+
+    code = "too_much_work"

@@ -4,16 +4,23 @@ A type names its input model, the queue its jobs wait in, and where it runs: on 
 server (`inference`: GPU, batched, reached through the balancer) or in the worker itself
 (`worker`: CPU work). Adding a type is one module here plus its handler in the worker
 (`apps/worker/handlers/<name>.py`); no route changes.
+
+A type also prices its jobs: `task_type(name).cost(input, sizes)` is the one rule of what a job
+costs, in megapixel-steps (`_cost.py`), known at submit.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
 
+from pydantic_core import PydanticUndefined
+
+from apps.common.task_types._cost import COST_DECIMALS, MIN_COST, ImageSizes
 from apps.common.wire.contracts import StrictModel
 from apps.common.wire.queues import TASK_FLUX, TASK_JOB
 
@@ -25,6 +32,12 @@ class TaskType:
     input_model: type[StrictModel]
     queue: Literal["gpu", "cpu"]
     runs_on: Literal["inference", "worker"]
+    # What a job of this type costs, in megapixel-steps, from its validated input and the sizes
+    # of its input images known at submit; `cost` applies the minimum and the rounding.
+    cost_formula: Callable[[Any, ImageSizes], float]
+    # The input fields a client can lower to make a job cheaper, the one to name first when no
+    # default of theirs would help (`field_to_lower`).
+    cost_fields: tuple[str, ...]
     # Input fields holding an image: an http(s) URL, base64 (or a data: URI), or a multipart file.
     image_fields: tuple[str, ...] = ()
     # A setting that must be non-empty for the type to be served (else 503 at submit).
@@ -36,6 +49,24 @@ class TaskType:
     def celery_task(self) -> str:
         """The Celery task that runs this type's jobs (the worker dispatches on the type)."""
         return TASK_FLUX if self.name == "flux" else TASK_JOB
+
+    def cost(self, task_input: StrictModel, sizes: ImageSizes) -> float:
+        """What the job costs (megapixel-steps): never below `MIN_COST`, kept to 4 decimals."""
+        return max(MIN_COST, round(self.cost_formula(task_input, sizes), COST_DECIMALS))
+
+    def field_to_lower(self, task_input: StrictModel, sizes: ImageSizes) -> str:
+        """The input field whose lowering helps a too costly job most: of `cost_fields`, the one
+        whose default makes the job cheapest; the first of them when no default would help (all
+        at or below it already, or an image, which has none)."""
+        best, best_cost = self.cost_fields[0], self.cost(task_input, sizes)
+        for name in self.cost_fields:
+            default = self.input_model.model_fields[name].get_default(call_default_factory=True)
+            if default is PydanticUndefined:
+                continue
+            cost = self.cost(task_input.model_copy(update={name: default}), sizes)
+            if cost < best_cost:
+                best, best_cost = name, cost
+        return best
 
     def listing(self, *, available: bool) -> dict[str, Any]:
         return {

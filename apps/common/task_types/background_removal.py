@@ -3,6 +3,7 @@ from typing import Literal
 from pydantic import Field
 
 from apps.common.task_types import TaskType
+from apps.common.task_types._cost import ImageSizes, cpu_image_cost
 from apps.common.task_types._fields import ImageField
 from apps.common.wire.contracts import StrictModel
 
@@ -23,12 +24,18 @@ class BackgroundRemovalInput(StrictModel):
     output_format: Literal["png", "webp"] = "png"
 
 
+def cost(_task_input: BackgroundRemovalInput, sizes: ImageSizes) -> float:
+    return cpu_image_cost(sizes, "image")
+
+
 TASK_TYPE = TaskType(
     name="background_removal",
     description="Cut the subject out (OpenCV GrabCut): an RGBA image plus its mask.",
     input_model=BackgroundRemovalInput,
     queue="cpu",
     runs_on="worker",
+    cost_formula=cost,
+    cost_fields=("image",),
     image_fields=("image",),
     result_keys={"mask": "the mask as an image", "box": "the box GrabCut started from"},
 )

@@ -3,6 +3,7 @@ from typing import Literal
 from pydantic import Field
 
 from apps.common.task_types import TaskType
+from apps.common.task_types._cost import ImageSizes, word_cost
 from apps.common.wire.contracts import Prompt, StrictModel
 
 PromptStyle = Literal[
@@ -26,11 +27,17 @@ class PromptRefineInput(StrictModel):
     method: Literal["auto", "rules", "llm"] = "auto"
 
 
+def cost(task_input: PromptRefineInput, _sizes: ImageSizes) -> float:
+    return word_cost(task_input.prompt)
+
+
 TASK_TYPE = TaskType(
     name="prompt_refine",
     description="Rewrite a prompt for text-to-image: rules, or an OpenAI-compatible LLM.",
     input_model=PromptRefineInput,
     queue="cpu",
     runs_on="worker",
+    cost_formula=cost,
+    cost_fields=("prompt",),
     result_keys={"prompt": "refined", "negative_prompt": "suggested", "method": "rules or llm"},
 )

@@ -1,6 +1,7 @@
 from pydantic import Field
 
 from apps.common.task_types import TaskType
+from apps.common.task_types._cost import ImageSizes, megapixels
 from apps.common.task_types._fields import ImageField
 from apps.common.wire.contracts import MAX_SEED, OutputFormat, Prompt, StrictModel
 
@@ -20,11 +21,37 @@ class StyleTransferInput(StrictModel):
     output_format: OutputFormat = OutputFormat.PNG
 
 
+MIN_SIDE = 64
+
+
+def output_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """The size the image is redrawn at: its aspect ratio at most `max_side` long, both sides
+    multiples of 16 (FLUX's latent grid), never below 64."""
+    scale = min(1.0, max_side / max(width, height))
+
+    def side(value: int) -> int:
+        return max(MIN_SIDE, int(value * scale) // 16 * 16)
+
+    return side(width), side(height)
+
+
+def cost(task_input: StyleTransferInput, sizes: ImageSizes) -> float:
+    """The steps the schedule runs (`strength` of them) at the output's size: the fitted size of
+    an uploaded image, or `max_side` squared (the most it can be) for one given as a URL."""
+    known = sizes.size("image")
+    side = task_input.max_side
+    width, height = (side, side) if known is None else output_size(*known, side)
+    steps = task_input.num_inference_steps * task_input.strength
+    return megapixels(width * height) * steps * task_input.num_images
+
+
 TASK_TYPE = TaskType(
     name="style_transfer",
     description="Redraw an image in the style a prompt describes (FLUX image-to-image).",
     input_model=StyleTransferInput,
     queue="gpu",
     runs_on="inference",
+    cost_formula=cost,
+    cost_fields=("num_inference_steps", "num_images", "max_side", "strength"),
     image_fields=("image",),
 )

@@ -3,6 +3,7 @@ from typing import Literal
 from pydantic import Field
 
 from apps.common.task_types import TaskType
+from apps.common.task_types._cost import ImageSizes, cpu_image_cost
 from apps.common.task_types._fields import ImageField
 from apps.common.wire.contracts import OutputFormat, StrictModel
 
@@ -18,11 +19,17 @@ class StylizeInput(StrictModel):
     output_format: OutputFormat = OutputFormat.PNG
 
 
+def cost(_task_input: StylizeInput, sizes: ImageSizes) -> float:
+    return cpu_image_cost(sizes, "image")
+
+
 TASK_TYPE = TaskType(
     name="stylize",
     description="Classical stylization presets (OpenCV): painting, pencil sketch, detail, cartoon.",
     input_model=StylizeInput,
     queue="cpu",
     runs_on="worker",
+    cost_formula=cost,
+    cost_fields=("image",),
     image_fields=("image",),
 )

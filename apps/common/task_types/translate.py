@@ -1,6 +1,7 @@
 from pydantic import Field, field_validator
 
 from apps.common.task_types import TaskType
+from apps.common.task_types._cost import ImageSizes, word_cost
 from apps.common.wire.contracts import StrictModel
 
 
@@ -27,12 +28,19 @@ class TranslateInput(StrictModel):
         return value
 
 
+def cost(task_input: TranslateInput, _sizes: ImageSizes) -> float:
+    text = task_input.text
+    return word_cost(*([text] if isinstance(text, str) else text))
+
+
 TASK_TYPE = TaskType(
     name="translate",
     description="Translate text with a seq2seq model (FLUXGATE_TRANSLATE_MODEL).",
     input_model=TranslateInput,
     queue="cpu",
     runs_on="worker",
+    cost_formula=cost,
+    cost_fields=("text",),
     requires_setting="translate_model",
     result_keys={"translations": "one string per input text", "model": "the model used"},
 )

@@ -287,6 +287,9 @@ class JobView(BaseModel):
     error: ErrorInfo | None = None
     urls: TaskUrls
     timings: StageTimings
+    # What the job costs in megapixel-steps (one FLUX step of a 1-megapixel image), fixed at
+    # submit; null for jobs accepted before costs were kept.
+    cost: float | None = None
     webhook: WebhookInfo | None = None
     event: EventKind | Literal["snapshot"] | None = None
 

@@ -16,8 +16,8 @@ SUBMIT_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {"description": "idempotent replay, or the finished view with `Prefer: wait=N`"},
     409: {"description": "Idempotency-Key reused with a different body"},
     413: {"description": "body too large"},
-    422: {"description": "invalid input, naming the field"},
-    429: {"description": "`rate_limited` or `too_many_jobs`, with Retry-After"},
+    422: {"description": "invalid input, or `too_expensive`, naming the field"},
+    429: {"description": "`rate_limited`, `too_many_jobs` or `too_much_work`, with Retry-After"},
     503: {"description": "Redis or the queue is unavailable, or the type's model is not set"},
 }
 

@@ -63,6 +63,10 @@ function show(view) {
   if (!current || view.task_id !== current.taskId) return;
   $("status").textContent = describe(view);
   $("status").dataset.status = view.status;
+  if (view.cost != null) {
+    $("cost").textContent = `Cost: ${view.cost} megapixel-steps`;
+    $("cost").hidden = false;
+  }
   const bar = $("progress");
   if (view.progress > Number(bar.value)) bar.value = view.progress;
   if (view.status === "succeeded" && view.result && view.result.images.length) {
@@ -112,6 +116,7 @@ async function submit(event) {
   }
   $("submit").disabled = true;
   $("result").hidden = true;
+  $("cost").hidden = true;
   $("progress").value = 0;
   $("status").textContent = "Submitting...";
   let answer;

@@ -7,23 +7,11 @@ import io
 
 from PIL import Image
 
-from apps.common.task_types.style_transfer import StyleTransferInput
+from apps.common.task_types.style_transfer import StyleTransferInput, output_size
 from apps.common.wire.contracts import FluxInput, InferenceRequest
 from apps.worker.handlers import HandlerContext, Prepared
 
 TASK_TYPE = "style_transfer"
-MIN_SIDE = 64
-
-
-def output_size(width: int, height: int, max_side: int) -> tuple[int, int]:
-    """The image's aspect ratio at most `max_side` long, both sides multiples of 16 (FLUX's
-    latent grid), never below 64."""
-    scale = min(1.0, max_side / max(width, height))
-
-    def side(value: int) -> int:
-        return max(MIN_SIDE, int(value * scale) // 16 * 16)
-
-    return side(width), side(height)
 
 
 def prepare(task_input: StyleTransferInput, ctx: HandlerContext) -> Prepared:

@@ -33,6 +33,19 @@ class SubmitOptions(TypedDict, total=False):
     cancel_after: float | str | None
 
 
+class KeyLimits(TypedDict, total=False):
+    """A key's limits, as `create_key` sets and `update_key` changes them: `rate` (e.g. `5/s`),
+    `burst`, `max_active` (jobs queued or running), `max_cost` (the most those jobs may cost
+    together, in megapixel-steps; None given to `update_key` removes the cap) and `weight` (its
+    share of GPU time under fair scheduling). Only the ones given are sent."""
+
+    rate: str
+    burst: int
+    max_active: int
+    max_cost: float | None
+    weight: float
+
+
 class ClientBase:
     def __init__(
         self,

@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from fluxgate_client._base import (
     ClientBase,
+    KeyLimits,
     OnUpdate,
     SubmitOptions,
     final_or_raise,
@@ -356,11 +357,19 @@ class AsyncAdmin:
         *,
         burst: int | None = None,
         max_queued: int | None = None,
+        max_cost: float | None = None,
+        weight: float | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"name": name}
         # `max_queued` is the older name of `max_active`.
         active = max_active if max_active is not None else max_queued
-        for field, value in (("rate", rate), ("max_active", active), ("burst", burst)):
+        for field, value in (
+            ("rate", rate),
+            ("max_active", active),
+            ("burst", burst),
+            ("max_cost", max_cost),
+            ("weight", weight),
+        ):
             if value is not None:
                 body[field] = value
         response = await self._client.request(
@@ -368,6 +377,17 @@ class AsyncAdmin:
         )
         created: dict[str, Any] = response.json()
         return created
+
+    async def update_key(self, key_id: str, **limits: Unpack[KeyLimits]) -> dict[str, Any]:
+        """Change a key's limits (`KeyLimits`); those not given stay. The key as it is now."""
+        response = await self._client.request(
+            "PATCH",
+            f"/admin/keys/{quote(key_id, safe='')}",
+            json=dict(limits),
+            headers=self._headers,
+        )
+        updated: dict[str, Any] = response.json()
+        return updated
 
     async def list_keys(self) -> list[dict[str, Any]]:
         response = await self._client.request("GET", "/admin/keys", headers=self._headers)

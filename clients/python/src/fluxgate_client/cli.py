@@ -157,6 +157,42 @@ def _image_file(text: str) -> tuple[str, str]:
     return field, f"data:{kind};base64,{base64.b64encode(data).decode()}"
 
 
+def _max_cost(text: str) -> float | None:
+    """A cost in megapixel-steps, or `none` (no cap)."""
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or none, got {text!r}") from None
+
+
+def _key_limits(parser: argparse.ArgumentParser, *, update: bool) -> None:
+    """The limits `keys create` sets and `keys update` changes (only those given)."""
+    unset = argparse.SUPPRESS if update else None
+    parser.add_argument("--rate", default=unset, help="submits allowed, e.g. 5/s, 300/m")
+    if update:
+        parser.add_argument("--burst", type=int, default=unset, help="token bucket size")
+    parser.add_argument(
+        "--max-active",
+        "--max-queued",
+        dest="max_active",
+        type=int,
+        default=unset,
+        help="jobs queued or running at once",
+    )
+    parser.add_argument(
+        "--max-cost",
+        type=_max_cost,
+        default=unset,
+        help="the most those jobs may cost together, in megapixel-steps"
+        + (" (none: no cap)" if update else ""),
+    )
+    parser.add_argument(
+        "--weight", type=float, default=unset, help="share of GPU time under fair scheduling"
+    )
+
+
 def _key_value(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key:
@@ -246,15 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     create = key_commands.add_parser("create", help="create a key", parents=[common, admin])
     create.add_argument("name")
-    create.add_argument("--rate", help="submits allowed, e.g. 5/s, 300/m")
-    create.add_argument(
-        "--max-active",
-        "--max-queued",
-        dest="max_active",
-        type=int,
-        help="jobs queued or running at once",
-    )
+    _key_limits(create, update=False)
     key_commands.add_parser("list", help="list keys", parents=[common, admin])
+    update = key_commands.add_parser(
+        "update", help="change a key's limits (only those given)", parents=[common, admin]
+    )
+    update.add_argument("key_id")
+    _key_limits(update, update=True)
     revoke = key_commands.add_parser("revoke", help="revoke a key", parents=[common, admin])
     revoke.add_argument("key_id")
     return parser
@@ -281,10 +315,21 @@ def _summary(view: JobView) -> str:
     ):
         if at:
             rows.append((name, at))
+    if view.cost is not None:
+        rows.append(("cost", _cost(view.cost)))
     rows.extend(("image", str(image.get("url", ""))) for image in view.images)
     if view.error:
         rows.append(("error", f"{view.error_code}: {view.error_message}"))
     return "\n".join(f"{name:<9} {value}" for name, value in rows)
+
+
+def _number(value: float) -> str:
+    """Up to the 4 decimals costs are kept to, without trailing zeros."""
+    return f"{value:.4f}".rstrip("0").rstrip(".")
+
+
+def _cost(cost: float) -> str:
+    return f"{_number(cost)} megapixel-steps"
 
 
 def _event_line(view: JobView) -> str:
@@ -348,6 +393,8 @@ def cmd_run(client: Fluxgate, args: argparse.Namespace) -> int:
     view = _follow(client, args, submitted.task_id)
     if args.json:
         _print_json(view.raw)
+    elif view.cost is not None:
+        print(f"task {view.task_id} {view.status}, cost {_cost(view.cost)}", file=sys.stderr)
     final_or_raise(view)
     if args.output is None:
         if not args.json:
@@ -400,7 +447,13 @@ def cmd_keys(client: Fluxgate, args: argparse.Namespace) -> int:
         raise _UsageError("an admin token is needed: --admin-token or FLUXGATE_ADMIN_TOKEN")
     admin = client.admin(args.admin_token)
     if args.keys_command == "create":
-        key = admin.create_key(args.name, rate=args.rate, max_active=args.max_active)
+        key = admin.create_key(
+            args.name,
+            rate=args.rate,
+            max_active=args.max_active,
+            max_cost=args.max_cost,
+            weight=args.weight,
+        )
         if args.json:
             _print_json(key)
         else:
@@ -412,8 +465,18 @@ def cmd_keys(client: Fluxgate, args: argparse.Namespace) -> int:
             _print_json(keys)
         else:
             for key in keys:
-                limits = f"{key.get('rate_per_s')}/s, at most {key.get('max_active')} active"
-                print(f"{key.get('id')}  {key.get('name')}  ({limits})")
+                print(f"{key.get('id')}  {key.get('name')}  ({_limits(key)})")
+    elif args.keys_command == "update":
+        limits = {
+            name: getattr(args, name)
+            for name in ("rate", "burst", "max_active", "max_cost", "weight")
+            if hasattr(args, name)
+        }
+        key = admin.update_key(args.key_id, **limits)
+        if args.json:
+            _print_json(key)
+        else:
+            print(f"updated key {key.get('id')} ({_limits(key)})")
     else:
         admin.revoke_key(args.key_id)
         if args.json:
@@ -421,6 +484,13 @@ def cmd_keys(client: Fluxgate, args: argparse.Namespace) -> int:
         else:
             print(f"revoked {args.key_id}")
     return EXIT_OK
+
+
+def _limits(key: dict[str, Any]) -> str:
+    limits = f"{key.get('rate_per_s')}/s, at most {key.get('max_active')} active"
+    if key.get("max_cost") is not None:
+        limits += f", their cost at most {_number(key['max_cost'])}"
+    return limits + f", weight {_number(key.get('weight', 1))}"
 
 
 class _UsageError(Exception):

@@ -17,6 +17,7 @@ from websockets.sync.client import connect
 
 from fluxgate_client._base import (
     ClientBase,
+    KeyLimits,
     OnUpdate,
     SubmitOptions,
     final_or_raise,
@@ -348,12 +349,20 @@ class Admin:
         *,
         burst: int | None = None,
         max_queued: int | None = None,
+        max_cost: float | None = None,
+        weight: float | None = None,
     ) -> dict[str, Any]:
         """A new key; the answer's `token` is shown this once."""
         body: dict[str, Any] = {"name": name}
         # `max_queued` is the older name of `max_active`.
         active = max_active if max_active is not None else max_queued
-        for field, value in (("rate", rate), ("max_active", active), ("burst", burst)):
+        for field, value in (
+            ("rate", rate),
+            ("max_active", active),
+            ("burst", burst),
+            ("max_cost", max_cost),
+            ("weight", weight),
+        ):
             if value is not None:
                 body[field] = value
         # Not idempotent: a retry after a lost answer would make a second key.
@@ -362,6 +371,17 @@ class Admin:
         )
         created: dict[str, Any] = response.json()
         return created
+
+    def update_key(self, key_id: str, **limits: Unpack[KeyLimits]) -> dict[str, Any]:
+        """Change a key's limits (`KeyLimits`); those not given stay. The key as it is now."""
+        response = self._client.request(
+            "PATCH",
+            f"/admin/keys/{quote(key_id, safe='')}",
+            json=dict(limits),
+            headers=self._headers,
+        )
+        updated: dict[str, Any] = response.json()
+        return updated
 
     def list_keys(self) -> list[dict[str, Any]]:
         keys: list[dict[str, Any]] = self._client.request(

@@ -13,6 +13,12 @@ def _int_or_none(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _number_or_none(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
 def _dict_or_none(value: object) -> dict[str, Any] | None:
     return dict(value) if isinstance(value, Mapping) else None
 
@@ -60,6 +66,9 @@ class JobView:
     timings: dict[str, Any]
     event: str | None
     raw: dict[str, Any] = field(repr=False, compare=False)
+    # What the job costs in megapixel-steps (one FLUX step of a 1-megapixel image); None from a
+    # server that does not say.
+    cost: float | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JobView:
@@ -82,6 +91,7 @@ class JobView:
             timings=_dict_or_none(raw.get("timings")) or {},
             event=raw.get("event"),
             raw=raw,
+            cost=_number_or_none(raw.get("cost")),
         )
 
     @property
