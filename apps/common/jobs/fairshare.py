@@ -34,6 +34,7 @@ import redis.asyncio as aioredis
 from apps.common.jobs.record import JobRecord
 from apps.common.redis import keys
 from apps.common.task_types import task_type
+from apps.common.task_types._cost import MIN_COST
 from apps.common.wire.queues import PRIORITY_LANES, celery_priority, lane_name
 
 # Keys per lane, in this order, for each lane of a queue from the most urgent (Celery priority 0).
@@ -41,8 +42,6 @@ LANE_LIST, LANE_COUNTER, LANE_STAGED, LANE_STATE, LANE_RELEASED = range(5)
 KEYS_PER_LANE = 5
 # A queue's keys: its lanes', then the list that counts its staged jobs (for autoscalers).
 QUEUE_KEY_COUNT = KEYS_PER_LANE * PRIORITY_LANES + 1
-# Below this a cost counts as this (a job of no known cost still takes its turn).
-MIN_COST = 0.001
 # How many released messages may wait when fair share is off: all of them (a drain).
 DRAIN_ALL = 1 << 30
 
@@ -175,7 +174,8 @@ def unstage_keys(queue: str, lane: str) -> list[str]:
 
 def charge(cost: float | None, weight: float) -> float:
     """How far a job moves its key's finish tag: its cost over the key's weight. A job always
-    moves it a little, so a key's own jobs keep their order."""
+    moves it a little (a record made before costs were kept counts the least cost), so a key's
+    own jobs keep their order."""
     return max(cost or 0.0, MIN_COST) / weight
 
 
