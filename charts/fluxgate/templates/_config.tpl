@@ -18,6 +18,8 @@ FLUXGATE_AUTH: {{ $c.auth | toString | quote }}
 FLUXGATE_PUBLIC_URL: {{ $c.publicUrl | quote }}
 FLUXGATE_PUBLIC_WS_URL: {{ $c.publicWsUrl | quote }}
 FLUXGATE_JOB_TTL_S: {{ $c.jobTtlS | toString | quote }}
+FLUXGATE_FAIR_SHARE: {{ $c.fairShare | toString | quote }}
+FLUXGATE_FAIR_SHARE_READY: {{ $c.fairShareReady | toString | quote }}
 FLUXGATE_BROKER_VISIBILITY_TIMEOUT_S: {{ $c.brokerVisibilityTimeoutS | toString | quote }}
 FLUXGATE_WEBHOOK_ALLOW: {{ $c.webhookAllow | quote }}
 FLUXGATE_LOG_LEVEL: {{ $c.logLevel | quote }}
@@ -51,6 +53,7 @@ FLUXGATE_GATEWAY_HOST: "0.0.0.0"
 FLUXGATE_GATEWAY_PORT: {{ $g.port | toString | quote }}
 FLUXGATE_GATEWAY_MAX_BODY_BYTES: {{ $g.maxBodyBytes | int64 | toString | quote }}
 FLUXGATE_GATEWAY_MAX_UPLOAD_BYTES: {{ $g.maxUploadBytes | int64 | toString | quote }}
+FLUXGATE_MAX_JOB_COST: {{ $g.maxJobCost | toString | quote }}
 FLUXGATE_REDIS_WAIT_REPLICAS: {{ $g.waitReplicas | toString | quote }}
 FLUXGATE_REDIS_WAIT_TIMEOUT_MS: {{ $g.waitTimeoutMs | toString | quote }}
 FLUXGATE_CORS_ORIGINS: {{ join "," $g.corsOrigins | quote }}
