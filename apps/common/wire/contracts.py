@@ -155,6 +155,11 @@ class FluxInput(StrictModel):
     refine_prompt: bool = False
     # `GET /tasks/{id}` then carries each image's bytes as base64 too (as `?include=base64`).
     enable_base64_output: bool = False
+    # Live previews of the image forming: progress events carry a small preview (a cheap
+    # latent-to-RGB projection, not the VAE) every `preview_every_n_steps` steps (None with
+    # `preview`: a few per second), stored like outputs. Off by default: it costs time.
+    preview: bool = False
+    preview_every_n_steps: int | None = Field(default=None, ge=1, le=100)
 
     _width_multiple = field_validator("width")(_multiple_of_16)
     _height_multiple = field_validator("height")(_multiple_of_16)
@@ -344,6 +349,8 @@ class InferenceProgress(BaseModel):
     type: Literal["progress"] = "progress"
     step: int
     total: int
+    # With previews asked for: the current latents as a small image (WebP, base64).
+    preview_b64: str | None = None
 
 
 class InferenceImage(BaseModel):
