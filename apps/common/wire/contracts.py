@@ -212,6 +212,18 @@ class JobResult(BaseModel):
     timings: dict[str, float | int] = Field(default_factory=dict)
 
 
+class JobPreview(StrictModel):
+    """A small image of a running job's current latents, taken at `step` of `total`: stored like
+    outputs (one object per preview, so a URL always shows what its event said)."""
+
+    url: str
+    content_type: str
+    step: int = Field(ge=0)
+    total: int = Field(ge=1)
+    width: int = Field(ge=1)
+    height: int = Field(ge=1)
+
+
 class TaskEvent(StrictModel):
     """A producer's report about one task; the job store assigns `seq` when it applies it."""
 
@@ -222,6 +234,8 @@ class TaskEvent(StrictModel):
     error: ErrorInfo | None = None
     # With `waiting`: what the job waits for.
     waiting_for: WaitReason | None = None
+    # With `progress` of a job that asked for previews: the latest one, already stored.
+    preview: JobPreview | None = None
     # When the producer finished the work (its clock, epoch seconds): the job view splits the
     # time after it (delivery) from the work before it (running).
     at: float | None = None
@@ -289,6 +303,8 @@ class JobView(BaseModel):
     result: JobResult | None = None
     # Succeeded with the result of an identical job (its images copied), no compute of its own.
     cached: bool = False
+    # While running, for a job that asked for previews: the latest preview of the image forming.
+    preview: JobPreview | None = None
     error: ErrorInfo | None = None
     urls: TaskUrls
     timings: StageTimings
