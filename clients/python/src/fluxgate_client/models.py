@@ -37,6 +37,38 @@ class TaskUrls:
 
 
 @dataclass(frozen=True)
+class Preview:
+    """A small image of a running job's current latents (asked for with `"preview": true`),
+    taken at `step` of `total`; each preview has a URL of its own."""
+
+    url: str
+    content_type: str
+    step: int
+    total: int
+    width: int
+    height: int
+
+    @classmethod
+    def from_dict(cls, data: object) -> Preview | None:
+        if not isinstance(data, Mapping) or not isinstance(data.get("url"), str):
+            return None
+        return cls(
+            url=str(data["url"]),
+            content_type=str(data.get("content_type", "")),
+            step=_int_or_none(data.get("step")) or 0,
+            total=_int_or_none(data.get("total")) or 0,
+            width=_int_or_none(data.get("width")) or 0,
+            height=_int_or_none(data.get("height")) or 0,
+        )
+
+    @property
+    def extension(self) -> str:
+        """The file extension its content type names (`webp`), for saving it."""
+        kind = self.content_type.removeprefix("image/")
+        return "jpg" if kind == "jpeg" else kind or "bin"
+
+
+@dataclass(frozen=True)
 class JobView:
     """One job as the server sees it: the same shape from status, WebSocket and webhooks.
 
@@ -60,6 +92,8 @@ class JobView:
     timings: dict[str, Any]
     event: str | None
     raw: dict[str, Any] = field(repr=False, compare=False)
+    # While running, for a job that asked for previews: the latest one.
+    preview: Preview | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JobView:
@@ -82,6 +116,7 @@ class JobView:
             timings=_dict_or_none(raw.get("timings")) or {},
             event=raw.get("event"),
             raw=raw,
+            preview=Preview.from_dict(raw.get("preview")),
         )
 
     @property
