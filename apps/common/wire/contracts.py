@@ -351,8 +351,9 @@ class InferenceRequest(StrictModel):
     def wire_json(self) -> str:
         """The request as sent to a model server: without the fields only the worker reads and
         without unset image-to-image fields, so a server one release older still accepts it
-        (a rolling update runs both)."""
-        return self.model_dump_json(exclude={"input": WORKER_ONLY_FLUX_FIELDS}, exclude_none=True)
+        (a rolling update runs both). Previews travel only when asked for, for the same reason."""
+        left_out = WORKER_ONLY_FLUX_FIELDS | (set() if self.input.preview else {"preview"})
+        return self.model_dump_json(exclude={"input": left_out}, exclude_none=True)
 
     @model_validator(mode="after")
     def _image_with_strength(self) -> InferenceRequest:
