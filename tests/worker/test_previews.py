@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from celery.exceptions import SoftTimeLimitExceeded
 from PIL import Image
 
 from apps.common.jobs.record import new_job
@@ -110,6 +111,27 @@ def test_what_is_not_a_small_image_is_dropped_and_never_stored(
     assert store_preview("task-2", line(1, preview=bmp.getvalue()), outputs) is None
     assert store_preview("task-2", line(1), outputs) is None
     assert not (tmp_path / "outputs").exists()
+
+
+class FailingStore(LocalOutputStore):
+    """A store whose writes fail with `error`."""
+
+    def __init__(self, root: Path, error: BaseException) -> None:
+        super().__init__(root, public_base="http://files.test", name_key=fixed_key("k"))
+        self.error = error
+
+    def put(self, task_id: str, index: int | str, data: bytes, *, extension: str) -> str:
+        raise self.error
+
+
+def test_a_store_that_fails_costs_the_preview_but_a_time_limit_still_ends_the_job(
+    tmp_path: Path,
+) -> None:
+    full = FailingStore(tmp_path, OSError(28, "No space left on device"))
+    assert store_preview("task-4", line(1, preview=webp()), full) is None
+    out_of_time = FailingStore(tmp_path, SoftTimeLimitExceeded())
+    with pytest.raises(SoftTimeLimitExceeded):
+        store_preview("task-4", line(1, preview=webp()), out_of_time)
 
 
 def test_previews_go_with_the_task_outputs_in_the_same_sweep(
