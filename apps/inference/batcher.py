@@ -1,4 +1,5 @@
-"""Dynamic batching: gathers compatible requests into one engine call and streams each its events.
+"""Window batching (`FLUXGATE_INFERENCE_SCHEDULER=window`): gathers compatible requests into one
+engine call that runs all their steps, and streams each its events.
 
 The first waiting request opens a window of at most `max_wait_s`; compatible requests that arrive
 in it join, up to `max_batch_size` images. The window closes early once no request has arrived for
@@ -9,60 +10,17 @@ engine runs a batch, new requests wait, and the next batch leaves as soon as the
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import AsyncIterator, Hashable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-
-from prometheus_client import Histogram
 
 from apps.common.service.logging import get_logger
-from apps.common.wire.contracts import (
-    BackendLoad,
-    InferenceError,
-    InferenceProgress,
-    InferenceRequest,
-    InferenceResult,
-)
-from apps.inference.engine import BatchItem, Engine, ItemOutcome
+from apps.common.wire.contracts import BackendLoad, InferenceError, InferenceRequest
+from apps.inference.engine import Engine, ItemOutcome
+from apps.inference.metrics import BATCH_IMAGES, BATCH_SECONDS
+from apps.inference.waiting import DONE, InferenceEvent, Waiting
 
 log = get_logger(__name__)
-
-InferenceEvent = InferenceProgress | InferenceResult | InferenceError
-BATCH_IMAGES = Histogram(
-    "fluxgate_inference_batch_images", "Images per pipeline call", buckets=(1, 2, 4, 8, 16, 32, 64)
-)
-BATCH_SECONDS = Histogram("fluxgate_inference_batch_seconds", "Wall time of one pipeline call")
-STEP_SECONDS = Histogram(
-    "fluxgate_inference_step_seconds",
-    "Time between two denoising steps of a request (its batch's step time)",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-)
-_DONE = object()
-
-
-@dataclass
-class Waiting:
-    request: InferenceRequest
-    key: Hashable
-    cost: int
-    arrived: float
-    loop: asyncio.AbstractEventLoop
-    events: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
-    left: threading.Event = field(default_factory=threading.Event)
-    last_step_at: float | None = None
-
-    def push(self, item: object) -> None:
-        self.loop.call_soon_threadsafe(self.events.put_nowait, item)
-
-    def on_step(self, step: int, total: int) -> bool:
-        now = time.perf_counter()
-        if self.last_step_at is not None:
-            STEP_SECONDS.observe(now - self.last_step_at)
-        self.last_step_at = now
-        self.push(InferenceProgress(step=step, total=total))
-        return not self.left.is_set()
 
 
 class Batcher:
@@ -123,12 +81,8 @@ class Batcher:
         self._last_arrival = waiting.arrived
         self._arrival.set()
         try:
-            while True:
-                item = await waiting.events.get()
-                if item is _DONE:
-                    return
-                assert isinstance(item, InferenceProgress | InferenceResult | InferenceError)
-                yield item
+            async for event in waiting.stream():
+                yield event
         finally:
             waiting.left.set()
             if waiting in self._waiting:
@@ -177,9 +131,7 @@ class Batcher:
         self._running = sum(w.cost for w in batch)
         started = time.perf_counter()
         try:
-            outcomes: list[ItemOutcome] = self._engine.run_batch(
-                [BatchItem(w.request, w.on_step) for w in batch]
-            )
+            outcomes: list[ItemOutcome] = self._engine.run_batch([w.item() for w in batch])
         except Exception as exc:  # the pipeline's own failure goes to every caller, not up
             log.exception("batch failed", size=len(batch))
             error = InferenceError(code="pipeline_error", message=f"{type(exc).__name__}: {exc}")
@@ -195,4 +147,4 @@ class Batcher:
         for waiting, outcome in zip(batch, outcomes, strict=True):
             if outcome is not None:
                 waiting.push(outcome)
-            waiting.push(_DONE)
+            waiting.push(DONE)

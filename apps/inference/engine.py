@@ -1,4 +1,8 @@
-"""The Engine protocol: what the batcher needs from a model, so pipelines can be swapped."""
+"""The Engine protocols: what the schedulers need from a model, so pipelines can be swapped.
+
+`Engine` runs whole batches (the window batcher); `StepEngine` also runs one denoising step at a
+time over a changing set of rows (the continuous scheduler).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,14 @@ from typing import Protocol
 
 from apps.common.wire.contracts import InferenceError, InferenceRequest, InferenceResult
 
-# Called after each diffusion step with (steps done, total steps); returning False means the
-# caller left: its rows leave the batch at this step and the others carry on.
-StepCallback = Callable[[int, int], bool]
+
+class StepCallback(Protocol):
+    """Called after each diffusion step with (steps done, total steps) and, when the item asked
+    for one at this step, a preview image (WebP, base64). Returning False means the caller left:
+    its rows leave the batch at this step and the others carry on."""
+
+    def __call__(self, step: int, total: int, preview_b64: str | None = None, /) -> bool: ...
+
 
 # What one request of a batch ends with; None when it left before the end.
 ItemOutcome = InferenceResult | InferenceError | None
@@ -20,6 +29,8 @@ ItemOutcome = InferenceResult | InferenceError | None
 class BatchItem:
     request: InferenceRequest
     on_step: StepCallback
+    # Asked before a step's callback: should this step's progress carry a preview? (None: never.)
+    preview_due: Callable[[int, int], bool] | None = None
 
 
 class Engine(Protocol):
@@ -39,3 +50,49 @@ class Engine(Protocol):
 
     def check_device(self) -> None:
         """Raise if the device can no longer run work (used by readiness checks)."""
+
+
+@dataclass
+class Retired:
+    """A request whose rows left a step group: `finish` makes its outcome (encoding the images
+    of a finished one), so the scheduler can run it off the engine thread."""
+
+    item: BatchItem
+    finish: Callable[[], ItemOutcome]
+
+
+class StepGroup(Protocol):
+    """The running rows of one shape: each step is one model call over all of them, each row at
+    its own point of its own schedule. Rows join and leave between steps."""
+
+    @property
+    def rows(self) -> int:
+        """Image rows in the group now."""
+
+    def admit(self, items: list[BatchItem]) -> list[Retired]:
+        """Add requests (encode prompts, make their noise); those that cannot start come back."""
+
+    def step(self) -> list[Retired]:
+        """One denoising step of every row; requests that finished or left come back.
+        Raises the device's out-of-memory error with the group unchanged."""
+
+    def split(self) -> StepGroup:
+        """Move the later half of the requests (at least one stays) to a new group."""
+
+    def fail(self, error: InferenceError) -> list[Retired]:
+        """Take every request out with `error` (the group is empty afterwards)."""
+
+
+class StepEngine(Engine, Protocol):
+    def shape_key(self, request: InferenceRequest) -> Hashable:
+        """Requests with equal keys may share one model call at any point of their schedules."""
+
+    def step_cost(self, request: InferenceRequest) -> float:
+        """The relative cost of one step of one image of this shape (tokens it runs through the
+        transformer, twice with true CFG): the unit of fair share between shape groups."""
+
+    def open_group(self, request: InferenceRequest) -> StepGroup:
+        """An empty step group for requests of `request`'s shape."""
+
+    def is_out_of_memory(self, exc: BaseException) -> bool:
+        """Whether `exc` says the device ran out of memory (worth splitting and retrying)."""

@@ -24,7 +24,9 @@ from apps.common.service.logging import get_logger
 from apps.common.service.settings import get_settings
 from apps.common.wire.contracts import BackendLoad, InferenceProgress, InferenceRequest
 from apps.inference.batcher import Batcher
+from apps.inference.scheduler import StepScheduler
 from apps.inference.settings import InferenceSettings
+from apps.inference.waiting import Scheduler
 
 log = get_logger(__name__)
 
@@ -50,23 +52,31 @@ async def _load_engine(app: FastAPI, settings: InferenceSettings) -> None:
     max_batch = settings.inference_max_batch_size or default_batch_size(
         pick_device(settings.inference_device).type
     )
-    batcher = Batcher(
-        engine,
-        max_batch_size=max_batch,
-        max_wait_s=settings.inference_max_wait_ms / 1000,
-        gap_s=settings.inference_batch_gap_ms / 1000,
-    )
+    batcher: Scheduler
+    if settings.inference_scheduler == "continuous":
+        batcher = StepScheduler(
+            engine,
+            max_batch_size=max_batch,
+            preview_interval_s=settings.inference_preview_interval_ms / 1000,
+        )
+    else:
+        batcher = Batcher(
+            engine,
+            max_batch_size=max_batch,
+            max_wait_s=settings.inference_max_wait_ms / 1000,
+            gap_s=settings.inference_batch_gap_ms / 1000,
+        )
     batcher.start()
     app.state.batcher = batcher
     LOAD.labels("queued").set_function(lambda: batcher.load().queued)
     LOAD.labels("running").set_function(lambda: batcher.load().running)
     LOAD.labels("capacity").set_function(lambda: batcher.load().capacity)
-    log.info("ready", max_batch_size=max_batch, max_wait_ms=settings.inference_max_wait_ms)
+    log.info("ready", scheduler=settings.inference_scheduler, max_batch_size=max_batch)
 
 
 LOAD = Gauge(
     "fluxgate_inference_load",
-    "Images waiting for a batch (queued), in the running batch, and the batch capacity",
+    "Images waiting to start (queued), running, and the images one model call takes (capacity)",
     ["kind"],
 )
 
@@ -86,8 +96,8 @@ def create_app(settings: InferenceSettings | None = None) -> FastAPI:
         if app.state.batcher is not None:
             await app.state.batcher.stop()
 
-    def batcher_of(request: Request) -> Batcher:
-        batcher: Batcher | None = request.app.state.batcher
+    def batcher_of(request: Request) -> Scheduler:
+        batcher: Scheduler | None = request.app.state.batcher
         if batcher is None:
             reason = request.app.state.load_error or "the pipeline is still loading"
             raise Unavailable(reason)
@@ -105,7 +115,7 @@ def create_app(settings: InferenceSettings | None = None) -> FastAPI:
 
     @app.get("/load")
     async def load(request: Request) -> BackendLoad:
-        batcher: Batcher | None = request.app.state.batcher
+        batcher: Scheduler | None = request.app.state.batcher
         if batcher is None:
             return BackendLoad(queued=0, running=0, capacity=0, queued_seconds=0, models=[])
         return batcher.load()

@@ -29,12 +29,19 @@ class InferenceSettings(CommonSettings):
     # CUDA OutOfMemoryError before it runs, so the split-in-halves path and the `out_of_memory`
     # error run on a CPU. None (the default) never fakes one.
     inference_test_oom_above_rows: int | None = Field(default=None, ge=1)
-    # Dynamic batching: compatible requests arriving within max_wait_ms share one pipeline call of
-    # up to max_batch_size images. None picks 16 on a GPU (80 GB fits FLUX at 1024 px) and 4 on CPU.
+    # `continuous`: requests join and leave a running batch between denoising steps, shapes take
+    # turns step by step. `window`: compatible requests arriving within max_wait_ms run all their
+    # steps as one batch, and later ones wait for it (the scheduler before continuous batching).
+    inference_scheduler: Literal["continuous", "window"] = "continuous"
+    # Images per model call (continuous: per step of one shape; window: per batch). None picks 16
+    # on a GPU (80 GB fits FLUX at 1024 px) and 4 on CPU.
     inference_max_batch_size: int | None = Field(default=None, ge=1, le=64)
+    # Window only: how long a batch waits for company...
     inference_max_wait_ms: float = Field(default=40.0, ge=0, le=5000)
     # ...but the window closes once no request arrived for this long (a lone request waits this).
     inference_batch_gap_ms: float = Field(default=8.0, ge=0, le=5000)
+    # Live previews (continuous only): those of one request at least this far apart.
+    inference_preview_interval_ms: float = Field(default=250.0, ge=0, le=60_000)
     # GPU only: keep idle components in CPU memory; compile the transformer (slow first batch).
     inference_cpu_offload: bool = False
     inference_compile: bool = False

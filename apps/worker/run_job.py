@@ -39,6 +39,7 @@ from apps.worker.errors import InvalidImage, JobFailed, Stopped
 from apps.worker.event_sender import EventSender
 from apps.worker.handlers import HandlerContext, Output, OutputImage, handler_module
 from apps.worker.inputs import InputImages
+from apps.worker.previews import ProgressGate, store_preview
 from apps.worker.settings import WorkerSettings
 
 log = get_logger(__name__)
@@ -58,6 +59,8 @@ class JobDeps:
     inputs: InputImages
     settings: WorkerSettings
     progress_interval_s: float
+    # A job that asked for previews sends one at most this often (each one is stored).
+    preview_interval_s: float
     # Where identical jobs meet (dedupe.py); None runs every job itself.
     identical: IdenticalJobs | None = None
 
@@ -169,7 +172,7 @@ def _run_on_inference(
     record: JobRecord, model: str, request: Any, extra: dict[str, Any], deps: JobDeps
 ) -> None:
     task_id = record.task_id
-    last_progress_at = 0.0
+    gate = ProgressGate(deps.progress_interval_s, deps.preview_interval_s)
     opened = open_when_ready(record, model, request, deps)
     if opened is None:
         return
@@ -183,13 +186,22 @@ def _run_on_inference(
                     lines.close()  # the inference server drops the request at its next step
                     deps.events.send(stop_event(task_id, reason))
                     return
-                now = time.monotonic()
-                if now - last_progress_at >= deps.progress_interval_s:
-                    last_progress_at = now
+                admitted = gate.admit(time.monotonic(), has_preview=line.preview_b64 is not None)
+                if admitted.send:
+                    preview = (
+                        store_preview(task_id, line, deps.outputs)
+                        if admitted.with_preview
+                        else None
+                    )
                     # 100 belongs to success; a finished last step still has decoding to do.
                     percent = min(99, line.step * 100 // max(line.total, 1))
                     deps.events.send(
-                        TaskEvent(task_id=task_id, event=EventKind.PROGRESS, progress=percent)
+                        TaskEvent(
+                            task_id=task_id,
+                            event=EventKind.PROGRESS,
+                            progress=percent,
+                            preview=preview,
+                        )
                     )
             elif isinstance(line, InferenceResult):
                 result = _store_inference_images(task_id, line, deps.outputs, extra)

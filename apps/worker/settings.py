@@ -33,6 +33,9 @@ class WorkerSettings(CommonSettings):
     worker_max_work_pixels: int = Field(default=16_000_000, ge=4096)
     # Progress events are coalesced to at most one per this interval per task.
     worker_progress_interval_ms: int = Field(default=100, ge=0)
+    # A job that asked for previews gets at most one per this interval (each is an object in the
+    # output store and a progress event with its URL); a line with one may pass the gate above.
+    worker_preview_interval_ms: int = Field(default=250, ge=0)
     # A job that finds no model server ready (cold start, scale from zero, all ejected) waits; once
     # none has been ready for this long during its wait it ends `expired` with `no_capacity`.
     max_capacity_wait_s: float = Field(default=900.0, gt=0)

@@ -65,6 +65,7 @@ def job_deps() -> JobDeps:
         ),
         settings=settings,
         progress_interval_s=settings.worker_progress_interval_ms / 1000,
+        preview_interval_s=settings.worker_preview_interval_ms / 1000,
         # A claim on a run lasts one delivery at most: the hard time limit ends it.
         identical=IdenticalJobs(
             redis_client(), claim_s=settings.job_time_limit_s, record_ttl_s=settings.job_ttl_s

@@ -33,6 +33,7 @@ from fluxgate_client import (
     Fluxgate,
     JobView,
     NotFoundError,
+    Preview,
     RateLimitError,
     ServiceUnavailableError,
     TaskCanceledError,
@@ -829,6 +830,51 @@ def test_cli_saves_several_images_with_numbered_names(stack: Stack, tmp_path: Pa
     assert done.stdout.split() == [str(p) for p in paths]
     assert [png_size(p.read_bytes()) for p in paths] == [(64, 64)] * 2
     assert paths[0].read_bytes() != paths[1].read_bytes()  # seed and seed + 1
+
+
+def test_cli_saves_the_previews_it_sees(stack: Stack, tmp_path: Path) -> None:
+    folder = tmp_path / "previews"  # made by the CLI
+    done = fluxgate(
+        "--url", stack.gateway, "run", "flux", "a fox forming", "--width", "128", "--height",
+        "128", "--steps", "12", "--previews", str(folder), "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "succeeded"
+    saved = sorted(folder.iterdir())
+    assert saved, done.stderr
+    assert f"{len(saved)} preview(s) saved in {folder}" in done.stderr
+    steps = []
+    for path in saved:
+        assert path.name.startswith("step-") and path.suffix == ".webp", path
+        with Image.open(path) as image:
+            assert image.format == "WEBP"
+        steps.append(int(path.stem.removeprefix("step-")))
+    assert all(0 < step <= 12 for step in steps), steps
+    # `--set` has the last word: a job that does not ask for previews gets none to save.
+    plain = fluxgate(
+        "--url", stack.gateway, "run", "flux", "a fox", "--width", "64", "--height", "64",
+        "--steps", "4", "--previews", str(tmp_path / "none"), "--set", "preview=false",
+    )  # fmt: skip
+    assert plain.returncode == 0, plain.stderr
+    assert list((tmp_path / "none").iterdir()) == []
+    assert "0 preview(s) saved" in plain.stderr
+
+
+def test_the_view_model_exposes_the_preview() -> None:
+    preview = {
+        "url": "http://x/files/t/p.webp",
+        "content_type": "image/webp",
+        "step": 3,
+        "total": 8,
+        "width": 32,
+        "height": 32,
+    }
+    running = JobView.from_dict({"task_id": "t", "status": "running", "seq": 2, "preview": preview})
+    assert running.preview == Preview(**preview)  # type: ignore[arg-type]
+    assert running.preview is not None and running.preview.extension == "webp"
+    assert JobView.from_dict({"task_id": "t", "status": "running", "seq": 2}).preview is None
+    # An older server (no field) or a malformed one: no preview, no error.
+    assert JobView.from_dict({"task_id": "t", "preview": "oops"}).preview is None
 
 
 def test_cli_exit_codes(stack: Stack) -> None:

@@ -26,6 +26,7 @@ from apps.common.redis import keys
 from apps.common.wire.contracts import (
     EventKind,
     ImageOutput,
+    JobPreview,
     JobResult,
     TaskEvent,
     TaskStatus,
@@ -77,6 +78,25 @@ def test_progress_is_sent_gated_and_only_to_a_subscriber() -> None:
         assert (plan.webhook is not None) is wanted
         assert plan.progress_gated is wanted
         assert not plan.observe_started and not plan.final
+
+
+def test_a_progress_webhook_carries_the_preview_and_the_final_one_does_not() -> None:
+    record = job("progress", status=TaskStatus.RUNNING)
+    record.preview = JobPreview(
+        url="http://x/files/t/p.webp",
+        content_type="image/webp",
+        step=3,
+        total=8,
+        width=32,
+        height=32,
+    )
+    plan = follow_up(record, VIEWS.render(record, EventKind.PROGRESS))
+    assert plan.webhook is not None
+    assert json.loads(plan.webhook.body)["data"]["preview"] == record.preview.model_dump()
+    record.status, record.result = TaskStatus.SUCCEEDED, RESULT
+    final = follow_up(record, VIEWS.render(record, EventKind.SUCCEEDED))
+    assert final.webhook is not None
+    assert json.loads(final.webhook.body)["data"]["preview"] is None
 
 
 def test_a_final_state_is_final_only_as_the_records_own() -> None:

@@ -15,6 +15,7 @@ from apps.common.wire.contracts import (
     ErrorInfo,
     EventKind,
     ImageOutput,
+    JobPreview,
     JobResult,
     TaskEvent,
     TaskStatus,
@@ -143,6 +144,56 @@ def test_concurrent_events_get_distinct_seqs(redis_url: str, redis_client: redis
     assert len(seqs) == len(set(seqs))
     final = SyncJobStore(redis_client, ttl_s=600).get(task)
     assert final is not None and final.progress == 50 and final.seq == 1 + len(seqs)
+
+
+def preview(step: int, total: int = 8) -> JobPreview:
+    return JobPreview(
+        url=f"http://x/files/t/p{step}.webp",
+        content_type="image/webp",
+        step=step,
+        total=total,
+        width=32,
+        height=32,
+    )
+
+
+def test_the_latest_preview_is_kept_by_its_step_and_shown_only_while_running(
+    store: SyncJobStore, redis_client: redis.Redis
+) -> None:
+    task = created(redis_client).task_id
+    store.apply(ev(task, EventKind.STARTED))
+    first = store.apply(ev(task, EventKind.PROGRESS, progress=25, preview=preview(2)))
+    assert first.applied and first.record is not None
+    assert first.record.preview == preview(2) and first.record.progress == 25
+    # Two steps may round to one percent: a later step's preview is news on its own.
+    same_percent = store.apply(ev(task, EventKind.PROGRESS, progress=25, preview=preview(3)))
+    assert same_percent.applied and same_percent.record is not None
+    assert same_percent.record.preview == preview(3)
+    # An event that arrives late (or a rerun's early steps) never takes the preview back.
+    late = store.apply(ev(task, EventKind.PROGRESS, progress=50, preview=preview(1)))
+    assert late.applied and late.record is not None
+    assert late.record.progress == 50 and late.record.preview == preview(3)
+    assert not store.apply(ev(task, EventKind.PROGRESS, progress=50, preview=preview(3))).applied
+    # Progress without a preview keeps the one there is.
+    plain = store.apply(ev(task, EventKind.PROGRESS, progress=60))
+    assert plain.record is not None and plain.record.preview == preview(3)
+    running = job_view(plain.record, public_base="http://x", public_ws_base="ws://x")
+    assert running.preview == preview(3)
+    done = store.apply(ev(task, EventKind.SUCCEEDED, result=RESULT)).record
+    assert done is not None and done.preview == preview(3)
+    final = job_view(done, public_base="http://x", public_ws_base="ws://x")
+    assert final.preview is None and final.result == RESULT
+
+
+def test_a_preview_before_start_or_after_the_end_changes_nothing(
+    store: SyncJobStore, redis_client: redis.Redis
+) -> None:
+    task = created(redis_client).task_id
+    assert not store.apply(ev(task, EventKind.PROGRESS, progress=10, preview=preview(1))).applied
+    store.apply(ev(task, EventKind.CANCELED))
+    assert not store.apply(ev(task, EventKind.PROGRESS, progress=10, preview=preview(1))).applied
+    record = store.get(task)
+    assert record is not None and record.preview is None
 
 
 def test_view_renders_the_public_shape(store: SyncJobStore, redis_client: redis.Redis) -> None:

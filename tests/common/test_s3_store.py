@@ -15,7 +15,7 @@ from apps.common.redis import keys
 from apps.common.service.settings import CommonSettings
 from apps.common.storage import make_output_store
 from apps.common.storage.local import LocalOutputStore
-from apps.common.storage.names import fixed_key, name_of
+from apps.common.storage.names import fixed_key, name_of, preview_index
 from apps.common.storage.s3 import S3OutputStore, parse_s3_url
 from tests.s3server import S3_ENV, S3Server, s3_server
 
@@ -101,6 +101,20 @@ def test_sweep_and_lifecycle_follow_the_job_ttl(s3: S3Server) -> None:
     assert set(rules) == {"operator-logs", "fluxgate-expire-out-puts"}, "the operator's rule stays"
     ours = rules["fluxgate-expire-out-puts"]
     assert ours["Expiration"]["Days"] == 1 and ours["Filter"]["Prefix"] == "out/puts/"
+
+
+def test_a_preview_is_an_object_under_its_task_swept_with_the_outputs(s3: S3Server) -> None:
+    bucket = s3.bucket("previews")
+    outputs = store(s3, bucket)
+    output = outputs.put("task-5", 0, b"image", extension="webp")
+    preview = outputs.put("task-5", preview_index(0), b"preview", extension="webp")
+    assert urlsplit(preview).path.startswith(f"/{bucket}/out/puts/task-5/")
+    assert urlsplit(preview).path != urlsplit(output).path, "never an output's name"
+    fetched = httpx.get(preview)
+    assert fetched.content == b"preview" and fetched.headers["content-type"] == "image/webp"
+    assert outputs.read_output(output) == b"image"
+    assert outputs.sweep(-60) == 2
+    assert s3.client().list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
 
 
 def test_a_refused_jobs_inputs_can_be_deleted(s3: S3Server) -> None:

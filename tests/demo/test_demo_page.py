@@ -3,6 +3,9 @@ the progress bar move, see the image; a bad width is explained in words."""
 
 from __future__ import annotations
 
+import json
+import re
+
 from playwright.sync_api import Page
 
 from devtools.procs import poll_until
@@ -46,8 +49,43 @@ def test_submit_watch_progress_and_see_the_image(stack: Stack, page: Page) -> No
     assert page.is_visible("#cost")
     assert page.inner_text("#cost") == "Cost: 0.1966 megapixel-steps"
     assert page.locator("#gallery img").count() >= 1
+    # Previews were not asked for: none shows.
+    assert page.is_hidden("#preview") and page.get_attribute("#preview-image", "src") is None
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "demo-page.png"), full_page=True)
+
+
+def test_show_previews_shows_the_image_forming(stack: Stack, page: Page) -> None:
+    page.goto(f"{stack.gateway}/")
+    page.fill("#width", "128")
+    page.fill("#height", "128")
+    page.fill("#steps", "12")  # 12 steps x 100 ms: several previews at 4 a second at most
+    page.check("#previews")
+    # Record every preview the page loads, and what its caption said while it showed.
+    page.evaluate(
+        """() => {
+            window.loadedPreviews = [];
+            const img = document.getElementById('preview-image');
+            img.addEventListener('load', () => window.loadedPreviews.push({
+                src: img.currentSrc, width: img.naturalWidth,
+                caption: document.getElementById('preview-caption').textContent,
+            }));
+        }"""
+    )
+    with page.expect_request("**/flux") as submitted:
+        page.click("#submit")
+    assert json.loads(submitted.value.post_data or "{}")["preview"] is True
+    page.wait_for_selector('#status[data-status="succeeded"]', timeout=60_000)
+
+    def two_loaded() -> list[dict[str, object]] | None:
+        got: list[dict[str, object]] = page.evaluate("window.loadedPreviews")
+        return got if len({p["src"] for p in got}) >= 2 else None
+
+    loaded = poll_until(two_loaded, timeout=10, what="two previews to load")
+    assert all(p["width"] > 0 for p in loaded), loaded
+    assert all(re.fullmatch(r"Preview: step \d+ of 12", p["caption"]) for p in loaded), loaded
+    # Once the job succeeded, the image itself takes the preview's place.
+    assert page.is_hidden("#preview") and page.is_visible("#result-image")
 
 
 def test_a_bad_width_is_explained_and_the_field_marked(stack: Stack, page: Page) -> None:

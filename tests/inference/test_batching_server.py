@@ -1,10 +1,10 @@
-"""The inference server's dynamic batching, through its HTTP API (real server, tiny model)."""
+"""The inference server's window batching (`FLUXGATE_INFERENCE_SCHEDULER=window`), through its
+HTTP API (real server, tiny model)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,69 +14,23 @@ import httpx
 import pytest
 
 from devtools.procs import Proc, free_port, poll_until, python_module, wait_http_ok
+from tests.inference.servers import body, inference_env, inference_server, stream
 
 MAX_WAIT_MS = 300
 STEP_DELAY_MS = 60
 
 
-def inference_env(tmp: Path, port: int, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXGATE_")}
-    env.update(
-        {
-            "FLUXGATE_INFERENCE_PORT": str(port),
-            "FLUXGATE_MODEL_CACHE_DIR": str(tmp / "models"),
-            "HF_HUB_OFFLINE": "1",
-            **extra,
-        }
-    )
-    return env
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("batching")
-    port = free_port()
-    env = inference_env(
-        tmp,
-        port,
+    with inference_server(
+        tmp_path_factory.mktemp("batching"),
+        FLUXGATE_INFERENCE_SCHEDULER="window",
         FLUXGATE_INFERENCE_MAX_BATCH_SIZE="4",
         FLUXGATE_INFERENCE_MAX_WAIT_MS=str(MAX_WAIT_MS),
         FLUXGATE_INFERENCE_BATCH_GAP_MS=str(MAX_WAIT_MS),
         FLUXGATE_INFERENCE_STEP_DELAY_MS=str(STEP_DELAY_MS),
-    )
-    proc = Proc("inference", python_module("apps.inference"), env, tmp / "inference.log").start()
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_http_ok(f"{url}/readyz", timeout=180, proc=proc)
+    ) as (url, _):
         yield url
-    finally:
-        proc.stop()
-
-
-def body(task: str, **fields: Any) -> dict[str, Any]:
-    spec = {
-        "prompt": f"prompt {task}",
-        "width": 64,
-        "height": 64,
-        "num_inference_steps": 3,
-        "seed": 1,
-        **fields,
-    }
-    return {"task_id": task, "input": spec}
-
-
-async def stream(
-    client: httpx.AsyncClient, url: str, payload: dict[str, Any], stop_after_step: int | None = None
-) -> list[dict[str, Any]]:
-    lines: list[dict[str, Any]] = []
-    async with client.stream("POST", f"{url}/v1/infer/flux", json=payload) as response:
-        assert response.status_code == 200
-        async for raw in response.aiter_lines():
-            if raw.strip():
-                lines.append(json.loads(raw))
-                if stop_after_step is not None and lines[-1].get("step") == stop_after_step:
-                    return lines  # closing the stream is how a caller leaves
-    return lines
 
 
 def run_all(

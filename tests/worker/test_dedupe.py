@@ -72,6 +72,7 @@ def deps(client: redis.Redis, tmp_path: Path) -> Iterator[JobDeps]:
         ),
         settings=settings,
         progress_interval_s=0,
+        preview_interval_s=0,
         identical=IdenticalJobs(client, claim_s=60, record_ttl_s=600),
     )
     http.close()

@@ -5,77 +5,19 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import pytest
 import redis
-from celery import Celery
 from PIL import Image
 
-from apps.common.jobs.announce import SyncAnnouncer
 from apps.common.jobs.record import CANCEL_BY_CLIENT, CANCEL_BY_DEADLINE, JobRecord, new_job
-from apps.common.jobs.store import SyncJobStore
 from apps.common.redis import keys
-from apps.common.security.url_guard import AllowList
-from apps.common.storage.local import LocalOutputStore
-from apps.common.storage.names import fixed_key
 from apps.worker.balancer_client import BalancerClient
-from apps.worker.event_sender import EventSender
 from apps.worker.handlers import HandlerContext, Output, face_detect
 from apps.worker.imaging import checkpoint
-from apps.worker.inputs import InputImages
 from apps.worker.run_job import JobDeps, run_job
-from apps.worker.settings import WorkerSettings
 from devtools.procs import free_port, poll_until
 from tests.tasktypes.imagesrv import serving
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    # Its own database: the session Redis is shared with the stack's processes.
-    own = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/6", decode_responses=True)
-    yield own
-    own.close()
-
-
-@pytest.fixture
-def deps(client: redis.Redis, tmp_path: Path) -> Iterator[JobDeps]:
-    settings = WorkerSettings(
-        # Nothing listens there, and no retry: events land through the direct-write fallback.
-        notifier_url=f"http://127.0.0.1:{free_port()}",
-        worker_event_retry_s=0,
-        worker_progress_interval_ms=0,
-    )
-    store = SyncJobStore(client, ttl_s=600)
-    outputs = LocalOutputStore(
-        tmp_path / "outputs", public_base="http://files.test", name_key=fixed_key("test-key")
-    )
-    # Its producer sends only webhooks, and these jobs have none.
-    events = EventSender(
-        settings, store, announcer=SyncAnnouncer(store, client, Celery("test_run_job"))
-    )
-    balancer = BalancerClient(f"http://127.0.0.1:{free_port()}", read_timeout_s=5)
-    http = httpx.Client()
-    yield JobDeps(
-        store=store,
-        events=events,
-        balancer=balancer,
-        outputs=outputs,
-        inputs=InputImages(
-            store=outputs,
-            allow=AllowList.parse(""),
-            max_bytes=1 << 20,
-            max_pixels=1 << 22,
-            http=http,
-        ),
-        settings=settings,
-        progress_interval_s=0,
-    )
-    http.close()
-    balancer.close()
-    events.close()
 
 
 def png(size: tuple[int, int] = (64, 48)) -> bytes:

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from apps.common.wire.contracts import (
     ErrorInfo,
     EventKind,
+    JobPreview,
     JobResult,
     TaskEvent,
     TaskStatus,
@@ -61,6 +62,8 @@ class JobRecord(BaseModel):
     # What the job costs in megapixel-steps (`TaskType.cost`), fixed at submit; None in records
     # written before costs were kept.
     cost: float | None = None
+    # The latest preview of a job that asked for them (set by `progress` events, by step).
+    preview: JobPreview | None = None
 
     def to_hash(self) -> dict[str, str]:
         data = self.model_dump(mode="json", exclude_none=True)
@@ -72,7 +75,7 @@ class JobRecord(BaseModel):
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> JobRecord:
         data: dict[str, Any] = dict(raw)
-        for name in ("input", "result", "error", "webhook"):
+        for name in ("input", "result", "error", "webhook", "preview"):
             if name in data:
                 data[name] = orjson.loads(data[name])
         return cls.model_validate(data)

@@ -13,7 +13,8 @@ from apps.common.redis import keys
 from apps.common.wire.contracts import JobView, TaskEvent, TaskStatus
 
 # Applies one event to a job hash in one step. Moves only forward: nothing after a terminal state,
-# no state earlier than the current one, no progress lower than the current. Returns {-1} for an
+# no state earlier than the current one, no progress lower than the current, no preview of an
+# earlier step than the kept one (the record keeps only the latest preview). Returns {-1} for an
 # unknown task, {0, hash} when nothing changed and {1, hash} with the new `seq` when it did.
 # A job that ends leaves its owner's set of active jobs and their costs (KEYS[2] and KEYS[3],
 # keys.active_jobs_key and keys.active_cost_key, given by the caller for a final event of an owned
@@ -24,6 +25,7 @@ local event, progress, result, err = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local only_from = ARGV[5]
 local done_at = ARGV[6]
 local waiting_for = ARGV[7]
+local preview = ARGV[8]
 local status = redis.call('HGET', key, 'status')
 if not status then return {-1} end
 -- A caller that decided from what it read earlier (cancel a queued job) applies only from then.
@@ -45,11 +47,19 @@ if not terminal[status] then
       redis.call('HSET', key, 'waiting_for', waiting_for)
       changed = true
     end
-  elseif event == 'progress' then
-    if status == 'running' and progress ~= '' then
+  elseif event == 'progress' and status == 'running' then
+    if progress ~= '' then
       local p = tonumber(progress)
       if p > tonumber(redis.call('HGET', key, 'progress') or '0') then
         redis.call('HSET', key, 'progress', math.min(p, 100))
+        changed = true
+      end
+    end
+    -- A preview moves forward by its own step: two steps may round to one percent.
+    if preview ~= '' then
+      local kept = redis.call('HGET', key, 'preview')
+      if not kept or cjson.decode(preview).step > cjson.decode(kept).step then
+        redis.call('HSET', key, 'preview', preview)
         changed = true
       end
     end
@@ -97,6 +107,7 @@ def _event_args(event: TaskEvent, only_from: TaskStatus | None = None) -> list[s
         "" if only_from is None else only_from.value,
         "" if event.at is None else f"{event.at:.6f}",
         "" if event.waiting_for is None else event.waiting_for.value,
+        "" if event.preview is None else event.preview.model_dump_json(),
     ]
 
 

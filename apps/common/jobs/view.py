@@ -66,6 +66,9 @@ def job_view(
         finished_at=_iso(record.finished_at),
         result=record.result,
         cached=record.cached and record.status is TaskStatus.SUCCEEDED,
+        # A preview is live news of the image forming: once the job ends, `result` (or `error`)
+        # is the news, and final views and `completed` webhooks stay as they were.
+        preview=record.preview if record.status is TaskStatus.RUNNING else None,
         error=record.error,
         queue_position=queue_position if record.status is TaskStatus.QUEUED else None,
         waiting_for=record.waiting_for if record.status is TaskStatus.QUEUED else None,

@@ -23,7 +23,7 @@ class LocalOutputStore:
     def name_of(self, task_id: str, index: int | str) -> str:
         return name_of(self._name_key(), task_id, index)
 
-    def put(self, task_id: str, index: int, data: bytes, *, extension: str) -> str:
+    def put(self, task_id: str, index: int | str, data: bytes, *, extension: str) -> str:
         key = f"{task_id}/{self.name_of(task_id, index)}.{extension}"
         self._write(key, data)
         return f"{self._public_base}/files/{key}"

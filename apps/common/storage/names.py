@@ -20,8 +20,9 @@ INPUTS_PREFIX = "inputs"
 
 
 class OutputStore(Protocol):
-    def put(self, task_id: str, index: int, data: bytes, *, extension: str) -> str:
-        """Store output `index` of a task and return its public URL."""
+    def put(self, task_id: str, index: int | str, data: bytes, *, extension: str) -> str:
+        """Store output `index` of a task (or another public image of it, such as
+        `preview_index(step)`) and return its public URL."""
 
     def put_input(self, task_id: str, field: str, data: bytes, *, extension: str) -> str:
         """Store an input image of a task; returns its `store://` reference."""
@@ -86,6 +87,12 @@ def fixed_key(secret: str) -> Callable[[], bytes]:
     """A name key given outright (tests, tools)."""
     key = secret.encode()
     return lambda: key
+
+
+def preview_index(step: int) -> str:
+    """The `put` index of a job's preview at `step`: never an output's number, so never an
+    output's name; under the task like its outputs, so the same sweep removes it."""
+    return f"preview:{step}"
 
 
 def name_of(secret: bytes, task_id: str, index: int | str) -> str:

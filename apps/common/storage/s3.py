@@ -79,7 +79,7 @@ class S3OutputStore:
             ContentType=mimetypes.guess_type(f"x.{extension}")[0] or "application/octet-stream",
         )
 
-    def put(self, task_id: str, index: int, data: bytes, *, extension: str) -> str:
+    def put(self, task_id: str, index: int | str, data: bytes, *, extension: str) -> str:
         key = f"{task_id}/{name_of(self._name_key(), task_id, index)}.{extension}"
         self._put(key, data, extension)
         if self._url_mode == "proxy":

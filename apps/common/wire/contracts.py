@@ -155,6 +155,11 @@ class FluxInput(StrictModel):
     refine_prompt: bool = False
     # `GET /tasks/{id}` then carries each image's bytes as base64 too (as `?include=base64`).
     enable_base64_output: bool = False
+    # Live previews of the image forming: progress events carry a small preview (a cheap
+    # latent-to-RGB projection, not the VAE) every `preview_every_n_steps` steps (None with
+    # `preview`: a few per second), stored like outputs. Off by default: it costs time.
+    preview: bool = False
+    preview_every_n_steps: int | None = Field(default=None, ge=1, le=100)
 
     _width_multiple = field_validator("width")(_multiple_of_16)
     _height_multiple = field_validator("height")(_multiple_of_16)
@@ -207,6 +212,18 @@ class JobResult(BaseModel):
     timings: dict[str, float | int] = Field(default_factory=dict)
 
 
+class JobPreview(StrictModel):
+    """A small image of a running job's current latents, taken at `step` of `total`: stored like
+    outputs (one object per preview, so a URL always shows what its event said)."""
+
+    url: str
+    content_type: str
+    step: int = Field(ge=0)
+    total: int = Field(ge=1)
+    width: int = Field(ge=1)
+    height: int = Field(ge=1)
+
+
 class TaskEvent(StrictModel):
     """A producer's report about one task; the job store assigns `seq` when it applies it."""
 
@@ -217,6 +234,8 @@ class TaskEvent(StrictModel):
     error: ErrorInfo | None = None
     # With `waiting`: what the job waits for.
     waiting_for: WaitReason | None = None
+    # With `progress` of a job that asked for previews: the latest one, already stored.
+    preview: JobPreview | None = None
     # When the producer finished the work (its clock, epoch seconds): the job view splits the
     # time after it (delivery) from the work before it (running).
     at: float | None = None
@@ -284,6 +303,8 @@ class JobView(BaseModel):
     result: JobResult | None = None
     # Succeeded with the result of an identical job (its images copied), no compute of its own.
     cached: bool = False
+    # While running, for a job that asked for previews: the latest preview of the image forming.
+    preview: JobPreview | None = None
     error: ErrorInfo | None = None
     urls: TaskUrls
     timings: StageTimings
@@ -333,8 +354,9 @@ class InferenceRequest(StrictModel):
     def wire_json(self) -> str:
         """The request as sent to a model server: without the fields only the worker reads and
         without unset image-to-image fields, so a server one release older still accepts it
-        (a rolling update runs both)."""
-        return self.model_dump_json(exclude={"input": WORKER_ONLY_FLUX_FIELDS}, exclude_none=True)
+        (a rolling update runs both). Previews travel only when asked for, for the same reason."""
+        left_out = WORKER_ONLY_FLUX_FIELDS | (set() if self.input.preview else {"preview"})
+        return self.model_dump_json(exclude={"input": left_out}, exclude_none=True)
 
     @model_validator(mode="after")
     def _image_with_strength(self) -> InferenceRequest:
@@ -347,6 +369,8 @@ class InferenceProgress(BaseModel):
     type: Literal["progress"] = "progress"
     step: int
     total: int
+    # With previews asked for: the current latents as a small image (WebP, base64).
+    preview_b64: str | None = None
 
 
 class InferenceImage(BaseModel):

@@ -69,6 +69,7 @@ function show(view) {
   }
   const bar = $("progress");
   if (view.progress > Number(bar.value)) bar.value = view.progress;
+  showPreview(view);
   if (view.status === "succeeded" && view.result && view.result.images.length) {
     const image = view.result.images[0];
     $("result-image").src = image.url;
@@ -80,6 +81,18 @@ function show(view) {
   }
   if (view.status === "failed" && view.error) showError(view.error.message, null);
   if (FINAL.has(view.status)) finish();
+}
+
+// While the job runs, each progress event of a job that asked for previews names the latest one.
+function showPreview(view) {
+  const preview = view.preview;
+  if (view.status === "succeeded") {
+    $("preview").hidden = true; // the image itself takes its place
+  } else if (preview && $("preview-image").getAttribute("src") !== preview.url) {
+    $("preview-image").src = preview.url;
+    $("preview-caption").textContent = `Preview: step ${preview.step} of ${preview.total}`;
+    $("preview").hidden = false;
+  }
 }
 
 function finish() {
@@ -114,9 +127,12 @@ async function submit(event) {
     const input = form.querySelector(`[name="${name}"]`);
     if (input.value !== "") body[name] = Number(input.value);
   }
+  if ($("previews").checked) body.preview = true;
   $("submit").disabled = true;
   $("result").hidden = true;
   $("cost").hidden = true;
+  $("preview").hidden = true;
+  $("preview-image").removeAttribute("src");
   $("progress").value = 0;
   $("status").textContent = "Submitting...";
   let answer;

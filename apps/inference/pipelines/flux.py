@@ -1,4 +1,5 @@
-"""The FLUX text-to-image engine: loads a diffusers FluxPipeline and runs batches on it."""
+"""The FLUX text-to-image engine: loads a diffusers FluxPipeline and runs it, as whole batches
+(the window batcher) or one step at a time over step groups (the continuous scheduler)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ from apps.common.wire.contracts import (
     OutputFormat,
 )
 from apps.inference.engine import BatchItem, ItemOutcome
-from apps.inference.pipelines.flux_denoise import Rows, Shape, denoise_batch
+from apps.inference.pipelines.flux_denoise import Rows, Shape, denoise_batch, latent_size
+from apps.inference.pipelines.flux_steps import FluxStepGroup, GroupShape, Schedules
+from apps.inference.pipelines.preview import LatentPreviewer
 from apps.inference.pipelines.tiny import ensure_tiny_flux
 from apps.inference.settings import InferenceSettings
 
@@ -66,7 +69,8 @@ def _watch_gpu_memory(device: torch.device) -> None:
 
 
 class FluxEngine:
-    """FLUX on one device. Compatible requests (size, steps, guidance, true CFG) share a batch."""
+    """FLUX on one device. Whole batches share size, steps, guidance and true CFG; step groups
+    share size and true CFG only."""
 
     # `style_transfer` is FLUX image-to-image on the same weights and batcher.
     models = ["flux", "style_transfer"]
@@ -79,8 +83,11 @@ class FluxEngine:
         max_sequence_length: int,
         step_delay_s: float,
         test_oom_above_rows: int | None = None,
+        previewer: LatentPreviewer | None = None,
     ) -> None:
         self._pipe = pipe
+        self._previewer = previewer
+        self._schedules: dict[tuple[int, int], Schedules] = {}
         self._test_oom_above_rows = test_oom_above_rows
         self._device = device
         self._max_sequence_length = max_sequence_length
@@ -114,12 +121,16 @@ class FluxEngine:
             seconds=round(time.perf_counter() - started, 2),
         )
         max_len = settings.inference_max_sequence_length or (32 if tiny else 512)
+        started = time.perf_counter()
+        previewer = LatentPreviewer.fit(pipe, device)
+        log.info("preview projection fitted", seconds=round(time.perf_counter() - started, 2))
         return cls(
             pipe,
             device=device,
             max_sequence_length=max_len,
             step_delay_s=settings.inference_step_delay_ms / 1000,
             test_oom_above_rows=settings.inference_test_oom_above_rows,
+            previewer=previewer,
         )
 
     def batch_key(self, request: InferenceRequest) -> Hashable:
@@ -136,6 +147,44 @@ class FluxEngine:
     def cost(self, request: InferenceRequest) -> int:
         return request.input.num_images
 
+    def shape_key(self, request: InferenceRequest) -> Hashable:
+        # Steps, guidance, strength and seed are per row; image-to-image rows differ from
+        # text-to-image ones only in where they start, so they share calls too.
+        spec = request.input
+        return (spec.width, spec.height, spec.negative_prompt is not None)
+
+    def step_cost(self, request: InferenceRequest) -> float:
+        spec = request.input
+        latent_h, latent_w = latent_size(self._pipe, spec.width, spec.height)
+        tokens = (latent_h // 2) * (latent_w // 2) + self._max_sequence_length
+        return float(tokens * (2 if spec.negative_prompt is not None else 1))
+
+    def open_group(self, request: InferenceRequest) -> FluxStepGroup:
+        spec = request.input
+        size = (spec.width, spec.height)
+        if size not in self._schedules:
+            self._schedules[size] = Schedules.for_size(self._pipe, self._device, *size)
+        shape = GroupShape(
+            width=spec.width,
+            height=spec.height,
+            true_cfg=spec.negative_prompt is not None,
+            max_sequence_length=self._max_sequence_length,
+        )
+        return FluxStepGroup(
+            self._pipe,
+            shape,
+            device=self._device,
+            schedules=self._schedules[size],
+            previewer=self._previewer,
+            make_result=_result,
+            init_image=_decode_init_image,
+            step_delay_s=self._step_delay_s,
+            test_oom_above_rows=self._test_oom_above_rows,
+        )
+
+    def is_out_of_memory(self, exc: BaseException) -> bool:
+        return isinstance(exc, _oom_types())
+
     def check_device(self) -> None:
         probe = torch.ones(8, device=self._device)
         if float((probe * 2).sum().item()) != 16.0:
@@ -144,7 +193,14 @@ class FluxEngine:
     def warm_up(self) -> None:
         spec = FluxInput(prompt="warm-up", width=64, height=64, num_inference_steps=1, seed=0)
         started = time.perf_counter()
-        self._run([BatchItem(InferenceRequest(task_id="warm-up", input=spec), lambda _s, _t: True)])
+        request = InferenceRequest(task_id="warm-up", input=spec)
+        self._run([BatchItem(request, _keep_going)])
+        # The step path too, with a preview: its first use builds a schedule and the encoder.
+        group = self.open_group(request)
+        group.admit([BatchItem(request, _keep_going, preview_due=lambda _s, _t: True)])
+        while group.rows:
+            for retired in group.step():
+                retired.finish()
         log.info("warm-up done", seconds=round(time.perf_counter() - started, 2))
 
     def run_batch(self, items: list[BatchItem]) -> list[ItemOutcome]:
@@ -207,6 +263,22 @@ class FluxEngine:
                 InferenceResult(images=images, compute_ms=compute_ms, batch_size=batch_rows)
             )
         return outcomes
+
+
+def _keep_going(_step: int, _total: int, _preview: str | None = None) -> bool:
+    return True
+
+
+def _result(
+    item: BatchItem, pictures: list[Any], seeds: list[int], compute_s: float, batch_size: int
+) -> InferenceResult:
+    """A finished request's answer: its images encoded in its format."""
+    fmt = item.request.input.output_format
+    return InferenceResult(
+        images=[_encode(image, fmt, seed) for image, seed in zip(pictures, seeds, strict=True)],
+        compute_ms=round(compute_s * 1000, 2),
+        batch_size=batch_size,
+    )
 
 
 def _decode_init_image(request: InferenceRequest, width: int, height: int) -> Any:

@@ -22,7 +22,7 @@ from fluxgate_client.errors import (
     WebhookVerificationError,
     WebSocketUnavailable,
 )
-from fluxgate_client.models import TERMINAL_STATUSES, JobView, Submitted, TaskUrls
+from fluxgate_client.models import TERMINAL_STATUSES, JobView, Preview, Submitted, TaskUrls
 from fluxgate_client.webhooks import verify_webhook
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "FluxgateError",
     "JobView",
     "NotFoundError",
+    "Preview",
     "RateLimitError",
     "ServerError",
     "ServiceUnavailableError",

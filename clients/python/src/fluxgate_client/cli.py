@@ -14,6 +14,7 @@ from typing import Any
 
 from fluxgate_client._base import final_or_raise
 from fluxgate_client._http import DEFAULT_URL
+from fluxgate_client._previews import PreviewSaver
 from fluxgate_client._progress import MODES, make_progress
 from fluxgate_client.client import Fluxgate
 from fluxgate_client.errors import (
@@ -264,6 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "-o", "--output", type=Path, help="save the image here (several: NAME-1.png, ...)"
     )
+    run.add_argument(
+        "--previews",
+        type=Path,
+        metavar="DIR",
+        help="ask for live previews (sets preview: true) and save each one seen as "
+        "DIR/step-NNN.webp; --set preview_every_n_steps=N picks how often",
+    )
 
     for name, help in (
         ("status", "show a job"),
@@ -361,15 +369,28 @@ def _input_of(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, flag)
         if value is not None:
             fields[field] = value
+    if args.previews is not None:
+        fields["preview"] = True
     fields.update(dict(args.set))
     fields.update(dict(args.image))
     return fields
 
 
-def _follow(client: Fluxgate, args: argparse.Namespace, task_id: str) -> JobView:
+def _follow(
+    client: Fluxgate,
+    args: argparse.Namespace,
+    task_id: str,
+    also: Callable[[JobView], None] | None = None,
+) -> JobView:
     progress = make_progress(args.progress, sys.stderr)
+
+    def update(view: JobView) -> None:
+        progress.update(view)
+        if also is not None:
+            also(view)
+
     try:
-        return client.wait(task_id, args.timeout, on_update=progress.update)
+        return client.wait(task_id, args.timeout, on_update=update)
     except KeyboardInterrupt:
         progress.close()
         print(f"interrupted; task {task_id} goes on (fluxgate cancel {task_id})", file=sys.stderr)
@@ -379,6 +400,13 @@ def _follow(client: Fluxgate, args: argparse.Namespace, task_id: str) -> JobView
 
 
 def cmd_run(client: Fluxgate, args: argparse.Namespace) -> int:
+    previews = None
+    if args.previews is not None:
+        try:
+            args.previews.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _UsageError(f"cannot create {args.previews}: {exc.strerror}") from exc
+        previews = PreviewSaver(client, args.previews)
     submitted = client.submit(
         args.type,
         _input_of(args),
@@ -390,7 +418,9 @@ def cmd_run(client: Fluxgate, args: argparse.Namespace) -> int:
     )
     # On stderr, so stdout stays the images (or the JSON view) for a pipe.
     print(f"task {submitted.task_id} submitted", file=sys.stderr, flush=True)
-    view = _follow(client, args, submitted.task_id)
+    view = _follow(client, args, submitted.task_id, None if previews is None else previews.update)
+    if previews is not None:
+        print(f"{len(previews.saved)} preview(s) saved in {args.previews}", file=sys.stderr)
     if args.json:
         _print_json(view.raw)
     elif view.cost is not None:

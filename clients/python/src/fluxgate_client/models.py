@@ -43,6 +43,38 @@ class TaskUrls:
 
 
 @dataclass(frozen=True)
+class Preview:
+    """A small image of a running job's current latents (asked for with `"preview": true`),
+    taken at `step` of `total`; each preview has a URL of its own."""
+
+    url: str
+    content_type: str
+    step: int
+    total: int
+    width: int
+    height: int
+
+    @classmethod
+    def from_dict(cls, data: object) -> Preview | None:
+        if not isinstance(data, Mapping) or not isinstance(data.get("url"), str):
+            return None
+        return cls(
+            url=str(data["url"]),
+            content_type=str(data.get("content_type", "")),
+            step=_int_or_none(data.get("step")) or 0,
+            total=_int_or_none(data.get("total")) or 0,
+            width=_int_or_none(data.get("width")) or 0,
+            height=_int_or_none(data.get("height")) or 0,
+        )
+
+    @property
+    def extension(self) -> str:
+        """The file extension its content type names (`webp`), for saving it."""
+        kind = self.content_type.removeprefix("image/")
+        return "jpg" if kind == "jpeg" else kind or "bin"
+
+
+@dataclass(frozen=True)
 class JobView:
     """One job as the server sees it: the same shape from status, WebSocket and webhooks.
 
@@ -69,6 +101,8 @@ class JobView:
     # What the job costs in megapixel-steps (one FLUX step of a 1-megapixel image); None from a
     # server that does not say.
     cost: float | None = None
+    # While running, for a job that asked for previews: the latest one.
+    preview: Preview | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JobView:
@@ -92,6 +126,7 @@ class JobView:
             event=raw.get("event"),
             raw=raw,
             cost=_number_or_none(raw.get("cost")),
+            preview=Preview.from_dict(raw.get("preview")),
         )
 
     @property

@@ -1,0 +1,22 @@
+"""The inference server's Prometheus metrics, shared by both schedulers."""
+
+from __future__ import annotations
+
+from prometheus_client import Histogram
+
+# A pipeline call is a whole batch under the window batcher, one denoising step of one shape
+# group under the continuous scheduler.
+BATCH_IMAGES = Histogram(
+    "fluxgate_inference_batch_images", "Images per pipeline call", buckets=(1, 2, 4, 8, 16, 32, 64)
+)
+BATCH_SECONDS = Histogram("fluxgate_inference_batch_seconds", "Wall time of one pipeline call")
+STEP_SECONDS = Histogram(
+    "fluxgate_inference_step_seconds",
+    "Time between two denoising steps of a request (its batch's step time)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+PREVIEW_SECONDS = Histogram(
+    "fluxgate_inference_preview_seconds",
+    "Time to make the previews of one step (latents to RGB, WebP)",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+)

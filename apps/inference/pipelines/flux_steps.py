@@ -1,0 +1,483 @@
+"""Continuous batching for FLUX: one denoising step at a time over rows that join and leave.
+
+Rows of one shape (image size, text length, true CFG or not) share each transformer call while
+each sits at its own point of its own schedule: the timestep, guidance, prompt and noise are per
+row, and the Euler update is `FlowMatchEulerDiscreteScheduler.step`'s arithmetic with a per-row
+step size, so a row makes the image its request makes alone (`denoise_batch`'s maths, row-wise).
+Text-to-image and image-to-image rows share calls: they differ only in where they start.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from diffusers.pipelines.flux.pipeline_flux import retrieve_timesteps
+
+from apps.common.wire.contracts import InferenceError, InferenceRequest
+from apps.inference.engine import BatchItem, ItemOutcome, Retired
+from apps.inference.metrics import PREVIEW_SECONDS
+from apps.inference.pipelines.flux_denoise import (
+    TRUE_CFG_SCALE,
+    decode_images,
+    encode_prompts,
+    flux_sigmas,
+    img2img_start,
+    latent_size,
+    noised_image_latents,
+    shift_mu,
+)
+from apps.inference.pipelines.preview import LatentPreviewer
+
+# Every row's schedule sits in one table row: at most 100 steps, plus the final sigma 0.
+_TABLE = 101
+
+# Builds a finished request's outcome from its decoded images (off the engine thread).
+ResultMaker = Callable[[BatchItem, list[Any], list[int], float, int], ItemOutcome]
+# The start picture of an image-to-image request at the group's size (PIL), or None.
+InitImage = Callable[[InferenceRequest, int, int], Any]
+
+
+@dataclass(frozen=True)
+class GroupShape:
+    """What rows must share to run in one transformer call."""
+
+    width: int
+    height: int
+    true_cfg: bool
+    max_sequence_length: int
+
+
+@dataclass
+class _Member:
+    """One request's rows in the group (consecutive rows, one per image)."""
+
+    item: BatchItem
+    seeds: list[int]
+    total: int
+    done: int = 0
+    compute_s: float = 0.0
+    calls: int = 0
+    call_rows: int = 0
+
+    @property
+    def rows(self) -> int:
+        return len(self.seeds)
+
+
+@dataclass
+class _Tensors:
+    """The per-row state, row i of each tensor belonging to the same image."""
+
+    latents: torch.Tensor
+    embeds: torch.Tensor
+    pooled: torch.Tensor
+    neg_embeds: torch.Tensor | None
+    neg_pooled: torch.Tensor | None
+    guidance: torch.Tensor | None
+    sigmas: torch.Tensor  # (rows, _TABLE) float32: the row's sigmas from its first step on
+    timesteps: torch.Tensor  # (rows, _TABLE) float32
+    position: torch.Tensor  # (rows,) long: the row's index into its schedule
+
+    def select(self, keep: torch.Tensor) -> _Tensors:
+        def pick(tensor: torch.Tensor | None) -> Any:
+            return None if tensor is None else tensor.index_select(0, keep)
+
+        return _Tensors(*(pick(getattr(self, f)) for f in _FIELDS))
+
+    @staticmethod
+    def cat(parts: list[_Tensors]) -> _Tensors:
+        def join(name: str) -> Any:
+            tensors = [getattr(p, name) for p in parts]
+            return None if tensors[0] is None else torch.cat(tensors)
+
+        return _Tensors(*(join(f) for f in _FIELDS))
+
+
+_FIELDS = list(_Tensors.__dataclass_fields__)
+
+
+@dataclass
+class Schedules:
+    """Each step count's shifted sigmas and timesteps for one image size, on the device (made
+    once: the FLUX shift depends on the image size only)."""
+
+    pipe: Any
+    device: torch.device
+    mu: float
+    made: dict[int, tuple[Any, torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+    @classmethod
+    def for_size(cls, pipe: Any, device: torch.device, width: int, height: int) -> Schedules:
+        return cls(pipe, device, shift_mu(pipe, *latent_size(pipe, width, height)))
+
+    def of(self, steps: int) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """(a scheduler set to this schedule, timesteps (steps,), sigmas (steps + 1,))."""
+        if steps not in self.made:
+            # A private scheduler: the pipeline's own one is the window batcher's.
+            scheduler = copy.deepcopy(self.pipe.scheduler)
+            timesteps, _ = retrieve_timesteps(
+                scheduler, steps, self.device, sigmas=flux_sigmas(steps), mu=self.mu
+            )
+            self.made[steps] = (scheduler, timesteps, scheduler.sigmas.to(self.device))
+        return self.made[steps]
+
+
+class FluxStepGroup:
+    """The running rows of one shape. All methods run on the engine thread."""
+
+    def __init__(
+        self,
+        pipe: Any,
+        shape: GroupShape,
+        *,
+        device: torch.device,
+        schedules: Schedules,
+        previewer: LatentPreviewer | None,
+        make_result: ResultMaker,
+        init_image: InitImage,
+        step_delay_s: float = 0.0,
+        test_oom_above_rows: int | None = None,
+    ) -> None:
+        self._pipe = pipe
+        self.shape = shape
+        self._device = device
+        self._schedules = schedules
+        self._previewer = previewer
+        self._make_result = make_result
+        self._init_image = init_image
+        self._step_delay_s = step_delay_s
+        self._test_oom_above_rows = test_oom_above_rows
+        self._members: list[_Member] = []
+        self._state: _Tensors | None = None
+        latent_h, latent_w = latent_size(pipe, shape.width, shape.height)
+        self._image_ids = pipe._prepare_latent_image_ids(
+            1, latent_h // 2, latent_w // 2, device, pipe.transformer.dtype
+        )
+        self._text_ids: torch.Tensor | None = None
+
+    @property
+    def rows(self) -> int:
+        return sum(m.rows for m in self._members)
+
+    # --- joining --------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def admit(self, items: list[BatchItem]) -> list[Retired]:
+        """Encode the prompts of all `items` in one call and give each row its noise."""
+        started = time.perf_counter()
+        refused: list[Retired] = []
+        ready: list[tuple[BatchItem, Any]] = []
+        for item in items:
+            try:
+                init = self._init_image(item.request, self.shape.width, self.shape.height)
+            except Exception as exc:  # an undecodable start picture fails its request only
+                error = InferenceError(
+                    code="pipeline_error", message=f"{type(exc).__name__}: {exc}"
+                )
+                refused.append(Retired(item, _constant(error)))
+                continue
+            ready.append((item, init))
+        if not ready:
+            return refused
+        members = [
+            _Member(item, _seeds(item.request), self._total(item.request)) for item, _ in ready
+        ]
+        requests = [m.item.request for m in members for _ in m.seeds]  # one per row
+        embeds, pooled, text_ids = encode_prompts(
+            self._pipe,
+            [r.input.prompt for r in requests],
+            self.shape.max_sequence_length,
+            self._device,
+        )
+        neg_embeds = neg_pooled = None
+        if self.shape.true_cfg:
+            neg_embeds, neg_pooled, _ = encode_prompts(
+                self._pipe,
+                [r.input.negative_prompt or "" for r in requests],
+                self.shape.max_sequence_length,
+                self._device,
+            )
+        parts = [self._start(item, init, embeds.dtype) for item, init in ready]
+        latents = torch.cat([p[0] for p in parts])
+        guidance = None
+        if self._pipe.transformer.config.guidance_embeds:
+            guidance = torch.tensor(
+                [r.input.guidance_scale for r in requests], device=self._device, dtype=torch.float32
+            )
+        joined = _Tensors(
+            latents=latents,
+            embeds=embeds,
+            pooled=pooled,
+            neg_embeds=neg_embeds,
+            neg_pooled=neg_pooled,
+            guidance=guidance,
+            sigmas=torch.cat([p[1] for p in parts]),
+            timesteps=torch.cat([p[2] for p in parts]),
+            position=torch.zeros(latents.shape[0], dtype=torch.long, device=self._device),
+        )
+        # Only now, with everything made, does the group change: an out-of-memory error above
+        # leaves it as it was.
+        self._state = joined if self._state is None else _Tensors.cat([self._state, joined])
+        self._text_ids = text_ids
+        spent = time.perf_counter() - started
+        for member in members:
+            member.compute_s += spent
+        self._members.extend(members)
+        return refused
+
+    def _total(self, request: InferenceRequest) -> int:
+        steps = request.input.num_inference_steps
+        if request.strength is None:
+            return steps
+        return steps - img2img_start(steps, request.strength)
+
+    def _start(
+        self, item: BatchItem, init: Any, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A request's first latents and its schedule table rows."""
+        request = item.request
+        steps = request.input.num_inference_steps
+        scheduler, timesteps, sigmas = self._schedules.of(steps)
+        seeds = _seeds(request)
+        # CPU generators, one per image: a seed gives the same noise alone, in a batch, anywhere.
+        generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+        start = 0
+        if request.strength is None:
+            channels = self._pipe.transformer.config.in_channels // 4
+            latents, _ = self._pipe.prepare_latents(
+                len(seeds),
+                channels,
+                self.shape.height,
+                self.shape.width,
+                dtype,
+                self._device,
+                generators,
+            )
+        else:
+            start = img2img_start(steps, request.strength)
+            scheduler.set_begin_index(start)
+            latents = noised_image_latents(
+                self._pipe,
+                scheduler,
+                [init] * len(seeds),
+                generators,
+                timesteps[start],
+                (self.shape.width, self.shape.height),
+                dtype,
+                self._device,
+            )
+        sigma_table = torch.zeros(len(seeds), _TABLE, dtype=torch.float32, device=self._device)
+        sigma_table[:, : steps + 1 - start] = sigmas[start:]
+        time_table = torch.zeros(len(seeds), _TABLE, dtype=torch.float32, device=self._device)
+        time_table[:, : steps - start] = timesteps[start:]
+        return latents, sigma_table, time_table
+
+    # --- stepping -------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def step(self) -> list[Retired]:
+        state = self._state
+        assert state is not None, "a step of an empty group"
+        rows = state.latents.shape[0]
+        if self._test_oom_above_rows is not None and rows > self._test_oom_above_rows:
+            # FLUXGATE_INFERENCE_TEST_OOM_ABOVE_ROWS: what a GPU raises when a call does not fit.
+            raise torch.cuda.OutOfMemoryError(f"test: {rows} rows do not fit")
+        started = time.perf_counter()
+        try:
+            latents, previews = self._advance(state)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()  # the group is unchanged: the caller splits and retries
+            raise
+        self._state = _Tensors(
+            **{**state.__dict__, "latents": latents, "position": state.position + 1}
+        )
+        if self._step_delay_s:
+            time.sleep(self._step_delay_s)
+        spent = time.perf_counter() - started
+        staying: list[_Member] = []
+        finished: list[_Member] = []
+        left: list[_Member] = []
+        for member in self._members:
+            member.done += 1
+            member.compute_s += spent
+            member.calls += 1
+            member.call_rows += rows
+            preview = previews.get(id(member))
+            wanted = (
+                member.item.on_step(member.done, member.total, preview)
+                if preview is not None
+                else member.item.on_step(member.done, member.total)
+            )
+            if not wanted:
+                left.append(member)
+            elif member.done >= member.total:
+                finished.append(member)
+            else:
+                staying.append(member)
+        if not finished and not left:
+            return []
+        retired = [Retired(m.item, _constant(None)) for m in left]
+        retired += self._decode(finished)
+        self._keep(staying)
+        return retired
+
+    def _advance(self, state: _Tensors) -> tuple[torch.Tensor, dict[int, str]]:
+        """One model call over every row: the next latents, and the previews due at this step."""
+        at = state.position.unsqueeze(1)
+        sigma = state.sigmas.gather(1, at).squeeze(1)
+        sigma_next = state.sigmas.gather(1, at + 1).squeeze(1)
+        # As the stock loop: the timestep in the latents' dtype, divided by 1000 for the model.
+        timestep = state.timesteps.gather(1, at).squeeze(1).to(state.latents.dtype)
+        noise = self._predict(state, timestep, state.pooled, state.embeds)
+        if self.shape.true_cfg:
+            neg_noise = self._predict(state, timestep, state.neg_pooled, state.neg_embeds)
+            noise = neg_noise + TRUE_CFG_SCALE * (noise - neg_noise)
+        previews = self._previews(state.latents, sigma, noise)
+        # FlowMatchEulerDiscreteScheduler.step, per row: the sample upcast to float32, plus the
+        # step size (a float32 scalar there, so the product is taken in the model's dtype) times
+        # the prediction, cast back to the model's dtype.
+        step_size = (sigma_next - sigma).to(noise.dtype)[:, None, None]
+        latents = (state.latents.to(torch.float32) + step_size * noise).to(noise.dtype)
+        return latents, previews
+
+    def _predict(
+        self, state: _Tensors, timestep: torch.Tensor, pooled: Any, embeds: Any
+    ) -> torch.Tensor:
+        noise: torch.Tensor = self._pipe.transformer(
+            hidden_states=state.latents,
+            timestep=timestep / 1000,
+            guidance=state.guidance,
+            pooled_projections=pooled,
+            encoder_hidden_states=embeds,
+            txt_ids=self._text_ids,
+            img_ids=self._image_ids,
+            return_dict=False,
+        )[0]
+        return noise
+
+    def _previews(
+        self, latents: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor
+    ) -> dict[int, str]:
+        """Previews of the members that asked for one at this step: the model's current estimate
+        of the final latents (x0 = x_t - sigma * v, flow matching), first image of each."""
+        if self._previewer is None:
+            return {}
+        due: list[tuple[_Member, int]] = []
+        row = 0
+        for member in self._members:
+            asks = member.item.preview_due
+            if asks is not None and asks(member.done + 1, member.total):
+                due.append((member, row))
+            row += member.rows
+        if not due:
+            return {}
+        started = time.perf_counter()
+        at = torch.tensor([r for _, r in due], device=latents.device)
+        estimate = (
+            latents.index_select(0, at).float()
+            - sigma.index_select(0, at)[:, None, None] * noise.index_select(0, at).float()
+        )
+        images = self._previewer.render(estimate, self.shape.width, self.shape.height)
+        PREVIEW_SECONDS.observe(time.perf_counter() - started)
+        return {id(member): image for (member, _), image in zip(due, images, strict=True)}
+
+    # --- leaving --------------------------------------------------------------------------------
+
+    def _rows_of(self, members: list[_Member]) -> torch.Tensor:
+        wanted = {id(m) for m in members}
+        rows: list[int] = []
+        row = 0
+        for member in self._members:
+            if id(member) in wanted:
+                rows.extend(range(row, row + member.rows))
+            row += member.rows
+        return torch.tensor(rows, dtype=torch.long, device=self._device)
+
+    def _keep(self, members: list[_Member]) -> None:
+        """Drop every row but `members`' (one index tensor per change of membership)."""
+        if not members:
+            self._members, self._state = [], None
+            return
+        assert self._state is not None
+        self._state = self._state.select(self._rows_of(members))
+        self._members = members
+
+    def _decode(self, members: list[_Member]) -> list[Retired]:
+        """VAE-decode the finished members' rows together (one at a time if that does not fit)."""
+        if not members:
+            return []
+        assert self._state is not None
+        started = time.perf_counter()
+        latents = self._state.latents.index_select(0, self._rows_of(members))
+        try:
+            images = decode_images(self._pipe, latents, self.shape.width, self.shape.height)
+        except torch.cuda.OutOfMemoryError:
+            if len(members) == 1:
+                raise
+            torch.cuda.empty_cache()
+            return [r for m in members for r in self._decode_alone(m)]
+        spent = time.perf_counter() - started
+        retired = []
+        for member in members:
+            mine, images = images[: member.rows], images[member.rows :]
+            retired.append(self._finished(member, mine, spent))
+        return retired
+
+    def _decode_alone(self, member: _Member) -> list[Retired]:
+        try:
+            return self._decode([member])
+        except torch.cuda.OutOfMemoryError as exc:
+            error = InferenceError(code="out_of_memory", message=str(exc)[:300])
+            return [Retired(member.item, _constant(error))]
+
+    def _finished(self, member: _Member, images: list[Any], decode_s: float) -> Retired:
+        compute_s = member.compute_s + decode_s
+        images_per_call = max(1, round(member.call_rows / max(1, member.calls)))
+        make = self._make_result
+
+        def finish() -> ItemOutcome:
+            return make(member.item, images, member.seeds, compute_s, images_per_call)
+
+        return Retired(member.item, finish)
+
+    # --- out of memory --------------------------------------------------------------------------
+
+    def split(self) -> FluxStepGroup:
+        half = max(1, len(self._members) // 2)
+        moving = self._members[half:]
+        other = FluxStepGroup(
+            self._pipe,
+            self.shape,
+            device=self._device,
+            schedules=self._schedules,
+            previewer=self._previewer,
+            make_result=self._make_result,
+            init_image=self._init_image,
+            step_delay_s=self._step_delay_s,
+            test_oom_above_rows=self._test_oom_above_rows,
+        )
+        if moving:
+            assert self._state is not None
+            other._state = self._state.select(self._rows_of(moving))
+            other._members = moving
+            other._text_ids = self._text_ids
+            self._keep(self._members[:half])
+        return other
+
+    def fail(self, error: InferenceError) -> list[Retired]:
+        retired = [Retired(m.item, _constant(error)) for m in self._members]
+        self._keep([])
+        return retired
+
+
+def _seeds(request: InferenceRequest) -> list[int]:
+    return [(request.input.seed or 0) + i for i in range(request.input.num_images)]
+
+
+def _constant(outcome: ItemOutcome) -> Callable[[], ItemOutcome]:
+    return lambda: outcome
