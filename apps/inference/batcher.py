@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from apps.common.service.logging import get_logger
 from apps.common.wire.contracts import BackendLoad, InferenceError, InferenceRequest
 from apps.inference.engine import Engine, ItemOutcome
-from apps.inference.metrics import BATCH_IMAGES, BATCH_SECONDS
+from apps.inference.metrics import BATCH_IMAGES, BATCH_SECONDS, count_answer
 from apps.inference.waiting import DONE, InferenceEvent, Waiting
 
 log = get_logger(__name__)
@@ -145,6 +145,7 @@ class Batcher:
         BATCH_IMAGES.observe(sum(w.cost for w in batch))
         BATCH_SECONDS.observe(elapsed)
         for waiting, outcome in zip(batch, outcomes, strict=True):
+            count_answer(outcome)
             if outcome is not None:
                 waiting.push(outcome)
             waiting.push(DONE)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
+
+from apps.common.wire.contracts import InferenceResult
 
 # A pipeline call is a whole batch under the window batcher, one denoising step of one shape
 # group under the continuous scheduler.
@@ -20,3 +22,12 @@ PREVIEW_SECONDS = Histogram(
     "Time to make the previews of one step (latents to RGB, WebP)",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
 )
+IMAGES_MADE = Counter(
+    "fluxgate_inference_images", "Images this server made and answered (by either scheduler)"
+)
+
+
+def count_answer(outcome: object) -> None:
+    """Count the images of a result as it is answered (a step's rows are not images made)."""
+    if isinstance(outcome, InferenceResult):
+        IMAGES_MADE.inc(len(outcome.images))

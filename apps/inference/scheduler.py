@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from apps.common.service.logging import get_logger
 from apps.common.wire.contracts import BackendLoad, InferenceError, InferenceRequest
 from apps.inference.engine import ItemOutcome, Retired, StepEngine, StepGroup
-from apps.inference.metrics import BATCH_IMAGES, BATCH_SECONDS
+from apps.inference.metrics import BATCH_IMAGES, BATCH_SECONDS, count_answer
 from apps.inference.waiting import DONE, InferenceEvent, Waiting
 
 log = get_logger(__name__)
@@ -295,6 +295,7 @@ class StepScheduler:
         self._answer(waiting, outcome)
 
     def _answer(self, waiting: Waiting, outcome: ItemOutcome) -> None:
+        count_answer(outcome)
         if outcome is not None:
             waiting.push(outcome)
         waiting.push(DONE)

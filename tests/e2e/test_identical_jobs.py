@@ -35,7 +35,7 @@ IDENTICAL_ENV = {
     "FLUXGATE_WORKER_HEARTBEAT_S": "0.5",
     "FLUXGATE_WORKER_LEASE_S": "2",
 }
-IMAGES = "fluxgate_inference_batch_images_sum"
+IMAGES = "fluxgate_inference_images_total"
 
 
 @pytest.fixture(scope="module")
