@@ -72,9 +72,11 @@ class Watcher:
             self.preview_b64[step] = preview_b64
         return self.leave_after is None or step < self.leave_after
 
+    encoded: object | None = None
+
     def item(self, req: InferenceRequest) -> BatchItem:
         due = (lambda _s, _t: True) if self.previews else None
-        return BatchItem(req, self.on_step, preview_due=due)
+        return BatchItem(req, self.on_step, preview_due=due, encoded=self.encoded)
 
 
 def run_group(
@@ -124,13 +126,15 @@ def test_rows_joining_mid_flight_make_the_image_they_make_alone(engine: FluxEngi
     first = request("first", num_inference_steps=6, seed=1)
     joins = [
         (0, first, Watcher()),
-        # Joins at the second call: other prompt, seed and step count.
+        # Joins at the second call: other prompt, seed and step count, its prompt encoded ahead.
         (1, request("second", num_inference_steps=3, seed=2, guidance_scale=7.0), Watcher()),
         # Joins at the third call with two images (seeds 3 and 4) and only two steps.
         (2, request("pair", num_inference_steps=2, seed=3, num_images=2), Watcher()),
         # Image-to-image rows share the calls too: 4 steps at strength 0.5 run the last 2.
         (2, img2img("ink", 0.5, 4, (200, 30, 30)), Watcher()),
     ]
+    second = joins[1]
+    second[2].encoded = engine.encode_prompts([second[1], request("x"), request("y")])[0]
     outcomes, rows_per_call = run_group(engine, joins)
     # Rows joined and left between calls: 1, then 2, then 2 + 2 + 1 ...
     assert rows_per_call == [1, 2, 5, 5, 1, 1], rows_per_call

@@ -154,6 +154,7 @@ class FluxStepGroup:
         self._test_oom_above_rows = test_oom_above_rows
         self._members: list[_Member] = []
         self._state: _Tensors | None = None
+        self.last_call_s = 0.0
         latent_h, latent_w = latent_size(pipe, shape.width, shape.height)
         self._image_ids = pipe._prepare_latent_image_ids(
             1, latent_h // 2, latent_w // 2, device, pipe.transformer.dtype
@@ -168,7 +169,7 @@ class FluxStepGroup:
 
     @torch.inference_mode()
     def admit(self, items: list[BatchItem]) -> list[Retired]:
-        """Encode the prompts of all `items` in one call and give each row its noise."""
+        """Encode the prompts of `items` not encoded yet in one call; give each row its noise."""
         started = time.perf_counter()
         refused: list[Retired] = []
         ready: list[tuple[BatchItem, Any]] = []
@@ -187,21 +188,30 @@ class FluxStepGroup:
         members = [
             _Member(item, _seeds(item.request), self._total(item.request)) for item, _ in ready
         ]
-        requests = [m.item.request for m in members for _ in m.seeds]  # one per row
-        embeds, pooled, text_ids = encode_prompts(
-            self._pipe,
-            [r.input.prompt for r in requests],
-            self.shape.max_sequence_length,
-            self._device,
+        # Prompts the scheduler had encoded while the request waited are not encoded again.
+        fresh = [m.item.request for m in members if not isinstance(m.item.encoded, EncodedPrompt)]
+        encoded = iter(
+            encode_requests(self._pipe, fresh, self.shape.max_sequence_length, self._device)
+            if fresh
+            else []
         )
-        neg_embeds = neg_pooled = None
-        if self.shape.true_cfg:
-            neg_embeds, neg_pooled, _ = encode_prompts(
-                self._pipe,
-                [r.input.negative_prompt or "" for r in requests],
-                self.shape.max_sequence_length,
-                self._device,
+        prompts = [
+            m.item.encoded if isinstance(m.item.encoded, EncodedPrompt) else next(encoded)
+            for m in members
+        ]
+        requests = [m.item.request for m in members for _ in m.seeds]  # one per row
+
+        def rows_of(name: str) -> Any:
+            tensors = [getattr(p, name) for p in prompts]
+            if tensors[0] is None:
+                return None
+            return torch.cat(
+                [t.expand(m.rows, *t.shape[1:]) for t, m in zip(tensors, members, strict=True)]
             )
+
+        embeds, pooled = rows_of("embeds"), rows_of("pooled")
+        neg_embeds, neg_pooled = rows_of("neg_embeds"), rows_of("neg_pooled")
+        text_ids = prompts[0].text_ids
         parts = [self._start(item, init, embeds.dtype) for item, init in ready]
         latents = torch.cat([p[0] for p in parts])
         guidance = None
@@ -298,7 +308,9 @@ class FluxStepGroup:
         )
         if self._step_delay_s:
             time.sleep(self._step_delay_s)
-        spent = time.perf_counter() - started
+        # Measured on the host: on a GPU the launch queue keeps it about one call behind the
+        # device, so over a few calls it is the device's time.
+        self.last_call_s = spent = time.perf_counter() - started
         staying: list[_Member] = []
         finished: list[_Member] = []
         left: list[_Member] = []
@@ -473,6 +485,43 @@ class FluxStepGroup:
         retired = [Retired(m.item, _constant(error)) for m in self._members]
         self._keep([])
         return retired
+
+
+@dataclass(frozen=True)
+class EncodedPrompt:
+    """One request's prompt, and negative prompt with true CFG, through the text encoders."""
+
+    embeds: torch.Tensor  # (1, text length, dim)
+    pooled: torch.Tensor  # (1, pooled dim)
+    neg_embeds: torch.Tensor | None
+    neg_pooled: torch.Tensor | None
+    text_ids: torch.Tensor
+
+
+def encode_requests(
+    pipe: Any, requests: list[InferenceRequest], max_sequence_length: int, device: torch.device
+) -> list[EncodedPrompt]:
+    """The prompts of `requests` in one encoder call, their negative prompts in another."""
+    embeds, pooled, text_ids = encode_prompts(
+        pipe, [r.input.prompt for r in requests], max_sequence_length, device
+    )
+    with_negative = [i for i, r in enumerate(requests) if r.input.negative_prompt is not None]
+    negatives: list[tuple[torch.Tensor | None, torch.Tensor | None]] = [(None, None)] * len(
+        requests
+    )
+    if with_negative:
+        neg_embeds, neg_pooled, _ = encode_prompts(
+            pipe,
+            [requests[i].input.negative_prompt or "" for i in with_negative],
+            max_sequence_length,
+            device,
+        )
+        for j, i in enumerate(with_negative):
+            negatives[i] = (neg_embeds[j : j + 1], neg_pooled[j : j + 1])
+    return [
+        EncodedPrompt(embeds[i : i + 1], pooled[i : i + 1], neg[0], neg[1], text_ids)
+        for i, neg in enumerate(negatives)
+    ]
 
 
 def _seeds(request: InferenceRequest) -> list[int]:
