@@ -142,18 +142,32 @@ class StepScheduler:
 
     def _run_forever(self) -> None:
         while not self._stopping:
-            self._wake.clear()
-            self._admit()
-            self._encode_ahead()
-            active = self._next_group()
-            if active is None:
-                self._wake.wait()
-                continue
-            self._step(active)
-        for active in self._groups:
-            self._retire_all(active.group.fail(_stopped()))
-        for waiting in self._queue:
-            self._answer(waiting, _stopped())
+            try:
+                self._wake.clear()
+                self._admit()
+                self._encode_ahead()
+                active = self._next_group()
+                if active is None:
+                    self._wake.wait()
+                    continue
+                self._step(active)
+            except Exception as exc:  # a fault of the loop itself must not leave callers waiting
+                log.exception("engine loop failed")
+                self._answer_all(self._error(exc))
+        self._answer_all(_stopped())
+
+    def _answer_all(self, error: InferenceError) -> None:
+        """End every running and waiting request with `error`."""
+        groups, self._groups = self._groups, []
+        for active in groups:
+            self._retire_all(active.group.fail(error))
+        queue, self._queue = self._queue, []
+        with self._lock:
+            queue += self._arrivals
+            self._arrivals.clear()
+        for waiting in queue:
+            self._dequeued(waiting)
+            self._answer(waiting, error)
 
     def _admit(self) -> None:
         """Move arrivals into the queue, then let queued requests join a group of their shape

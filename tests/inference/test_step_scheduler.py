@@ -99,6 +99,8 @@ class FakeEngine:
         return request.input.width
 
     def open_group(self, request: InferenceRequest) -> FakeGroup:
+        if request.input.prompt == "breaks the loop":
+            raise RuntimeError("a fault outside any model call")
         return FakeGroup(self, self.shape_key(request))
 
     def is_out_of_memory(self, exc: BaseException) -> bool:
@@ -334,6 +336,24 @@ def test_a_caller_that_leaves_while_queued_or_running_is_dropped() -> None:
         assert not h.events["queued"], "it never started"
 
     with_scheduler(scenario, max_batch=2)
+
+
+def test_a_fault_of_the_engine_loop_answers_every_request() -> None:
+    async def scenario(h: Harness) -> None:
+        h.submit(req("running", 64, 100))
+        await h.start(queued=1)
+        await h.calls(1)
+        h.submit(req("breaks the loop", 128, 2))
+        await until(lambda: h.scheduler.load().queued == 1, "it waits")
+        await h.calls(1)  # the loop admits it after this call
+        for task in ("running", "breaks the loop"):
+            final = await h.finish(task)
+            assert final["type"] == "error" and final["code"] == "pipeline_error", final
+        h.submit(req("after", 64, 2))
+        await h.calls(2)
+        assert (await h.finish("after"))["type"] == "result", "the engine carries on"
+
+    with_scheduler(scenario)
 
 
 def test_stop_answers_every_request() -> None:

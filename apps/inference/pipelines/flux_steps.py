@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from diffusers.pipelines.flux.pipeline_flux import retrieve_timesteps
 
+from apps.common.service.logging import get_logger
 from apps.common.wire.contracts import InferenceError, InferenceRequest
 from apps.inference.engine import BatchItem, ItemOutcome, Retired
 from apps.inference.metrics import PREVIEW_SECONDS
@@ -32,6 +33,8 @@ from apps.inference.pipelines.flux_denoise import (
     shift_mu,
 )
 from apps.inference.pipelines.preview import LatentPreviewer
+
+log = get_logger(__name__)
 
 # Every row's schedule sits in one table row: at most 100 steps, plus the final sigma 0.
 _TABLE = 101
@@ -390,11 +393,15 @@ class FluxStepGroup:
             return {}
         started = time.perf_counter()
         at = torch.tensor([r for _, r in due], device=latents.device)
-        estimate = (
-            latents.index_select(0, at).float()
-            - sigma.index_select(0, at)[:, None, None] * noise.index_select(0, at).float()
-        )
-        images = self._previewer.render(estimate, self.shape.width, self.shape.height)
+        try:
+            estimate = (
+                latents.index_select(0, at).float()
+                - sigma.index_select(0, at)[:, None, None] * noise.index_select(0, at).float()
+            )
+            images = self._previewer.render(estimate, self.shape.width, self.shape.height)
+        except Exception:  # a preview is a nicety: its failure must not fail the step
+            log.warning("previews failed", rows=len(due), exc_info=True)
+            return {}
         PREVIEW_SECONDS.observe(time.perf_counter() - started)
         return {id(member): image for (member, _), image in zip(due, images, strict=True)}
 
@@ -420,7 +427,8 @@ class FluxStepGroup:
         self._members = members
 
     def _decode(self, members: list[_Member]) -> list[Retired]:
-        """VAE-decode the finished members' rows together (one at a time if that does not fit)."""
+        """VAE-decode the finished members' rows together (one member at a time if that does not
+        fit; a member that does not fit alone fails with `out_of_memory`)."""
         if not members:
             return []
         assert self._state is not None
@@ -428,24 +436,18 @@ class FluxStepGroup:
         latents = self._state.latents.index_select(0, self._rows_of(members))
         try:
             images = decode_images(self._pipe, latents, self.shape.width, self.shape.height)
-        except torch.cuda.OutOfMemoryError:
-            if len(members) == 1:
-                raise
+        except torch.cuda.OutOfMemoryError as exc:
             torch.cuda.empty_cache()
-            return [r for m in members for r in self._decode_alone(m)]
+            if len(members) > 1:
+                return [r for m in members for r in self._decode([m])]
+            error = InferenceError(code="out_of_memory", message=str(exc)[:300])
+            return [Retired(members[0].item, _constant(error))]
         spent = time.perf_counter() - started
         retired = []
         for member in members:
             mine, images = images[: member.rows], images[member.rows :]
             retired.append(self._finished(member, mine, spent))
         return retired
-
-    def _decode_alone(self, member: _Member) -> list[Retired]:
-        try:
-            return self._decode([member])
-        except torch.cuda.OutOfMemoryError as exc:
-            error = InferenceError(code="out_of_memory", message=str(exc)[:300])
-            return [Retired(member.item, _constant(error))]
 
     def _finished(self, member: _Member, images: list[Any], decode_s: float) -> Retired:
         compute_s = member.compute_s + decode_s
