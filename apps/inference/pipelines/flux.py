@@ -27,12 +27,8 @@ from apps.common.wire.contracts import (
 )
 from apps.inference.engine import BatchItem, ItemOutcome
 from apps.inference.pipelines.flux_denoise import Rows, Shape, denoise_batch
-from apps.inference.pipelines.flux_steps import (
-    FluxStepGroup,
-    GroupShape,
-    Schedules,
-    encode_requests,
-)
+from apps.inference.pipelines.flux_rows import GroupShape, Schedules, encode_requests
+from apps.inference.pipelines.flux_steps import FluxStepGroup
 from apps.inference.pipelines.preview import LatentPreviewer
 from apps.inference.pipelines.tiny import ensure_tiny_flux
 from apps.inference.settings import InferenceSettings

@@ -9,14 +9,12 @@ Text-to-image and image-to-image rows share calls: they differ only in where the
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers.pipelines.flux.pipeline_flux import retrieve_timesteps
 
 from apps.common.service.logging import get_logger
 from apps.common.wire.contracts import InferenceError, InferenceRequest
@@ -25,34 +23,26 @@ from apps.inference.metrics import PREVIEW_SECONDS
 from apps.inference.pipelines.flux_denoise import (
     TRUE_CFG_SCALE,
     decode_images,
-    encode_prompts,
-    flux_sigmas,
     img2img_start,
     latent_size,
     noised_image_latents,
-    shift_mu,
+)
+from apps.inference.pipelines.flux_rows import (
+    TABLE,
+    EncodedPrompt,
+    GroupShape,
+    RowTensors,
+    Schedules,
+    encode_requests,
 )
 from apps.inference.pipelines.preview import LatentPreviewer
 
 log = get_logger(__name__)
 
-# Every row's schedule sits in one table row: at most 100 steps, plus the final sigma 0.
-_TABLE = 101
-
 # Builds a finished request's outcome from its decoded images (off the engine thread).
 ResultMaker = Callable[[BatchItem, list[Any], list[int], float, int], ItemOutcome]
 # The start picture of an image-to-image request at the group's size (PIL), or None.
 InitImage = Callable[[InferenceRequest, int, int], Any]
-
-
-@dataclass(frozen=True)
-class GroupShape:
-    """What rows must share to run in one transformer call."""
-
-    width: int
-    height: int
-    true_cfg: bool
-    max_sequence_length: int
 
 
 @dataclass
@@ -70,64 +60,6 @@ class _Member:
     @property
     def rows(self) -> int:
         return len(self.seeds)
-
-
-@dataclass
-class _Tensors:
-    """The per-row state, row i of each tensor belonging to the same image."""
-
-    latents: torch.Tensor
-    embeds: torch.Tensor
-    pooled: torch.Tensor
-    neg_embeds: torch.Tensor | None
-    neg_pooled: torch.Tensor | None
-    guidance: torch.Tensor | None
-    sigmas: torch.Tensor  # (rows, _TABLE) float32: the row's sigmas from its first step on
-    timesteps: torch.Tensor  # (rows, _TABLE) float32
-    position: torch.Tensor  # (rows,) long: the row's index into its schedule
-
-    def select(self, keep: torch.Tensor) -> _Tensors:
-        def pick(tensor: torch.Tensor | None) -> Any:
-            return None if tensor is None else tensor.index_select(0, keep)
-
-        return _Tensors(*(pick(getattr(self, f)) for f in _FIELDS))
-
-    @staticmethod
-    def cat(parts: list[_Tensors]) -> _Tensors:
-        def join(name: str) -> Any:
-            tensors = [getattr(p, name) for p in parts]
-            return None if tensors[0] is None else torch.cat(tensors)
-
-        return _Tensors(*(join(f) for f in _FIELDS))
-
-
-_FIELDS = list(_Tensors.__dataclass_fields__)
-
-
-@dataclass
-class Schedules:
-    """Each step count's shifted sigmas and timesteps for one image size, on the device (made
-    once: the FLUX shift depends on the image size only)."""
-
-    pipe: Any
-    device: torch.device
-    mu: float
-    made: dict[int, tuple[Any, torch.Tensor, torch.Tensor]] = field(default_factory=dict)
-
-    @classmethod
-    def for_size(cls, pipe: Any, device: torch.device, width: int, height: int) -> Schedules:
-        return cls(pipe, device, shift_mu(pipe, *latent_size(pipe, width, height)))
-
-    def of(self, steps: int) -> tuple[Any, torch.Tensor, torch.Tensor]:
-        """(a scheduler set to this schedule, timesteps (steps,), sigmas (steps + 1,))."""
-        if steps not in self.made:
-            # A private scheduler: the pipeline's own one is the window batcher's.
-            scheduler = copy.deepcopy(self.pipe.scheduler)
-            timesteps, _ = retrieve_timesteps(
-                scheduler, steps, self.device, sigmas=flux_sigmas(steps), mu=self.mu
-            )
-            self.made[steps] = (scheduler, timesteps, scheduler.sigmas.to(self.device))
-        return self.made[steps]
 
 
 class FluxStepGroup:
@@ -156,7 +88,7 @@ class FluxStepGroup:
         self._step_delay_s = step_delay_s
         self._test_oom_above_rows = test_oom_above_rows
         self._members: list[_Member] = []
-        self._state: _Tensors | None = None
+        self._state: RowTensors | None = None
         self.last_call_s = 0.0
         latent_h, latent_w = latent_size(pipe, shape.width, shape.height)
         self._image_ids = pipe._prepare_latent_image_ids(
@@ -222,7 +154,7 @@ class FluxStepGroup:
             guidance = torch.tensor(
                 [r.input.guidance_scale for r in requests], device=self._device, dtype=torch.float32
             )
-        joined = _Tensors(
+        joined = RowTensors(
             latents=latents,
             embeds=embeds,
             pooled=pooled,
@@ -235,7 +167,7 @@ class FluxStepGroup:
         )
         # Only now, with everything made, does the group change: an out-of-memory error above
         # leaves it as it was.
-        self._state = joined if self._state is None else _Tensors.cat([self._state, joined])
+        self._state = joined if self._state is None else RowTensors.cat([self._state, joined])
         self._text_ids = text_ids
         spent = time.perf_counter() - started
         for member in members:
@@ -284,9 +216,9 @@ class FluxStepGroup:
                 dtype,
                 self._device,
             )
-        sigma_table = torch.zeros(len(seeds), _TABLE, dtype=torch.float32, device=self._device)
+        sigma_table = torch.zeros(len(seeds), TABLE, dtype=torch.float32, device=self._device)
         sigma_table[:, : steps + 1 - start] = sigmas[start:]
-        time_table = torch.zeros(len(seeds), _TABLE, dtype=torch.float32, device=self._device)
+        time_table = torch.zeros(len(seeds), TABLE, dtype=torch.float32, device=self._device)
         time_table[:, : steps - start] = timesteps[start:]
         return latents, sigma_table, time_table
 
@@ -306,7 +238,7 @@ class FluxStepGroup:
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()  # the group is unchanged: the caller splits and retries
             raise
-        self._state = _Tensors(
+        self._state = RowTensors(
             **{**state.__dict__, "latents": latents, "position": state.position + 1}
         )
         if self._step_delay_s:
@@ -341,7 +273,7 @@ class FluxStepGroup:
         self._keep(staying)
         return retired
 
-    def _advance(self, state: _Tensors) -> tuple[torch.Tensor, dict[int, str]]:
+    def _advance(self, state: RowTensors) -> tuple[torch.Tensor, dict[int, str]]:
         """One model call over every row: the next latents, and the previews due at this step."""
         at = state.position.unsqueeze(1)
         sigma = state.sigmas.gather(1, at).squeeze(1)
@@ -361,7 +293,7 @@ class FluxStepGroup:
         return latents, previews
 
     def _predict(
-        self, state: _Tensors, timestep: torch.Tensor, pooled: Any, embeds: Any
+        self, state: RowTensors, timestep: torch.Tensor, pooled: Any, embeds: Any
     ) -> torch.Tensor:
         noise: torch.Tensor = self._pipe.transformer(
             hidden_states=state.latents,
@@ -487,43 +419,6 @@ class FluxStepGroup:
         retired = [Retired(m.item, _constant(error)) for m in self._members]
         self._keep([])
         return retired
-
-
-@dataclass(frozen=True)
-class EncodedPrompt:
-    """One request's prompt, and negative prompt with true CFG, through the text encoders."""
-
-    embeds: torch.Tensor  # (1, text length, dim)
-    pooled: torch.Tensor  # (1, pooled dim)
-    neg_embeds: torch.Tensor | None
-    neg_pooled: torch.Tensor | None
-    text_ids: torch.Tensor
-
-
-def encode_requests(
-    pipe: Any, requests: list[InferenceRequest], max_sequence_length: int, device: torch.device
-) -> list[EncodedPrompt]:
-    """The prompts of `requests` in one encoder call, their negative prompts in another."""
-    embeds, pooled, text_ids = encode_prompts(
-        pipe, [r.input.prompt for r in requests], max_sequence_length, device
-    )
-    with_negative = [i for i, r in enumerate(requests) if r.input.negative_prompt is not None]
-    negatives: list[tuple[torch.Tensor | None, torch.Tensor | None]] = [(None, None)] * len(
-        requests
-    )
-    if with_negative:
-        neg_embeds, neg_pooled, _ = encode_prompts(
-            pipe,
-            [requests[i].input.negative_prompt or "" for i in with_negative],
-            max_sequence_length,
-            device,
-        )
-        for j, i in enumerate(with_negative):
-            negatives[i] = (neg_embeds[j : j + 1], neg_pooled[j : j + 1])
-    return [
-        EncodedPrompt(embeds[i : i + 1], pooled[i : i + 1], neg[0], neg[1], text_ids)
-        for i, neg in enumerate(negatives)
-    ]
 
 
 def _seeds(request: InferenceRequest) -> list[int]:
