@@ -31,6 +31,8 @@ class BatchItem:
     on_step: StepCallback
     # Asked before a step's callback: should this step's progress carry a preview? (None: never.)
     preview_due: Callable[[int, int], bool] | None = None
+    # Its prompts already through the text encoders (`StepEngine.encode_prompts`), or None.
+    encoded: object | None = None
 
 
 class Engine(Protocol):
@@ -69,6 +71,10 @@ class StepGroup(Protocol):
     def rows(self) -> int:
         """Image rows in the group now."""
 
+    @property
+    def last_call_s(self) -> float:
+        """How long its last model call took (seconds): the unit of fair share between groups."""
+
     def admit(self, items: list[BatchItem]) -> list[Retired]:
         """Add requests (encode prompts, make their noise); those that cannot start come back."""
 
@@ -87,9 +93,9 @@ class StepEngine(Engine, Protocol):
     def shape_key(self, request: InferenceRequest) -> Hashable:
         """Requests with equal keys may share one model call at any point of their schedules."""
 
-    def step_cost(self, request: InferenceRequest) -> float:
-        """The relative cost of one step of one image of this shape (tokens it runs through the
-        transformer, twice with true CFG): the unit of fair share between shape groups."""
+    def encode_prompts(self, requests: list[InferenceRequest]) -> list[object]:
+        """Run the text encoders over the prompts of `requests` at once: one value per request,
+        for `BatchItem.encoded` when it joins a group."""
 
     def open_group(self, request: InferenceRequest) -> StepGroup:
         """An empty step group for requests of `request`'s shape."""

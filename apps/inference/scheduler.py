@@ -4,13 +4,16 @@ schedules denoising steps, not whole batches.
 Requests of one shape (`StepEngine.shape_key`) form a step group: each model call advances every
 row of the group by one step of its own schedule, finished rows leave (decoded, then encoded off
 the engine thread) and waiting requests of that shape join before the next call, up to
-`max_batch_size` images. Groups of different shapes take turns call by call under stride
-scheduling: each group has a pass that grows by its per-image step cost (`StepEngine.step_cost`)
-at each of its calls, and the group with the smallest pass runs next, so every image gets an
-equal share of the model's token throughput. A group that starts (or starts again) takes the
-smallest pass of the running groups, and between two calls of a group g another group h runs at
-most ceil(cost_g / cost_h) times: a group of the cheapest shape waits at most one call of each
-other group, and a new shape runs at the next call.
+`max_batch_size` images; a full shape does not hold up requests of other shapes.
+
+Groups take turns call by call so that every running image gets an equal share of the model's
+time (start-time fair queueing over groups): at each call a group's virtual time grows by the
+call's duration divided by its images, and the group with the smallest virtual time runs next
+(ties: the one that ran longest ago). A group that starts takes the smallest virtual time of the
+running groups, so a new shape runs at the next call. Between two calls of a group g (r_g images,
+calls of c_g seconds) another group h runs at most ceil((c_g / r_g) / (c_h / r_h)) calls: a
+one-image request waits at most one call of each other shape between two of its steps when its
+own calls take no longer than theirs; a group of r_h images whose calls take as long runs r_h.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ class _Active:
 
     group: StepGroup
     key: Hashable
-    stride: float
+    # Its virtual time: the model time each of its images has had (seconds), plus its start.
     pass_: float
     # The call counter at its last call (-1: none yet); ties go to the longest waiting.
     last_run: int = -1
@@ -139,17 +142,32 @@ class StepScheduler:
 
     def _run_forever(self) -> None:
         while not self._stopping:
-            self._wake.clear()
-            self._admit()
-            active = self._next_group()
-            if active is None:
-                self._wake.wait()
-                continue
-            self._step(active)
-        for active in self._groups:
-            self._retire_all(active.group.fail(_stopped()))
-        for waiting in self._queue:
-            self._answer(waiting, _stopped())
+            try:
+                self._wake.clear()
+                self._admit()
+                self._encode_ahead()
+                active = self._next_group()
+                if active is None:
+                    self._wake.wait()
+                    continue
+                self._step(active)
+            except Exception as exc:  # a fault of the loop itself must not leave callers waiting
+                log.exception("engine loop failed")
+                self._answer_all(self._error(exc))
+        self._answer_all(_stopped())
+
+    def _answer_all(self, error: InferenceError) -> None:
+        """End every running and waiting request with `error`."""
+        groups, self._groups = self._groups, []
+        for active in groups:
+            self._retire_all(active.group.fail(error))
+        queue, self._queue = self._queue, []
+        with self._lock:
+            queue += self._arrivals
+            self._arrivals.clear()
+        for waiting in queue:
+            self._dequeued(waiting)
+            self._answer(waiting, error)
 
     def _admit(self) -> None:
         """Move arrivals into the queue, then let queued requests join a group of their shape
@@ -172,6 +190,30 @@ class StepScheduler:
         for active, newcomers in joining.values():
             self._join(active, newcomers)
 
+    def _encode_ahead(self) -> None:
+        """Run the text encoders over requests that wait for room, in one call, up to one batch
+        limit of images per shape: one call for many prompts costs little more than for one,
+        and joining then costs no encoder call of its own."""
+        ahead: dict[Hashable, int] = {}
+        for waiting in self._queue:
+            if waiting.encoded is not None:
+                ahead[waiting.key] = ahead.get(waiting.key, 0) + waiting.cost
+        todo = []
+        for waiting in self._queue:
+            wanted = waiting.encoded is None and not waiting.left.is_set()
+            if wanted and ahead.get(waiting.key, 0) < self._max_rows:
+                todo.append(waiting)
+                ahead[waiting.key] = ahead.get(waiting.key, 0) + waiting.cost
+        if not todo:
+            return
+        try:
+            encoded = self._engine.encode_prompts([w.request for w in todo])
+        except Exception:
+            log.warning("encoding ahead failed; they are encoded when they join", exc_info=True)
+            return
+        for waiting, prompts in zip(todo, encoded, strict=True):
+            waiting.encoded = prompts
+
     def _room_for(
         self, waiting: Waiting, joining: dict[int, tuple[_Active, list[Waiting]]]
     ) -> _Active | None:
@@ -187,7 +229,6 @@ class StepScheduler:
         active = _Active(
             group=self._engine.open_group(waiting.request),
             key=waiting.key,
-            stride=self._engine.step_cost(waiting.request),
             pass_=min((a.pass_ for a in self._groups), default=0.0),
         )
         self._groups.append(active)
@@ -229,7 +270,7 @@ class StepScheduler:
         return lambda: error
 
     def _next_group(self) -> _Active | None:
-        """Stride scheduling: the running group with the smallest pass (ties: longest waiting)."""
+        """The running group with the smallest virtual time (ties: the one that ran longest ago)."""
         running = [a for a in self._groups if a.group.rows]
         if not running:
             return None
@@ -246,7 +287,7 @@ class StepScheduler:
         elapsed = time.perf_counter() - started
         BATCH_IMAGES.observe(rows)
         BATCH_SECONDS.observe(elapsed)
-        active.pass_ += active.stride
+        active.pass_ += active.group.last_call_s / rows
         active.last_run = self._calls
         self._calls += 1
         self._retire_all(retired)
@@ -261,9 +302,7 @@ class StepScheduler:
                 # bigger than a half again: a call of `rows` rows does not fit.
                 log.warning("out of memory; splitting the step group", rows=rows)
                 self._row_limits[active.key] = max(1, max(active.group.rows, other.rows))
-                self._groups.append(
-                    _Active(other, active.key, active.stride, active.pass_, active.last_run)
-                )
+                self._groups.append(_Active(other, active.key, active.pass_, active.last_run))
                 return
             log.warning("out of memory on a single request", rows=rows)
         else:

@@ -38,6 +38,8 @@ class Waiting:
     left: threading.Event = field(default_factory=threading.Event)
     last_step_at: float | None = None
     last_preview_at: float | None = None
+    # Its prompts through the text encoders while it waited (continuous scheduler), or None.
+    encoded: object | None = None
 
     def push(self, item: object) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, item)
@@ -66,7 +68,9 @@ class Waiting:
         return True
 
     def item(self) -> BatchItem:
-        return BatchItem(self.request, self.on_step, preview_due=self.preview_due)
+        return BatchItem(
+            self.request, self.on_step, preview_due=self.preview_due, encoded=self.encoded
+        )
 
     async def stream(self) -> AsyncIterator[InferenceEvent]:
         """The events pushed for this request, until its last one."""

@@ -145,10 +145,10 @@ def test_a_small_request_waits_only_a_few_steps_of_a_big_one(server: str) -> Non
     small, big_steps_during_small = asyncio.run(main())
     assert small[-1]["type"] == "result"
     # The bound: the big call in flight when the small one arrived, then at most one big call
-    # per 288 / 48 = 6 small calls (a step of 256x256 runs 6x the tokens of 64x64 here); one
-    # more each for the big step that may pass while the small request connects and for a
+    # between two of the small one's steps (a call of either takes about the step delay here);
+    # one more each for the big step that may pass while the small request connects and for a
     # progress line still on its way. Window batching: all ~98 remaining steps.
-    assert big_steps_during_small <= 4, big_steps_during_small
+    assert big_steps_during_small <= 5, big_steps_during_small
 
 
 def test_previews_come_only_when_asked_and_are_small_webp_images(server: str) -> None:

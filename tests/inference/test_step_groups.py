@@ -15,7 +15,12 @@ import torch
 from diffusers import FluxPipeline, FluxTransformer2DModel
 from PIL import Image
 
-from apps.common.wire.contracts import FluxInput, InferenceRequest, InferenceResult
+from apps.common.wire.contracts import (
+    FluxInput,
+    InferenceError,
+    InferenceRequest,
+    InferenceResult,
+)
 from apps.inference.engine import BatchItem, ItemOutcome
 from apps.inference.pipelines.flux import FluxEngine
 from apps.inference.pipelines.tiny import ensure_tiny_flux
@@ -72,9 +77,11 @@ class Watcher:
             self.preview_b64[step] = preview_b64
         return self.leave_after is None or step < self.leave_after
 
+    encoded: object | None = None
+
     def item(self, req: InferenceRequest) -> BatchItem:
         due = (lambda _s, _t: True) if self.previews else None
-        return BatchItem(req, self.on_step, preview_due=due)
+        return BatchItem(req, self.on_step, preview_due=due, encoded=self.encoded)
 
 
 def run_group(
@@ -124,13 +131,15 @@ def test_rows_joining_mid_flight_make_the_image_they_make_alone(engine: FluxEngi
     first = request("first", num_inference_steps=6, seed=1)
     joins = [
         (0, first, Watcher()),
-        # Joins at the second call: other prompt, seed and step count.
+        # Joins at the second call: other prompt, seed and step count, its prompt encoded ahead.
         (1, request("second", num_inference_steps=3, seed=2, guidance_scale=7.0), Watcher()),
         # Joins at the third call with two images (seeds 3 and 4) and only two steps.
         (2, request("pair", num_inference_steps=2, seed=3, num_images=2), Watcher()),
         # Image-to-image rows share the calls too: 4 steps at strength 0.5 run the last 2.
         (2, img2img("ink", 0.5, 4, (200, 30, 30)), Watcher()),
     ]
+    second = joins[1]
+    second[2].encoded = engine.encode_prompts([second[1], request("x"), request("y")])[0]
     outcomes, rows_per_call = run_group(engine, joins)
     # Rows joined and left between calls: 1, then 2, then 2 + 2 + 1 ...
     assert rows_per_call == [1, 2, 5, 5, 1, 1], rows_per_call
@@ -219,6 +228,34 @@ def test_previews_are_small_webp_images_of_the_latents(engine: FluxEngine) -> No
         assert image.format == "WEBP" and image.size == (16, 8), "latent resolution: 1/8"
     # The previews follow the image as it forms: the last one is not the first one.
     assert watcher.preview_b64[1] != watcher.preview_b64[3]
+
+
+def test_a_decode_out_of_memory_decodes_one_request_at_a_time(
+    engine: FluxEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import apps.inference.pipelines.flux_steps as flux_steps
+
+    real_decode = flux_steps.decode_images
+    decoded: list[int] = []
+
+    def tight(pipe: object, latents: torch.Tensor, width: int, height: int) -> list[object]:
+        decoded.append(latents.shape[0])
+        if latents.shape[0] > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated: no GPU here)")
+        return real_decode(pipe, latents, width, height)
+
+    monkeypatch.setattr(flux_steps, "decode_images", tight)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    one, two = request("d1", seed=41), request("d2", seed=42)
+    pair = request("d3", seed=43, num_images=2)
+    outcomes, _ = run_group(
+        engine, [(0, one, Watcher()), (0, two, Watcher()), (0, pair, Watcher())]
+    )
+    assert decoded == [4, 1, 1, 2], decoded
+    assert_same_images(outcomes["d1"], alone(engine, one))
+    assert_same_images(outcomes["d2"], alone(engine, two))
+    error = outcomes["d3"]
+    assert isinstance(error, InferenceError) and error.code == "out_of_memory"
 
 
 def test_a_split_group_carries_on_in_two(engine: FluxEngine) -> None:

@@ -1,6 +1,6 @@
 """The continuous scheduler's rules with a fake step engine whose every model call waits for the
-test's permit: which group runs next (stride scheduling and its bound), who joins a group and who
-waits, load reporting, out-of-memory splits, leaving while queued."""
+test's permit: which group runs next (a fair share of the model's time, and its bound), who joins
+a group and who waits, load reporting, out-of-memory splits, leaving while queued, stopping."""
 
 from __future__ import annotations
 
@@ -31,12 +31,14 @@ class FakeGroup:
     engine: FakeEngine
     key: Hashable
     members: list[list[object]] = field(default_factory=list)  # [item, steps done, total]
+    last_call_s: float = 0.0
 
     @property
     def rows(self) -> int:
         return sum(m[0].request.input.num_images for m in self.members)  # type: ignore[attr-defined]
 
     def admit(self, items: list[BatchItem]) -> list[Retired]:
+        self.engine.joined += [(item.request.task_id, item.encoded) for item in items]
         self.members += [[item, 0, item.request.input.num_inference_steps] for item in items]
         return []
 
@@ -44,6 +46,12 @@ class FakeGroup:
         assert self.engine.permits.acquire(timeout=30), "the test gave no permit for a call"
         rows = self.rows
         self.engine.calls.append((self.key, rows))
+        # Binary fractions of a second: equal virtual times tie exactly, as the bounds assume.
+        if self.engine.constant_calls:
+            self.last_call_s = 1 / 16  # launch-bound: a call takes as long whatever it holds
+        else:
+            # Compute-bound: a call takes time in proportion to the tokens of its images.
+            self.last_call_s = rows * (int(self.key) // 16) ** 2 / 1024  # type: ignore[call-overload]
         if self.engine.oom_above is not None and rows > self.engine.oom_above:
             raise FakeOutOfMemory(f"{rows} rows")
         retired, staying = [], []
@@ -83,18 +91,24 @@ class FakeEngine:
     permits: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
     calls: list[tuple[Hashable, int]] = field(default_factory=list)
     oom_above: int | None = None
+    constant_calls: bool = False
+    encoded: list[list[str]] = field(default_factory=list)
+    joined: list[tuple[str, object]] = field(default_factory=list)
 
     def shape_key(self, request: InferenceRequest) -> Hashable:
         return request.input.width
 
-    def step_cost(self, request: InferenceRequest) -> float:
-        return float((request.input.width // 16) ** 2)  # tokens of a FLUX image of that side
-
     def open_group(self, request: InferenceRequest) -> FakeGroup:
+        if request.input.prompt == "breaks the loop":
+            raise RuntimeError("a fault outside any model call")
         return FakeGroup(self, self.shape_key(request))
 
     def is_out_of_memory(self, exc: BaseException) -> bool:
         return isinstance(exc, FakeOutOfMemory)
+
+    def encode_prompts(self, requests: list[InferenceRequest]) -> list[object]:
+        self.encoded.append([r.task_id for r in requests])
+        return [f"prompt of {r.task_id}" for r in requests]
 
     def cost(self, request: InferenceRequest) -> int:
         return request.input.num_images
@@ -162,10 +176,14 @@ class Harness:
 
 
 def with_scheduler(
-    test: Callable[[Harness], Awaitable[None]], *, max_batch: int = 4, oom_above: int | None = None
+    test: Callable[[Harness], Awaitable[None]],
+    *,
+    max_batch: int = 4,
+    oom_above: int | None = None,
+    constant_calls: bool = False,
 ) -> None:
     async def main() -> None:
-        engine = FakeEngine(oom_above=oom_above)
+        engine = FakeEngine(oom_above=oom_above, constant_calls=constant_calls)
         scheduler = StepScheduler(engine, max_batch_size=max_batch)  # type: ignore[arg-type]
         try:
             await test(Harness(engine, scheduler))
@@ -187,8 +205,9 @@ def test_a_new_shape_runs_next_and_the_cheapest_waits_one_call_of_each_other() -
             await h.calls(1)
         assert (await h.finish("small"))["type"] == "result"
         after = [key for key, _ in h.engine.calls[3:]]
-        # big's call in flight, then small at once (a new group takes the smallest pass), then
-        # big once per 256 / 16 = 16 of small's calls: small waits at most one of big's calls.
+        # big's call in flight, then small at once (a new group takes the smallest virtual time),
+        # then big once per 256 / 16 = 16 of small's calls (a big call takes 16x as long):
+        # small waits at most one of big's calls.
         assert after == [256, 64, 256, 64, 64], after
 
     with_scheduler(scenario)
@@ -201,13 +220,28 @@ def test_turns_follow_the_cost_of_a_step_per_image() -> None:
         await h.start(queued=2)
         await h.calls(20)
         order = [key for key, _ in h.engine.calls]
-        # Between two calls of b, a runs at most ceil(256 / 64) = 4 times, and b never twice
-        # in a row: each image gets the same share of tokens.
+        # Between two calls of b, a runs at most ceil(256 / 64) = 4 times (b's calls take 4x as
+        # long), and b never twice in a row: each image gets the same share of the model's time.
         assert order.count(128) == 4 * order.count(256), order
         runs = "".join("a" if k == 128 else "b" for k in order)
         assert "aaaaa" not in runs and "bb" not in runs, runs
 
     with_scheduler(scenario)
+
+
+def test_a_group_of_more_images_gets_more_calls_when_calls_cost_the_same() -> None:
+    async def scenario(h: Harness) -> None:
+        for i in range(4):
+            h.submit(req(f"a{i}", 64, 40))
+        h.submit(req("b", 128, 40))
+        await h.start(queued=5)
+        await h.calls(25)
+        runs = "".join("a" if k == 64 else "b" for k, _ in h.engine.calls)
+        # Four images against one, calls of equal length: four calls of a for each of b.
+        assert runs.count("a") == 4 * runs.count("b"), runs
+        assert "aaaaa" not in runs and "bb" not in runs, runs
+
+    with_scheduler(scenario, constant_calls=True)
 
 
 def test_a_shape_fills_up_to_the_batch_limit_and_other_shapes_do_not_wait_behind_it() -> None:
@@ -228,6 +262,27 @@ def test_a_shape_fills_up_to_the_batch_limit_and_other_shapes_do_not_wait_behind
         load = h.scheduler.load()
         assert (load.queued, load.running) == (0, 0)
         assert max(rows for _, rows in h.engine.calls) == 2
+
+    with_scheduler(scenario, max_batch=2)
+
+
+def test_prompts_of_waiting_requests_are_encoded_ahead_in_one_call() -> None:
+    async def scenario(h: Harness) -> None:
+        for i in range(5):
+            h.submit(req(f"a{i}", 64, 2))
+        for i in range(3):
+            h.submit(req(f"b{i}", 128, 2))
+        await h.start(queued=8)
+        await until(lambda: len(h.engine.encoded) == 1, "one encoder call")
+        # Two of each shape joined at once (encoded as they join); of those waiting, up to the
+        # batch limit of images per shape were encoded in one call: a4 was not.
+        assert h.engine.encoded == [["a2", "a3", "b2"]]
+        h.engine.permits.release(100)
+        for task in [f"a{i}" for i in range(5)] + [f"b{i}" for i in range(3)]:
+            assert (await h.finish(task))["type"] == "result"
+        joined = dict(h.engine.joined)
+        assert joined["a0"] is None and joined["a3"] == "prompt of a3"
+        assert sum(len(call) for call in h.engine.encoded) == 4, "a4: once, ahead or on joining"
 
     with_scheduler(scenario, max_batch=2)
 
@@ -281,6 +336,24 @@ def test_a_caller_that_leaves_while_queued_or_running_is_dropped() -> None:
         assert not h.events["queued"], "it never started"
 
     with_scheduler(scenario, max_batch=2)
+
+
+def test_a_fault_of_the_engine_loop_answers_every_request() -> None:
+    async def scenario(h: Harness) -> None:
+        h.submit(req("running", 64, 100))
+        await h.start(queued=1)
+        await h.calls(1)
+        h.submit(req("breaks the loop", 128, 2))
+        await until(lambda: h.scheduler.load().queued == 1, "it waits")
+        await h.calls(1)  # the loop admits it after this call
+        for task in ("running", "breaks the loop"):
+            final = await h.finish(task)
+            assert final["type"] == "error" and final["code"] == "pipeline_error", final
+        h.submit(req("after", 64, 2))
+        await h.calls(2)
+        assert (await h.finish("after"))["type"] == "result", "the engine carries on"
+
+    with_scheduler(scenario)
 
 
 def test_stop_answers_every_request() -> None:

@@ -26,8 +26,9 @@ from apps.common.wire.contracts import (
     OutputFormat,
 )
 from apps.inference.engine import BatchItem, ItemOutcome
-from apps.inference.pipelines.flux_denoise import Rows, Shape, denoise_batch, latent_size
-from apps.inference.pipelines.flux_steps import FluxStepGroup, GroupShape, Schedules
+from apps.inference.pipelines.flux_denoise import Rows, Shape, denoise_batch
+from apps.inference.pipelines.flux_rows import GroupShape, Schedules, encode_requests
+from apps.inference.pipelines.flux_steps import FluxStepGroup
 from apps.inference.pipelines.preview import LatentPreviewer
 from apps.inference.pipelines.tiny import ensure_tiny_flux
 from apps.inference.settings import InferenceSettings
@@ -153,11 +154,10 @@ class FluxEngine:
         spec = request.input
         return (spec.width, spec.height, spec.negative_prompt is not None)
 
-    def step_cost(self, request: InferenceRequest) -> float:
-        spec = request.input
-        latent_h, latent_w = latent_size(self._pipe, spec.width, spec.height)
-        tokens = (latent_h // 2) * (latent_w // 2) + self._max_sequence_length
-        return float(tokens * (2 if spec.negative_prompt is not None else 1))
+    def encode_prompts(self, requests: list[InferenceRequest]) -> list[object]:
+        with torch.inference_mode():
+            encoded = encode_requests(self._pipe, requests, self._max_sequence_length, self._device)
+        return list(encoded)
 
     def open_group(self, request: InferenceRequest) -> FluxStepGroup:
         spec = request.input

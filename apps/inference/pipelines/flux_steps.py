@@ -9,47 +9,40 @@ Text-to-image and image-to-image rows share calls: they differ only in where the
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers.pipelines.flux.pipeline_flux import retrieve_timesteps
 
+from apps.common.service.logging import get_logger
 from apps.common.wire.contracts import InferenceError, InferenceRequest
 from apps.inference.engine import BatchItem, ItemOutcome, Retired
 from apps.inference.metrics import PREVIEW_SECONDS
 from apps.inference.pipelines.flux_denoise import (
     TRUE_CFG_SCALE,
     decode_images,
-    encode_prompts,
-    flux_sigmas,
     img2img_start,
     latent_size,
     noised_image_latents,
-    shift_mu,
+)
+from apps.inference.pipelines.flux_rows import (
+    TABLE,
+    EncodedPrompt,
+    GroupShape,
+    RowTensors,
+    Schedules,
+    encode_requests,
 )
 from apps.inference.pipelines.preview import LatentPreviewer
 
-# Every row's schedule sits in one table row: at most 100 steps, plus the final sigma 0.
-_TABLE = 101
+log = get_logger(__name__)
 
 # Builds a finished request's outcome from its decoded images (off the engine thread).
 ResultMaker = Callable[[BatchItem, list[Any], list[int], float, int], ItemOutcome]
 # The start picture of an image-to-image request at the group's size (PIL), or None.
 InitImage = Callable[[InferenceRequest, int, int], Any]
-
-
-@dataclass(frozen=True)
-class GroupShape:
-    """What rows must share to run in one transformer call."""
-
-    width: int
-    height: int
-    true_cfg: bool
-    max_sequence_length: int
 
 
 @dataclass
@@ -67,64 +60,6 @@ class _Member:
     @property
     def rows(self) -> int:
         return len(self.seeds)
-
-
-@dataclass
-class _Tensors:
-    """The per-row state, row i of each tensor belonging to the same image."""
-
-    latents: torch.Tensor
-    embeds: torch.Tensor
-    pooled: torch.Tensor
-    neg_embeds: torch.Tensor | None
-    neg_pooled: torch.Tensor | None
-    guidance: torch.Tensor | None
-    sigmas: torch.Tensor  # (rows, _TABLE) float32: the row's sigmas from its first step on
-    timesteps: torch.Tensor  # (rows, _TABLE) float32
-    position: torch.Tensor  # (rows,) long: the row's index into its schedule
-
-    def select(self, keep: torch.Tensor) -> _Tensors:
-        def pick(tensor: torch.Tensor | None) -> Any:
-            return None if tensor is None else tensor.index_select(0, keep)
-
-        return _Tensors(*(pick(getattr(self, f)) for f in _FIELDS))
-
-    @staticmethod
-    def cat(parts: list[_Tensors]) -> _Tensors:
-        def join(name: str) -> Any:
-            tensors = [getattr(p, name) for p in parts]
-            return None if tensors[0] is None else torch.cat(tensors)
-
-        return _Tensors(*(join(f) for f in _FIELDS))
-
-
-_FIELDS = list(_Tensors.__dataclass_fields__)
-
-
-@dataclass
-class Schedules:
-    """Each step count's shifted sigmas and timesteps for one image size, on the device (made
-    once: the FLUX shift depends on the image size only)."""
-
-    pipe: Any
-    device: torch.device
-    mu: float
-    made: dict[int, tuple[Any, torch.Tensor, torch.Tensor]] = field(default_factory=dict)
-
-    @classmethod
-    def for_size(cls, pipe: Any, device: torch.device, width: int, height: int) -> Schedules:
-        return cls(pipe, device, shift_mu(pipe, *latent_size(pipe, width, height)))
-
-    def of(self, steps: int) -> tuple[Any, torch.Tensor, torch.Tensor]:
-        """(a scheduler set to this schedule, timesteps (steps,), sigmas (steps + 1,))."""
-        if steps not in self.made:
-            # A private scheduler: the pipeline's own one is the window batcher's.
-            scheduler = copy.deepcopy(self.pipe.scheduler)
-            timesteps, _ = retrieve_timesteps(
-                scheduler, steps, self.device, sigmas=flux_sigmas(steps), mu=self.mu
-            )
-            self.made[steps] = (scheduler, timesteps, scheduler.sigmas.to(self.device))
-        return self.made[steps]
 
 
 class FluxStepGroup:
@@ -153,7 +88,8 @@ class FluxStepGroup:
         self._step_delay_s = step_delay_s
         self._test_oom_above_rows = test_oom_above_rows
         self._members: list[_Member] = []
-        self._state: _Tensors | None = None
+        self._state: RowTensors | None = None
+        self.last_call_s = 0.0
         latent_h, latent_w = latent_size(pipe, shape.width, shape.height)
         self._image_ids = pipe._prepare_latent_image_ids(
             1, latent_h // 2, latent_w // 2, device, pipe.transformer.dtype
@@ -168,7 +104,7 @@ class FluxStepGroup:
 
     @torch.inference_mode()
     def admit(self, items: list[BatchItem]) -> list[Retired]:
-        """Encode the prompts of all `items` in one call and give each row its noise."""
+        """Encode the prompts of `items` not encoded yet in one call; give each row its noise."""
         started = time.perf_counter()
         refused: list[Retired] = []
         ready: list[tuple[BatchItem, Any]] = []
@@ -187,21 +123,30 @@ class FluxStepGroup:
         members = [
             _Member(item, _seeds(item.request), self._total(item.request)) for item, _ in ready
         ]
-        requests = [m.item.request for m in members for _ in m.seeds]  # one per row
-        embeds, pooled, text_ids = encode_prompts(
-            self._pipe,
-            [r.input.prompt for r in requests],
-            self.shape.max_sequence_length,
-            self._device,
+        # Prompts the scheduler had encoded while the request waited are not encoded again.
+        fresh = [m.item.request for m in members if not isinstance(m.item.encoded, EncodedPrompt)]
+        encoded = iter(
+            encode_requests(self._pipe, fresh, self.shape.max_sequence_length, self._device)
+            if fresh
+            else []
         )
-        neg_embeds = neg_pooled = None
-        if self.shape.true_cfg:
-            neg_embeds, neg_pooled, _ = encode_prompts(
-                self._pipe,
-                [r.input.negative_prompt or "" for r in requests],
-                self.shape.max_sequence_length,
-                self._device,
+        prompts = [
+            m.item.encoded if isinstance(m.item.encoded, EncodedPrompt) else next(encoded)
+            for m in members
+        ]
+        requests = [m.item.request for m in members for _ in m.seeds]  # one per row
+
+        def rows_of(name: str) -> Any:
+            tensors = [getattr(p, name) for p in prompts]
+            if tensors[0] is None:
+                return None
+            return torch.cat(
+                [t.expand(m.rows, *t.shape[1:]) for t, m in zip(tensors, members, strict=True)]
             )
+
+        embeds, pooled = rows_of("embeds"), rows_of("pooled")
+        neg_embeds, neg_pooled = rows_of("neg_embeds"), rows_of("neg_pooled")
+        text_ids = prompts[0].text_ids
         parts = [self._start(item, init, embeds.dtype) for item, init in ready]
         latents = torch.cat([p[0] for p in parts])
         guidance = None
@@ -209,7 +154,7 @@ class FluxStepGroup:
             guidance = torch.tensor(
                 [r.input.guidance_scale for r in requests], device=self._device, dtype=torch.float32
             )
-        joined = _Tensors(
+        joined = RowTensors(
             latents=latents,
             embeds=embeds,
             pooled=pooled,
@@ -222,7 +167,7 @@ class FluxStepGroup:
         )
         # Only now, with everything made, does the group change: an out-of-memory error above
         # leaves it as it was.
-        self._state = joined if self._state is None else _Tensors.cat([self._state, joined])
+        self._state = joined if self._state is None else RowTensors.cat([self._state, joined])
         self._text_ids = text_ids
         spent = time.perf_counter() - started
         for member in members:
@@ -271,9 +216,9 @@ class FluxStepGroup:
                 dtype,
                 self._device,
             )
-        sigma_table = torch.zeros(len(seeds), _TABLE, dtype=torch.float32, device=self._device)
+        sigma_table = torch.zeros(len(seeds), TABLE, dtype=torch.float32, device=self._device)
         sigma_table[:, : steps + 1 - start] = sigmas[start:]
-        time_table = torch.zeros(len(seeds), _TABLE, dtype=torch.float32, device=self._device)
+        time_table = torch.zeros(len(seeds), TABLE, dtype=torch.float32, device=self._device)
         time_table[:, : steps - start] = timesteps[start:]
         return latents, sigma_table, time_table
 
@@ -293,12 +238,14 @@ class FluxStepGroup:
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()  # the group is unchanged: the caller splits and retries
             raise
-        self._state = _Tensors(
+        self._state = RowTensors(
             **{**state.__dict__, "latents": latents, "position": state.position + 1}
         )
         if self._step_delay_s:
             time.sleep(self._step_delay_s)
-        spent = time.perf_counter() - started
+        # Measured on the host: on a GPU the launch queue keeps it about one call behind the
+        # device, so over a few calls it is the device's time.
+        self.last_call_s = spent = time.perf_counter() - started
         staying: list[_Member] = []
         finished: list[_Member] = []
         left: list[_Member] = []
@@ -326,7 +273,7 @@ class FluxStepGroup:
         self._keep(staying)
         return retired
 
-    def _advance(self, state: _Tensors) -> tuple[torch.Tensor, dict[int, str]]:
+    def _advance(self, state: RowTensors) -> tuple[torch.Tensor, dict[int, str]]:
         """One model call over every row: the next latents, and the previews due at this step."""
         at = state.position.unsqueeze(1)
         sigma = state.sigmas.gather(1, at).squeeze(1)
@@ -346,7 +293,7 @@ class FluxStepGroup:
         return latents, previews
 
     def _predict(
-        self, state: _Tensors, timestep: torch.Tensor, pooled: Any, embeds: Any
+        self, state: RowTensors, timestep: torch.Tensor, pooled: Any, embeds: Any
     ) -> torch.Tensor:
         noise: torch.Tensor = self._pipe.transformer(
             hidden_states=state.latents,
@@ -378,11 +325,15 @@ class FluxStepGroup:
             return {}
         started = time.perf_counter()
         at = torch.tensor([r for _, r in due], device=latents.device)
-        estimate = (
-            latents.index_select(0, at).float()
-            - sigma.index_select(0, at)[:, None, None] * noise.index_select(0, at).float()
-        )
-        images = self._previewer.render(estimate, self.shape.width, self.shape.height)
+        try:
+            estimate = (
+                latents.index_select(0, at).float()
+                - sigma.index_select(0, at)[:, None, None] * noise.index_select(0, at).float()
+            )
+            images = self._previewer.render(estimate, self.shape.width, self.shape.height)
+        except Exception:  # a preview is a nicety: its failure must not fail the step
+            log.warning("previews failed", rows=len(due), exc_info=True)
+            return {}
         PREVIEW_SECONDS.observe(time.perf_counter() - started)
         return {id(member): image for (member, _), image in zip(due, images, strict=True)}
 
@@ -408,7 +359,8 @@ class FluxStepGroup:
         self._members = members
 
     def _decode(self, members: list[_Member]) -> list[Retired]:
-        """VAE-decode the finished members' rows together (one at a time if that does not fit)."""
+        """VAE-decode the finished members' rows together (one member at a time if that does not
+        fit; a member that does not fit alone fails with `out_of_memory`)."""
         if not members:
             return []
         assert self._state is not None
@@ -416,24 +368,18 @@ class FluxStepGroup:
         latents = self._state.latents.index_select(0, self._rows_of(members))
         try:
             images = decode_images(self._pipe, latents, self.shape.width, self.shape.height)
-        except torch.cuda.OutOfMemoryError:
-            if len(members) == 1:
-                raise
+        except torch.cuda.OutOfMemoryError as exc:
             torch.cuda.empty_cache()
-            return [r for m in members for r in self._decode_alone(m)]
+            if len(members) > 1:
+                return [r for m in members for r in self._decode([m])]
+            error = InferenceError(code="out_of_memory", message=str(exc)[:300])
+            return [Retired(members[0].item, _constant(error))]
         spent = time.perf_counter() - started
         retired = []
         for member in members:
             mine, images = images[: member.rows], images[member.rows :]
             retired.append(self._finished(member, mine, spent))
         return retired
-
-    def _decode_alone(self, member: _Member) -> list[Retired]:
-        try:
-            return self._decode([member])
-        except torch.cuda.OutOfMemoryError as exc:
-            error = InferenceError(code="out_of_memory", message=str(exc)[:300])
-            return [Retired(member.item, _constant(error))]
 
     def _finished(self, member: _Member, images: list[Any], decode_s: float) -> Retired:
         compute_s = member.compute_s + decode_s
