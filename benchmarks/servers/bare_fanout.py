@@ -37,6 +37,8 @@ CLOSE_NOT_FOUND = 4404
 class Group:
     """One task's subscribers, and the newest view published while any of them was joining."""
 
+    # Set when the final view went out: every member's handler returns, which closes its socket.
+    done: asyncio.Future[None]
     members: set[ServerConnection] = field(default_factory=set)
     joining: int = 0
     last_seq: int = -1
@@ -50,14 +52,15 @@ class BareFanout:
         self._views = views
         self._positions = QueuePositions(client)
         self._groups: dict[str, Group] = {}
-        self._closing: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
 
     async def serve_socket(self, ws: ServerConnection) -> None:
         """Snapshot first, then the group's broadcasts; a view published while the snapshot
         was read is sent after it if it is newer (the notifier's "subscribe, then read")."""
         task_id = ws.request.path[len(PATH) :] if ws.request else ""
-        group = self._groups.setdefault(task_id, Group())
+        group = self._groups.get(task_id)
+        if group is None:
+            group = self._groups[task_id] = Group(asyncio.get_running_loop().create_future())
         group.joining += 1
         try:
             raw = await self._redis.hgetall(keys.job_key(task_id))
@@ -76,7 +79,11 @@ class BareFanout:
                     return
             group.joining -= 1
             group.members.add(ws)
-            await ws.wait_closed()
+            # Until the final view, or the client leaves (the future `wait_closed` awaits). The
+            # handler's own task closes the socket: no task per socket when a task ends.
+            await asyncio.wait(
+                (group.done, ws.connection_lost_waiter), return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             if ws in group.members:
                 group.members.discard(ws)
@@ -93,11 +100,8 @@ class BareFanout:
         final = view["status"] in FINAL
         group.last_seq, group.last_text, group.last_final = int(view["seq"]), text, final
         broadcast(group.members, text)
-        if final:
-            for ws in group.members:
-                task = asyncio.create_task(ws.close())
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
+        if final and not group.done.done():
+            group.done.set_result(None)
 
     async def read_events(self) -> None:
         pubsub = self._redis.pubsub()
@@ -132,6 +136,8 @@ async def run(args: argparse.Namespace) -> None:
         args.port,
         process_request=answer_http,
         compression=None,  # as the notifier: per-message deflate off
+        open_timeout=60,  # as patient as the clients (uvicorn has no handshake limit)
+        backlog=2048,  # uvicorn's, where asyncio's default is 100
     ) as server:
         await asyncio.gather(server.serve_forever(), reader)
 
