@@ -39,10 +39,10 @@ bench-submit: setup  ## accepted POST /flux per second: gateway vs bare FastAPI+
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q wrk >/dev/null; } || { echo "bench-submit needs wrk (apt install wrk)"; exit 1; }
 	$(PY) benchmarks/submit.py
 
-bench-overhead: setup  ## submit -> WebSocket result minus model compute, 20 jobs/s for 60 s, per hop
+bench-overhead: setup  ## submit -> WebSocket result minus model compute, 20 jobs/s: Fluxgate vs the seeds' design, interleaved
 	$(PY) benchmarks/overhead.py
 
-bench-fanout: setup  ## one notifier, 10,000 WebSocket subscribers, 100 final events at once
+bench-fanout: setup  ## 10,000 WebSocket subscribers, 100 final views at once: notifier vs a bare websockets server, alternating
 	$(PY) benchmarks/fanout.py
 
 bench-efficiency: setup  ## images/s through the stack vs the same inference server driven directly
