@@ -93,6 +93,8 @@ FLUXGATE_INFERENCE_DTYPE: {{ $i.dtype | quote }}
 {{- with $i.maxBatchSize }}
 FLUXGATE_INFERENCE_MAX_BATCH_SIZE: {{ . | toString | quote }}
 {{- end }}
+FLUXGATE_INFERENCE_SCHEDULER: {{ $i.scheduler | quote }}
+FLUXGATE_INFERENCE_PREVIEW_INTERVAL_MS: {{ $i.previewIntervalMs | toString | quote }}
 FLUXGATE_INFERENCE_MAX_WAIT_MS: {{ $i.maxWaitMs | toString | quote }}
 FLUXGATE_INFERENCE_BATCH_GAP_MS: {{ $i.batchGapMs | toString | quote }}
 FLUXGATE_INFERENCE_STEP_DELAY_MS: {{ $i.stepDelayMs | toString | quote }}
@@ -111,6 +113,7 @@ FLUXGATE_JOB_TIME_LIMIT_S: {{ $w.jobTimeLimitS | toString | quote }}
 FLUXGATE_WORKER_MAX_RETRIES: {{ $w.maxRetries | toString | quote }}
 FLUXGATE_MAX_CAPACITY_WAIT_S: {{ $w.maxCapacityWaitS | toString | quote }}
 FLUXGATE_WORKER_CAPACITY_SLICE_S: {{ $w.capacitySliceS | toString | quote }}
+FLUXGATE_WORKER_PREVIEW_INTERVAL_MS: {{ $w.previewIntervalMs | toString | quote }}
 FLUXGATE_WORKER_HEARTBEAT_S: {{ $w.heartbeatS | toString | quote }}
 FLUXGATE_WORKER_LEASE_S: {{ $w.leaseS | toString | quote }}
 FLUXGATE_LLM_URL: {{ $w.llm.url | quote }}
