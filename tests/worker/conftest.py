@@ -17,6 +17,7 @@ from apps.common.security.url_guard import AllowList
 from apps.common.storage.local import LocalOutputStore
 from apps.common.storage.names import fixed_key
 from apps.worker.balancer_client import BalancerClient
+from apps.worker.dedupe import IdenticalJobs
 from apps.worker.event_sender import EventSender
 from apps.worker.inputs import InputImages
 from apps.worker.run_job import JobDeps
@@ -25,21 +26,44 @@ from devtools.procs import free_port
 
 
 @pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
+def redis_db() -> int:
+    """The test module's own database (a module overrides it to keep apart from others)."""
+    return 6
+
+
+@pytest.fixture
+def client(redis_url: str, redis_db: int) -> Iterator[redis.Redis]:
     # Its own database: the session Redis is shared with the stack's processes.
-    own = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/6", decode_responses=True)
+    base = redis_url.rsplit("/", 1)[0]
+    own = redis.Redis.from_url(f"{base}/{redis_db}", decode_responses=True)
     yield own
     own.close()
 
 
 @pytest.fixture
-def deps(client: redis.Redis, tmp_path: Path) -> Iterator[JobDeps]:
-    settings = WorkerSettings(
+def worker_settings() -> WorkerSettings:
+    return WorkerSettings(
         # Nothing listens there, and no retry: events land through the direct-write fallback.
         notifier_url=f"http://127.0.0.1:{free_port()}",
         worker_event_retry_s=0,
         worker_progress_interval_ms=0,
     )
+
+
+@pytest.fixture
+def identical(client: redis.Redis) -> IdenticalJobs | None:
+    """The identical-job rule's Redis side; off unless a module turns it on."""
+    return None
+
+
+@pytest.fixture
+def deps(
+    client: redis.Redis,
+    tmp_path: Path,
+    worker_settings: WorkerSettings,
+    identical: IdenticalJobs | None,
+) -> Iterator[JobDeps]:
+    settings = worker_settings
     store = SyncJobStore(client, ttl_s=600)
     outputs = LocalOutputStore(
         tmp_path / "outputs", public_base="http://files.test", name_key=fixed_key("test-key")
@@ -65,6 +89,7 @@ def deps(client: redis.Redis, tmp_path: Path) -> Iterator[JobDeps]:
         settings=settings,
         progress_interval_s=0,
         preview_interval_s=0,
+        identical=identical,
     )
     http.close()
     balancer.close()

@@ -5,29 +5,18 @@ processes (two jobs in flight, a killed leader) are in tests/e2e/test_identical_
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
-from celery import Celery
 
-from apps.common.jobs.announce import SyncAnnouncer
 from apps.common.jobs.record import JobRecord, new_job
-from apps.common.jobs.store import SyncJobStore
 from apps.common.jobs.usage import compute_share_ms
 from apps.common.jobs.view import job_view
 from apps.common.redis import keys
-from apps.common.security.url_guard import AllowList
-from apps.common.storage.local import LocalOutputStore
-from apps.common.storage.names import fixed_key
 from apps.common.wire.contracts import EventKind, ImageOutput, JobResult, TaskEvent, TaskStatus
-from apps.worker.balancer_client import BalancerClient
 from apps.worker.capacity import HandBack
 from apps.worker.dedupe import IdenticalJobs, share_or_run
-from apps.worker.event_sender import EventSender
-from apps.worker.inputs import InputImages
 from apps.worker.run_job import JobDeps
 from apps.worker.settings import WorkerSettings
 from devtools.procs import free_port
@@ -36,48 +25,23 @@ PNG = b"\x89PNG\r\n\x1a\n not really, but bytes are bytes"
 
 
 @pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    # Its own database: the session Redis is shared with the stack's processes.
-    own = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/5", decode_responses=True)
-    yield own
-    own.close()
+def redis_db() -> int:
+    return 5
 
 
 @pytest.fixture
-def deps(client: redis.Redis, tmp_path: Path) -> Iterator[JobDeps]:
-    settings = WorkerSettings(
+def worker_settings() -> WorkerSettings:
+    return WorkerSettings(
         notifier_url=f"http://127.0.0.1:{free_port()}",
         worker_event_retry_s=0,
         # A follower gives its slot back after this long.
         worker_capacity_slice_s=0.3,
     )
-    store = SyncJobStore(client, ttl_s=600)
-    outputs = LocalOutputStore(
-        tmp_path / "outputs", public_base="http://files.test", name_key=fixed_key("test-key")
-    )
-    events = EventSender(settings, store, announcer=SyncAnnouncer(store, client, Celery("dedupe")))
-    balancer = BalancerClient(f"http://127.0.0.1:{free_port()}", read_timeout_s=5)
-    http = httpx.Client()
-    yield JobDeps(
-        store=store,
-        events=events,
-        balancer=balancer,
-        outputs=outputs,
-        inputs=InputImages(
-            store=outputs,
-            allow=AllowList.parse(""),
-            max_bytes=1 << 20,
-            max_pixels=1 << 22,
-            http=http,
-        ),
-        settings=settings,
-        progress_interval_s=0,
-        preview_interval_s=0,
-        identical=IdenticalJobs(client, claim_s=60, record_ttl_s=600),
-    )
-    http.close()
-    balancer.close()
-    events.close()
+
+
+@pytest.fixture
+def identical(client: redis.Redis) -> IdenticalJobs:
+    return IdenticalJobs(client, claim_s=60, record_ttl_s=600)
 
 
 def job(client: redis.Redis, fingerprint: str, *, cache: bool = False) -> JobRecord:
