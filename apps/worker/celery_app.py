@@ -68,7 +68,10 @@ app.conf.update(
     accept_content=["json"],
     worker_concurrency=settings.worker_concurrency,
     worker_hijack_root_logger=False,
-    worker_send_task_events=True,
+    # Celery's task events are three Redis publishes per job on the consumer's own loop, for
+    # Flower alone; Flower turns them on when it runs (its `enable_events`, a remote control
+    # command), so nothing pays for them without it.
+    worker_send_task_events=False,
     task_send_sent_event=False,
 )
 

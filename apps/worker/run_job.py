@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 
 from apps.common import images
 from apps.common.jobs.record import CANCEL_BY_DEADLINE, DEADLINE_EXCEEDED, JobRecord, deadline_event
-from apps.common.jobs.store import SyncJobStore
+from apps.common.jobs.store import OpenedRun, SyncJobStore
 from apps.common.service.logging import get_logger
 from apps.common.service.request_context import bind_ids
 from apps.common.storage.names import OutputStore
@@ -71,11 +72,14 @@ def stop_event(task_id: str, reason: str) -> TaskEvent:
     return TaskEvent(task_id=task_id, event=EventKind.CANCELED, error=error)
 
 
-def run_job(task_id: str, deps: JobDeps) -> None:
+def run_job(task_id: str, deps: JobDeps, opened: OpenedRun | None = None) -> None:
     """Run the job unless it is gone, finished, canceled or past its deadline, or an identical
-    job's result answers it; report events."""
+    job's result answers it; report events. `opened`: what the delivery read as it opened the
+    run (`SyncJobStore.open_run`), else read here."""
     bind_ids(task_id=task_id)
-    record = deps.store.get(task_id)
+    if opened is None:
+        opened = deps.store.open_run(task_id)
+    record = opened.record
     if record is None:
         log.warning("job record missing (expired?); dropping message")
         return
@@ -84,7 +88,7 @@ def run_job(task_id: str, deps: JobDeps) -> None:
     if record.status.is_terminal:
         log.info("job already finished; skipping", task_id=task_id, status=record.status.value)
         return
-    if reason := deps.store.cancel_reason(task_id):
+    if reason := opened.cancel_reason:
         deps.events.send(stop_event(task_id, reason))
         return
     if (ended := deadline_event(record, time.time())) is not None:
@@ -179,13 +183,21 @@ def _run_on_inference(
     first, lines = opened
     if record.status is TaskStatus.QUEUED:
         deps.events.send(TaskEvent(task_id=task_id, event=EventKind.STARTED))
+    polled_at = -math.inf
     try:
         for line in itertools.chain([first], lines):
             if isinstance(line, InferenceProgress):
-                if reason := deps.store.cancel_reason(task_id):
-                    lines.close()  # the inference server drops the request at its next step
-                    deps.events.send(stop_event(task_id, reason))
-                    return
+                # Asked at most every _CANCEL_POLL_S, as a handler does: a Redis round trip
+                # per step cost a fast model's job more than its steps.
+                now = time.monotonic()
+                if now - polled_at >= _CANCEL_POLL_S:
+                    polled_at = now
+                    if reason := deps.store.cancel_reason(task_id):
+                        lines.close()  # the inference server drops the request at its next step
+                        deps.events.send(stop_event(task_id, reason))
+                        return
+                if line.step == 0:
+                    continue  # the server took the job: `started` says so
                 admitted = gate.admit(time.monotonic(), has_preview=line.preview_b64 is not None)
                 if admitted.send:
                     preview = (

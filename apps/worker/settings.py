@@ -11,7 +11,6 @@ from apps.common.service.settings import CommaFloats, CommonSettings
 
 class WorkerSettings(CommonSettings):
     balancer_url: str = "http://127.0.0.1:8100"
-    notifier_url: str = "http://127.0.0.1:8300"
     worker_concurrency: int = Field(default=4, ge=1)
     # `/metrics` of the worker (all pool processes, plus queue depths); port 0 turns it off.
     worker_metrics_host: str = "127.0.0.1"
@@ -50,7 +49,8 @@ class WorkerSettings(CommonSettings):
     # lease (its worker was killed, or lost Redis) is put back in its queue and runs again.
     worker_heartbeat_s: float = Field(default=2.0, gt=0)
     worker_lease_s: float = Field(default=10.0, gt=0)
-    # How long terminal events are retried against the notifier before writing them directly.
+    # How long a job's terminal event is retried while Redis is unreachable (a restart) before
+    # the job gives up its delivery and runs again.
     worker_event_retry_s: float = Field(default=30.0, ge=0)
 
     # `prompt_refine` (and `refine_prompt` of `flux`) through an OpenAI-compatible chat endpoint

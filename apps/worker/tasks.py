@@ -121,18 +121,18 @@ def run_with_retries(self: Task, task_id: str, failures: int) -> None:
     deps = job_deps()
     release_next((self.request.delivery_info or {}).get("routing_key"))
     try:
-        crashes = deps.store.open_attempt(task_id)
-        if crashes >= settings.worker_max_crashes:
+        opened = deps.store.open_run(task_id)
+        if opened.crashes >= settings.worker_max_crashes:
             # Each delivery killed its worker process: stop feeding it to the next one.
             fail(
                 deps,
                 task_id,
                 "worker_crashed",
-                f"the worker process died {crashes} times while running this job "
+                f"the worker process died {opened.crashes} times while running this job "
                 "(out of memory, or killed); it was not run again",
             )
             return
-        run_job(task_id, deps)
+        run_job(task_id, deps, opened)
     except HandBack:
         # Waited a slice for a model server: back to the head of its lane, in Redis, not as an
         # ETA message in this worker's memory; the ack that follows finds nothing left to remove.

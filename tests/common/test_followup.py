@@ -34,7 +34,7 @@ from apps.common.wire.contracts import (
 from apps.common.wire.queues import QUEUE_WEBHOOKS, make_producer
 from apps.worker.event_sender import EventSender
 from apps.worker.settings import WorkerSettings
-from devtools.procs import free_port, poll_until
+from devtools.procs import poll_until
 
 VIEWS = JobViews(public_base="https://api.example", public_ws_base="wss://ws.example")
 HOOK = "https://hooks.example/in"
@@ -255,14 +255,13 @@ def test_both_runners_publish_gate_progress_and_meter_once(
     assert final is not None and metered(client, final) == "1"
 
 
-# --- the worker's fallback ----------------------------------------------------------------------
+# --- the worker writes its own events -----------------------------------------------------------
 
 
-def test_a_worker_cut_off_from_the_notifier_follows_up_as_the_notifier_would(
+def test_a_worker_follows_up_its_events_as_the_notifier_would(
     own_db: str, client: redis.Redis
 ) -> None:
-    nobody = f"http://127.0.0.1:{free_port()}"
-    settings = WorkerSettings(notifier_url=nobody, worker_event_retry_s=0.2)
+    settings = WorkerSettings(worker_event_retry_s=0.2)
     producer = make_producer(own_db, visibility_timeout_s=60)
     store = SyncJobStore(client, ttl_s=600)
     sender = EventSender(settings, store, announcer=SyncAnnouncer(store, client, producer))
@@ -296,26 +295,23 @@ def test_a_worker_cut_off_from_the_notifier_follows_up_as_the_notifier_would(
         # The webhook carries the published view, as the notifier's would.
         assert body["data"] == {k: v for k, v in views[-1].items() if k not in ("event", "webhook")}
     finally:
-        sender.close()
         pubsub.close()
         producer.close()
 
 
-def test_a_final_event_the_notifier_applied_but_did_not_follow_up_is_followed_up_by_the_worker(
+def test_a_final_event_applied_but_not_followed_up_is_followed_up_by_its_retry(
     own_db: str, client: redis.Redis
 ) -> None:
-    """The notifier applied the final event and died before its follow-up: the worker's retry
-    of that event changes nothing in the record, yet publishes, meters and queues the webhook."""
-    settings = WorkerSettings(
-        notifier_url=f"http://127.0.0.1:{free_port()}", worker_event_retry_s=0.2
-    )
+    """A worker applied the final event and died before its follow-up: the rerun's send of that
+    event changes nothing in the record, yet publishes, meters and queues the webhook."""
+    settings = WorkerSettings(worker_event_retry_s=0.2)
     producer = make_producer(own_db, visibility_timeout_s=60)
     store = SyncJobStore(client, ttl_s=600)
     sender = EventSender(settings, store, announcer=SyncAnnouncer(store, client, producer))
     record = job("started")
     create(client, record)
     succeeded = TaskEvent(task_id=record.task_id, event=EventKind.SUCCEEDED, result=RESULT)
-    assert store.apply(succeeded).applied  # the notifier's apply, with no follow-up
+    assert store.apply(succeeded).applied  # the first run's apply, with no follow-up
     pubsub = client.pubsub()
     pubsub.subscribe(keys.events_channel(record.task_id))
     try:
@@ -328,6 +324,5 @@ def test_a_final_event_the_notifier_applied_but_did_not_follow_up_is_followed_up
         sent = queued_webhooks(client, record.task_id)
         assert [m["message_id"] for m in sent] == [f"msg_{record.task_id}_1"]
     finally:
-        sender.close()
         pubsub.close()
         producer.close()

@@ -48,13 +48,13 @@ def test_a_job_moves_the_counters_and_stage_histograms_of_every_service(stack: S
             "gateway latency observed": delta(
                 "gateway", "fluxgate_http_request_seconds_count", route="/flux"
             ),
-            "queued stage": delta("notifier", "fluxgate_job_queued_seconds_count", type="flux"),
-            "running stage": delta("notifier", "fluxgate_job_running_seconds_count", type="flux"),
-            "delivery stage": delta("notifier", "fluxgate_job_delivery_seconds_count", type="flux"),
+            "queued stage": delta("worker", "fluxgate_job_queued_seconds_count", type="flux"),
+            "running stage": delta("worker", "fluxgate_job_running_seconds_count", type="flux"),
+            "delivery stage": delta("worker", "fluxgate_job_delivery_seconds_count", type="flux"),
             "finished by state": delta(
-                "notifier", "fluxgate_jobs_finished_total", type="flux", status="succeeded"
+                "worker", "fluxgate_jobs_finished_total", type="flux", status="succeeded"
             ),
-            "usage metered": delta("notifier", "fluxgate_usage_jobs_total", key="all", type="flux"),
+            "usage metered": delta("worker", "fluxgate_usage_jobs_total", key="all", type="flux"),
             "balancer forwarded": delta("balancer", "fluxgate_balancer_request_seconds_count"),
             "inference batch": delta("inference", "fluxgate_inference_batch_images_count"),
             "inference steps": delta("inference", "fluxgate_inference_step_seconds_count"),

@@ -44,7 +44,6 @@ def client(redis_url: str, redis_db: int) -> Iterator[redis.Redis]:
 def worker_settings() -> WorkerSettings:
     return WorkerSettings(
         # Nothing listens there, and no retry: events land through the direct-write fallback.
-        notifier_url=f"http://127.0.0.1:{free_port()}",
         worker_event_retry_s=0,
         worker_progress_interval_ms=0,
     )
@@ -93,4 +92,3 @@ def deps(
     )
     http.close()
     balancer.close()
-    events.close()

@@ -19,7 +19,6 @@ from apps.worker.capacity import HandBack
 from apps.worker.dedupe import IdenticalJobs, share_or_run
 from apps.worker.run_job import JobDeps
 from apps.worker.settings import WorkerSettings
-from devtools.procs import free_port
 
 PNG = b"\x89PNG\r\n\x1a\n not really, but bytes are bytes"
 
@@ -32,7 +31,6 @@ def redis_db() -> int:
 @pytest.fixture
 def worker_settings() -> WorkerSettings:
     return WorkerSettings(
-        notifier_url=f"http://127.0.0.1:{free_port()}",
         worker_event_retry_s=0,
         # A follower gives its slot back after this long.
         worker_capacity_slice_s=0.3,

@@ -198,10 +198,11 @@ def test_progress_lines_with_previews_become_progress_events_with_their_urls(
         deps.balancer = BalancerClient(balancer_url, read_timeout_s=5)
         run_job(task_id, deps)
     progress = [e for e in recorded.events if e.event is EventKind.PROGRESS]
-    assert [e.progress for e in progress] == [0, 25, 50, 75, 99]
+    # Step 0 is the server taking the job: `started`, not a progress event.
+    assert [e.event for e in recorded.events[:2]] == [EventKind.STARTED, EventKind.PROGRESS]
+    assert [e.progress for e in progress] == [25, 50, 75, 99]
     previews = [e.preview for e in progress]
     assert [p and (p.step, p.width, p.height) for p in previews] == [
-        None,
         (1, 32, 24),
         None,
         (3, 16, 8),

@@ -63,7 +63,9 @@ def run(client: redis.Redis, deps: JobDeps, task_id: str) -> tuple[JobRecord, li
 def test_a_worker_job_succeeds_and_stores_its_outputs(client: redis.Redis, deps: JobDeps) -> None:
     task_id = submitted(client, deps, png())
     record, events = run(client, deps, task_id)
-    assert events == ["started", "succeeded"]
+    # Progress as the handler reports it (these deps coalesce nothing), between start and end.
+    assert events[0] == "started" and events[-1] == "succeeded"
+    assert set(events[1:-1]) <= {"progress"}
     assert record.status.value == "succeeded" and record.error is None
     assert record.result is not None
     assert record.result.model_extra == {"faces": []}  # a flat colour has none

@@ -186,6 +186,17 @@ return crashes
 """
 
 
+@dataclass(frozen=True)
+class OpenedRun:
+    """What a worker reads as it starts a delivery of a job, in one round trip."""
+
+    # How many earlier runs of the job died without finishing (their process was killed).
+    crashes: int
+    record: JobRecord | None
+    # Why the job must stop (`client` or `deadline`), or None.
+    cancel_reason: str | None
+
+
 class SyncJobStore:
     """Job records over a blocking Redis client (Celery workers)."""
 
@@ -199,9 +210,18 @@ class SyncJobStore:
     def ttl_s(self) -> int:
         return self._ttl_s
 
-    def open_attempt(self, task_id: str) -> int:
-        """Start a run of the job; how many earlier runs died without finishing."""
-        return int(self._open_attempt(keys=[keys.attempt_key(task_id)], args=[self._ttl_s]))
+    def open_run(self, task_id: str) -> OpenedRun:
+        """Start a run of the job: count it open, read its record and whether it must stop."""
+        pipe = self._redis.pipeline(transaction=False)
+        self._open_attempt(keys=[keys.attempt_key(task_id)], args=[self._ttl_s], client=pipe)
+        pipe.hgetall(keys.job_key(task_id))
+        pipe.get(keys.cancel_key(task_id))
+        crashes, raw, reason = pipe.execute()
+        return OpenedRun(
+            crashes=int(crashes),
+            record=JobRecord.from_hash(_decode(raw)) if raw else None,
+            cancel_reason=_text(reason) if reason is not None else None,
+        )
 
     def close_attempt(self, task_id: str) -> None:
         """The run ended on its own terms (success, failure, retry, stop)."""
