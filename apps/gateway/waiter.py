@@ -20,6 +20,10 @@ class ClientGone(Exception):
     """The client disconnected while it waited for its job (which was then canceled)."""
 
 
+class WaitUnavailable(Exception):
+    """The notifier's wait could not be reached (the job itself is unaffected)."""
+
+
 async def _disconnected(receive: Receive) -> None:
     # Once the body is read, the server's next message for this request is its disconnect.
     while (await receive())["type"] != "http.disconnect":
@@ -32,8 +36,7 @@ class ResultWaiter:
         self._base = notifier_url.rstrip("/")
         self._headers = {INTERNAL_READ_HEADER: internal_read_token(internal_secret)}
 
-    async def terminal_view(self, task_id: str, wait_s: int) -> str | None:
-        """The job view (JSON text) once terminal within `wait_s`, else None."""
+    async def _wait(self, task_id: str, wait_s: int) -> str | None:
         try:
             response = await self._client.get(
                 f"{self._base}/internal/wait/{task_id}",
@@ -42,10 +45,17 @@ class ResultWaiter:
                 timeout=httpx.Timeout(wait_s + 10, connect=2.0),
             )
         except httpx.HTTPError as exc:
-            # Waiting is a courtesy: without the notifier the client still gets its 202.
             log.warning("wait unavailable", task_id=task_id, error=repr(exc))
-            return None
+            raise WaitUnavailable(task_id) from exc
         return response.text if response.status_code == 200 else None
+
+    async def terminal_view(self, task_id: str, wait_s: int) -> str | None:
+        """The job view (JSON text) once terminal within `wait_s`, else None."""
+        try:
+            return await self._wait(task_id, wait_s)
+        except WaitUnavailable:
+            # Waiting is a courtesy: without the notifier the client still gets its 202.
+            return None
 
     async def terminal_view_or_cancel(
         self,
@@ -57,8 +67,9 @@ class ResultWaiter:
     ) -> str | None:
         """`terminal_view`, for a client that can learn its job only from this answer: if it
         disconnects first, nobody is left to take the result, so the job is canceled (`cancel`;
-        None leaves it to whoever made it) and `ClientGone` is raised."""
-        waiting = asyncio.ensure_future(self.terminal_view(task_id, wait_s))
+        None leaves it to whoever made it) and `ClientGone` is raised. `WaitUnavailable` when the
+        notifier cannot be reached: this answer is the client's only way to the images."""
+        waiting = asyncio.ensure_future(self._wait(task_id, wait_s))
         gone = asyncio.ensure_future(_disconnected(receive))
         try:
             await asyncio.wait((waiting, gone), return_when=asyncio.FIRST_COMPLETED)

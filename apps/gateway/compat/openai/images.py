@@ -36,7 +36,7 @@ from apps.gateway.headers import CANCEL_AFTER_PATTERN, parse_prefer_wait
 from apps.gateway.idempotency import KEY_PATTERN
 from apps.gateway.routes._submit import submit_options
 from apps.gateway.service import NewJob, TaskService
-from apps.gateway.waiter import ClientGone
+from apps.gateway.waiter import ClientGone, WaitUnavailable
 
 router = APIRouter(prefix="/v1/images", tags=["OpenAI Images API"])
 EDIT_PATH = "/v1/images/edits"
@@ -75,7 +75,7 @@ _ERRORS = {
     413: "body too large",
     429: "rate limit or the key's caps, with Retry-After",
     500: "the job failed (`code` is its error code)",
-    503: "Redis or the queue is unavailable",
+    503: "Redis, the queue or the wait is unavailable (`task_id` names a job accepted)",
     504: "the job did not finish within the wait: it keeps running, `task_id` names it",
 }
 RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -140,12 +140,24 @@ async def submit_and_hold(
     cancel = (
         None if submitted.replayed else functools.partial(_cancel_quietly, service, task_id, caller)
     )
+    # OpenAI's SDKs retry a 5xx: without the key a retry would be a second job.
+    retry = "true" if headers.idempotency_key else "false"
     try:
         finished = await state.waiter.terminal_view_or_cancel(
             task_id, wait_s, receive=request.receive, cancel=cancel
         )
     except ClientGone:
         return Response(status_code=CLIENT_CLOSED)
+    except WaitUnavailable:
+        return _error(
+            503,
+            "unavailable",
+            f"job {task_id} was accepted but its end cannot be awaited now; it keeps running: "
+            f"GET {status_url}",
+            task_id,
+            **{"Retry-After": "1", "x-should-retry": retry},
+            **named,
+        )
     if finished is None:
         return _error(
             504,
@@ -153,8 +165,7 @@ async def submit_and_hold(
             f"job {task_id} did not finish within {wait_s} s; it keeps running: "
             f"GET {status_url}, or retry with the same Idempotency-Key",
             task_id,
-            # OpenAI's SDKs retry a 504; without the key a retry would be a second job.
-            **{"x-should-retry": "true" if headers.idempotency_key else "false"},
+            **{"x-should-retry": retry},
             **named,
         )
     return await _answer(state, orjson.loads(finished), params, named)
