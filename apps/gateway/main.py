@@ -31,6 +31,7 @@ from apps.common.storage.names import INPUTS_PREFIX, OutputStore
 from apps.common.wire.queues import make_producer
 from apps.gateway import compat
 from apps.gateway.body_limit import BodyLimitMiddleware, SecurityHeadersMiddleware
+from apps.gateway.compat.openai.errors import OpenAIErrorMiddleware
 from apps.gateway.deps import GatewayState, gateway_state
 from apps.gateway.enqueue import JobQueue
 from apps.gateway.event_relay import EventRelay
@@ -135,6 +136,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     middleware = [
         *(cors if settings.cors_origins else []),
         Middleware(SecurityHeadersMiddleware),
+        # Outside the body limit, so its 413 under /v1/ is OpenAI-shaped too.
+        *([Middleware(OpenAIErrorMiddleware)] if settings.openai_api else []),
         Middleware(
             BodyLimitMiddleware,
             max_bytes=settings.gateway_max_body_bytes,

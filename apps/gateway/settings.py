@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from apps.common.service.settings import CommaList, CommonSettings
+from apps.gateway.headers import MAX_PREFER_WAIT_S
 
 
 class GatewaySettings(CommonSettings):
@@ -40,6 +41,25 @@ class GatewaySettings(CommonSettings):
     compat_imagetext_type: Literal["style_transfer", "stylize", "face_detect", "upscale"] = (
         "style_transfer"
     )
+    # The OpenAI Images API under /v1 (docs/openai.md): on unless turned off.
+    openai_api: bool = True
+    # The model ids `GET /v1/models` lists and `model` may name (the first is the default); every
+    # one runs this deployment's FLUX model. Add `dall-e-3` or `gpt-image-1` for clients that
+    # cannot choose another.
+    openai_models: CommaList = ["flux"]
+    # How long a /v1/images request waits for its images before answering 504 with the job's id
+    # (the job keeps running); at most the cap of `Prefer: wait`, under the front door's timeout.
+    openai_wait_s: int = Field(default=MAX_PREFER_WAIT_S, ge=1, le=MAX_PREFER_WAIT_S)
+    # Denoising steps of a /v1/images job (OpenAI has no such parameter): None keeps the task
+    # type's default (28, for FLUX.1-dev); 4 suits FLUX.1-schnell.
+    openai_steps: int | None = Field(default=None, ge=1, le=100)
+
+    @field_validator("openai_models")
+    @classmethod
+    def _some_model(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("name at least one model id")
+        return value
 
     @field_validator("compat")
     @classmethod

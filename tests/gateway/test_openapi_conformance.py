@@ -21,8 +21,18 @@ def test_the_api_matches_its_openapi_document(auth_stack: AuthStack, tmp_path: P
         "missing_required_header,unsupported_method,allow_header_conformance,"
         "use_after_free,ensure_resource_availability,ignored_auth"
     )
+    # The OpenAI routes hold a request until its job ends, on the notifier's wait: without a
+    # notifier, an accepted job's answer is 503 naming it, documented, and nothing else is.
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(
+        "[[operations]]\n"
+        'include-path-regex = "^/v1/images/"\n'
+        'checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "503"]\n'
+    )
     command = [
         str(Path(sys.executable).parent / "schemathesis"),
+        "--config-file",
+        str(config),
         "run",
         f"{auth_stack.gateway}/openapi.json",
         "--checks",

@@ -3,7 +3,8 @@
 Each surface is a thin router over the native service: it maps the old request onto a native
 task type and input, submits through the same path as `POST /tasks`, and maps the native job
 view back onto the old answer. Nothing is implemented twice. Off unless `FLUXGATE_COMPAT` names
-it (`backserv`, `backendai`, `imagetext`, `wavespeed`, or `all`).
+it (`backserv`, `backendai`, `imagetext`, `wavespeed`, or `all`) — but for the OpenAI Images API
+(`openai/`), which most image clients speak: on unless `FLUXGATE_OPENAI_API=false`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ def routers(settings: GatewaySettings) -> list[APIRouter]:
         "imagetext": imagetext,
         "wavespeed": wavespeed,
     }
-    return [modules[name].router for name in enabled(settings)]
+    chosen = [modules[name].router for name in enabled(settings)]
+    return [*chosen, *_openai_routers(settings)]
+
+
+def _openai_routers(settings: GatewaySettings) -> list[APIRouter]:
+    from apps.gateway.compat import openai
+
+    return openai.routers() if settings.openai_api else []
 
 
 # Routes of each surface whose bodies carry images (they get the upload body limit).
@@ -44,4 +52,9 @@ UPLOAD_PATHS = {
 
 
 def upload_paths(settings: GatewaySettings) -> list[str]:
-    return [path for name in enabled(settings) for path in UPLOAD_PATHS[name]]
+    paths = [path for name in enabled(settings) for path in UPLOAD_PATHS[name]]
+    if settings.openai_api:
+        from apps.gateway.compat import openai
+
+        paths += openai.UPLOAD_PATHS
+    return paths

@@ -11,6 +11,7 @@ from apps.gateway.deps import gateway_state
 from apps.gateway.headers import parse_cancel_after, parse_prefer_wait
 from apps.gateway.idempotency import IdempotencyKeys
 from apps.gateway.service import NewJob, SubmitOptions
+from apps.gateway.settings import GatewaySettings
 
 SUBMIT_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {"description": "idempotent replay, or the finished view with `Prefer: wait=N`"},
@@ -20,6 +21,18 @@ SUBMIT_RESPONSES: dict[int | str, dict[str, object]] = {
     429: {"description": "`rate_limited`, `too_many_jobs` or `too_much_work`, with Retry-After"},
     503: {"description": "Redis or the queue is unavailable, or the type's model is not set"},
 }
+
+
+def submit_options(
+    idempotency_key: str | None, cancel_after: str | None, settings: GatewaySettings
+) -> SubmitOptions:
+    """What the `Idempotency-Key` and `Cancel-After` headers ask of a submit, checked."""
+    return SubmitOptions(
+        idempotency_key=None
+        if idempotency_key is None
+        else IdempotencyKeys.validate(idempotency_key),
+        cancel_after_s=parse_cancel_after(cancel_after, max_s=settings.job_ttl_s),
+    )
 
 
 async def submit_and_answer(
@@ -35,12 +48,7 @@ async def submit_and_answer(
     # FastAPI dependency costs tens of microseconds (the submit benchmark's profile).
     state = gateway_state(request)
     service, settings, waiter = state.service, state.settings, state.waiter
-    options = SubmitOptions(
-        idempotency_key=None
-        if idempotency_key is None
-        else IdempotencyKeys.validate(idempotency_key),
-        cancel_after_s=parse_cancel_after(cancel_after, max_s=settings.job_ttl_s),
-    )
+    options = submit_options(idempotency_key, cancel_after, settings)
     submitted = await service.submit(job, options, caller)
     record = submitted.record
     view = service.views.render(record)
