@@ -13,20 +13,12 @@ from pathlib import Path
 import pytest
 
 from devtools.procs import ROOT
+from tests.client_js.node import node_or_skip
 from tests.conftest import WEBHOOK_SECRET, Stack
 from tests.gateway.auth_stack import ADMIN_TOKEN, AuthStack, start_auth_stack
 
 CLIENT = ROOT / "clients" / "js"
 NODE_TIMEOUT_S = 240
-
-
-def _node() -> str:
-    node = shutil.which("node")
-    if node is None:
-        if os.environ.get("CI"):
-            raise RuntimeError("node is missing: CI machines have Node 20+")
-        pytest.skip("node is not installed: the TypeScript client needs Node 20+")
-    return node
 
 
 def _run(args: list[str], *, env: dict[str, str] | None = None, timeout: float) -> str:
@@ -44,7 +36,7 @@ def _run(args: list[str], *, env: dict[str, str] | None = None, timeout: float) 
 
 
 def _node_test(files: list[str], env: dict[str, str]) -> None:
-    node = _node()
+    node = node_or_skip()
     version = subprocess.check_output([node, "-p", "process.versions.node"], text=True)
     major = int(version.split(".")[0])
     # Node 22 has a global WebSocket; Node 20 has it behind a flag (without it the client would
@@ -58,7 +50,7 @@ def _node_test(files: list[str], env: dict[str, str]) -> None:
 
 
 def test_the_strict_build_equals_the_committed_dist(tmp_path: Path) -> None:
-    node = _node()
+    node = node_or_skip()
     if not (CLIENT / "node_modules" / "typescript").is_dir():
         npm = shutil.which("npm")
         assert npm is not None, "npm is missing: it installs typescript (clients/js/package.json)"
