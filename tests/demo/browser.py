@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from devtools.procs import ROOT
+from devtools.procs import ROOT, poll_until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"  # screenshots, kept out of git
@@ -50,3 +50,13 @@ def page(browser: Browser) -> Iterator[Page]:
     yield page
     context.close()
     assert errors == [], f"the page threw: {errors}"
+
+
+def wait_image_loaded(page: Page, selector: str, width: int, what: str) -> None:
+    """Until the shown image at `selector` has loaded, `width` pixels wide."""
+    # page.evaluate goes through the DevTools protocol, so the page's CSP (no eval) still holds.
+    script = (
+        "([selector, width]) => { const img = document.querySelector(selector);"
+        " return !img.hidden && img.complete && img.naturalWidth === width; }"
+    )
+    poll_until(lambda: page.evaluate(script, [selector, width]), timeout=10, what=what)

@@ -10,16 +10,18 @@ from playwright.sync_api import Page
 
 from devtools.procs import poll_until
 from tests.conftest import Stack
-from tests.demo.browser import ARTIFACTS
+from tests.demo.browser import ARTIFACTS, wait_image_loaded
 
 
 def test_submit_watch_progress_and_see_the_image(stack: Stack, page: Page) -> None:
     page.goto(f"{stack.gateway}/")
     assert page.title() == "Fluxgate"
-    page.fill("#prompt", "a lighthouse at dusk")
-    page.fill("#width", "128")
-    page.fill("#height", "128")
-    page.fill("#steps", "12")  # 12 steps x 100 ms in the test stack: progress has time to show
+    page.fill("#field-prompt", "a lighthouse at dusk")
+    page.fill("#field-width", "128")
+    page.fill("#field-height", "128")
+    page.fill(
+        "#field-num_inference_steps", "12"
+    )  # 12 steps x 100 ms in the test stack: progress has time to show
     # Record every value the bar takes, as the user would see it move.
     page.evaluate(
         """() => {
@@ -31,15 +33,7 @@ def test_submit_watch_progress_and_see_the_image(stack: Stack, page: Page) -> No
     )
     page.click("#submit")
     page.wait_for_selector('#status[data-status="succeeded"]', timeout=60_000)
-    # page.evaluate goes through the DevTools protocol, so the page's CSP (no eval) still holds.
-    poll_until(
-        lambda: page.evaluate(
-            "() => { const img = document.getElementById('result-image');"
-            " return img.complete && img.naturalWidth === 128; }"
-        ),
-        timeout=10,
-        what="the image to load",
-    )
+    wait_image_loaded(page, "#result-image", 128, "the image to load")
     seen = page.evaluate("window.seenProgress")
     in_between = [value for value in seen if 0 < value < 100]
     assert len(set(in_between)) >= 2, f"the bar should move through steps, saw {seen}"
@@ -57,10 +51,12 @@ def test_submit_watch_progress_and_see_the_image(stack: Stack, page: Page) -> No
 
 def test_show_previews_shows_the_image_forming(stack: Stack, page: Page) -> None:
     page.goto(f"{stack.gateway}/")
-    page.fill("#width", "128")
-    page.fill("#height", "128")
-    page.fill("#steps", "12")  # 12 steps x 100 ms: several previews at 4 a second at most
-    page.check("#previews")
+    page.fill("#field-width", "128")
+    page.fill("#field-height", "128")
+    page.fill(
+        "#field-num_inference_steps", "12"
+    )  # 12 steps x 100 ms: several previews at 4 a second at most
+    page.check("#field-preview")
     # Record every preview the page loads, and what its caption said while it showed.
     page.evaluate(
         """() => {
@@ -90,13 +86,13 @@ def test_show_previews_shows_the_image_forming(stack: Stack, page: Page) -> None
 
 def test_a_bad_width_is_explained_and_the_field_marked(stack: Stack, page: Page) -> None:
     page.goto(f"{stack.gateway}/")
-    page.fill("#width", "100")
+    page.fill("#field-width", "100")
     page.click("#submit")
     error = page.locator("#error")
     error.wait_for(state="visible", timeout=10_000)
     assert "width" in error.inner_text()
     assert "multiple of 16" in error.inner_text()
-    assert page.get_attribute("#width", "aria-invalid") == "true"
+    assert page.get_attribute("#field-width", "aria-invalid") == "true"
     assert page.is_enabled("#submit")
 
 
@@ -104,24 +100,24 @@ def test_a_job_that_costs_too_much_is_explained_and_the_field_to_lower_marked(
     stack: Stack, page: Page
 ) -> None:
     page.goto(f"{stack.gateway}/")
-    page.fill("#width", "2048")
-    page.fill("#height", "2048")
-    page.fill("#steps", "100")
+    page.fill("#field-width", "2048")
+    page.fill("#field-height", "2048")
+    page.fill("#field-num_inference_steps", "100")
     page.click("#submit")
     error = page.locator("#error")
     error.wait_for(state="visible", timeout=10_000)
     assert "419.4304 megapixel-steps" in error.inner_text()
     assert "128" in error.inner_text()
     # Steps at their default (28) cut it most: the field to lower is marked.
-    assert page.get_attribute("#steps", "aria-invalid") == "true"
+    assert page.get_attribute("#field-num_inference_steps", "aria-invalid") == "true"
     assert page.is_enabled("#submit")
 
 
 def test_cancel_stops_a_running_job(stack: Stack, page: Page) -> None:
     page.goto(f"{stack.gateway}/")
-    page.fill("#width", "64")
-    page.fill("#height", "64")
-    page.fill("#steps", "60")
+    page.fill("#field-width", "64")
+    page.fill("#field-height", "64")
+    page.fill("#field-num_inference_steps", "60")
     page.click("#submit")
     page.wait_for_selector('#status[data-status="running"]', timeout=30_000)
     task_id = page.inner_text("#task-link")

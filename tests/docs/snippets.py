@@ -11,8 +11,9 @@ from pathlib import Path
 from devtools.procs import ROOT
 
 # The documents whose blocks must run as written (paths relative to the repository root).
-DOCUMENTS = ("README.md", "clients/python/README.md", "docs/*.md")
-RUN_LANGUAGES = frozenset({"bash", "sh", "shell", "console", "python"})
+DOCUMENTS = ("README.md", "clients/python/README.md", "clients/js/README.md", "docs/*.md")
+# `js` blocks run with node, importing the TypeScript client as `@fluxgate/client`.
+RUN_LANGUAGES = frozenset({"bash", "sh", "shell", "console", "python", "js"})
 MANIFEST = Path(__file__).with_name("snippets.toml")
 
 _FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")

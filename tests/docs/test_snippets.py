@@ -1,4 +1,4 @@
-"""Every command and snippet of README.md, clients/python/README.md and docs/*.md runs as written
+"""Every command and snippet of README.md, the clients' READMEs and docs/*.md runs as written
 against a real stack behind nginx, with real photos where the docs name image files; the blocks
 that cannot run here are listed, with why, in snippets.toml (see there what a block may have
 changed before it runs: addresses and the virtualenv's path only)."""
@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from devtools.procs import ROOT, poll_until
+from tests.client_js.node import node_or_skip
 from tests.docs.conftest import DocsStack, write_photos
 from tests.docs.snippets import Block, all_blocks, load_manifest, substitute
 
@@ -40,7 +41,7 @@ def test_the_manifest_names_only_blocks_that_exist() -> None:
 
 def test_every_document_has_its_blocks_found() -> None:
     files = {block.file for block in BLOCKS}
-    assert {"README.md", "clients/python/README.md"} <= files, files
+    assert {"README.md", "clients/python/README.md", "clients/js/README.md"} <= files, files
 
 
 def _script(block: Block, stack: DocsStack) -> str:
@@ -107,6 +108,12 @@ def test_block_runs_as_written(block: Block, docs_stack: DocsStack, tmp_path: Pa
     if block.language == "python":
         (tmp_path / "snippet.py").write_text(script)
         args = [sys.executable, "snippet.py"]
+    elif block.language == "js":
+        args = [node_or_skip(), "snippet.mjs"]
+        (tmp_path / "snippet.mjs").write_text(script)
+        # `import ... from "@fluxgate/client"` finds the repository's client, as after an install.
+        (tmp_path / "node_modules" / "@fluxgate").mkdir(parents=True)
+        (tmp_path / "node_modules" / "@fluxgate" / "client").symlink_to(ROOT / "clients" / "js")
     else:
         args = ["bash", "-euo", "pipefail", "-c", script]
     env = {

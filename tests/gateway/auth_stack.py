@@ -45,8 +45,9 @@ def admin() -> dict[str, str]:
     return bearer(ADMIN_TOKEN)
 
 
-def start_auth_stack(tmp: Path) -> Iterator[AuthStack]:
-    """Gateway and notifier with auth on and no worker: submitted jobs stay queued."""
+def start_auth_stack(tmp: Path, *, relay_events: bool = False) -> Iterator[AuthStack]:
+    """Gateway and notifier with auth on and no worker: submitted jobs stay queued. The gateway
+    reaches the notifier (for `GET /tasks/{id}/events`) only with `relay_events`."""
     redis_proc, redis_url = start_redis(tmp)
     ports = {name: free_port() for name in ("gateway", "notifier", "balancer", "inference")}
     env = {
@@ -55,9 +56,10 @@ def start_auth_stack(tmp: Path) -> Iterator[AuthStack]:
         "FLUXGATE_ADMIN_TOKEN": ADMIN_TOKEN,
         "FLUXGATE_WEBHOOK_ALLOW": "loopback",
         "FLUXGATE_CORS_ORIGINS": CORS_ORIGIN,
-        # Nothing answers there: `Prefer: wait` falls back to 202 at once.
-        "FLUXGATE_NOTIFIER_URL": f"http://127.0.0.1:{free_port()}",
     }
+    if not relay_events:
+        # Nothing answers there: `Prefer: wait` falls back to 202 at once.
+        env["FLUXGATE_NOTIFIER_URL"] = f"http://127.0.0.1:{free_port()}"
     procs = {
         name: Proc(name, python_module(f"apps.{name}"), env, tmp / f"{name}.log").start()
         for name in ("gateway", "notifier")

@@ -105,8 +105,8 @@ def test_the_demo_page_works_with_auth_on(auth_stack: AuthStack, page: Page) -> 
     """The page sends the key on fetches and as `?token=` on its WebSocket."""
     token = auth_stack.new_key("browser")
     page.goto(f"{auth_stack.gateway}/")
-    page.fill("#width", "64")
-    page.fill("#height", "64")
+    page.fill("#field-width", "64")
+    page.fill("#field-height", "64")
     page.click("#submit")
     error = page.locator("#error")
     error.wait_for(state="visible", timeout=10_000)

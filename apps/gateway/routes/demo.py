@@ -1,4 +1,5 @@
-"""`GET /`: the demo page (plain HTML and JavaScript in `apps/gateway/static`, no build step)."""
+"""`GET /`: the demo page (plain HTML and JavaScript in `apps/gateway/static`, no build step),
+and the TypeScript client's committed build it imports, at `/demo/client/`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,16 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+# In a checkout the client's build is clients/js/dist; the image copies it under static/client
+# (the gateway is installed there as a package, away from the repository).
+CLIENT_DIST = next(
+    (
+        path
+        for path in (STATIC_DIR / "client", Path(__file__).resolve().parents[3] / "clients/js/dist")
+        if path.is_dir()
+    ),
+    STATIC_DIR / "client",
+)
 router = APIRouter(include_in_schema=False)
 
 # Scripts and styles from this origin only; the WebSocket and images may live on another port

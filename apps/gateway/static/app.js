@@ -1,33 +1,47 @@
-// The Fluxgate demo page: submit a FLUX job, follow it over the WebSocket, show the image.
-// Plain browser JavaScript, no build step. Everything it calls is the public API.
-"use strict";
+// The Fluxgate demo page: pick a task type, fill the form made from its schema, follow the job
+// live and see its result. Plain browser JavaScript, no build step: the API calls go through the
+// TypeScript client's committed build (clients/js/dist), served by the gateway at /demo/client/.
+import {
+  AuthenticationError,
+  BadRequestError,
+  ConnectionFailed,
+  ConflictError,
+  Fluxgate,
+  NotFoundError,
+  TERMINAL_STATUSES,
+} from "/demo/client/index.js";
+import { describeInput, formValues, renderForm } from "/static/form.js";
 
 const KEY_STORE = "fluxgate.apiKey";
+const TYPE_STORE = "fluxgate.taskType";
 const RECENT_STORE = "fluxgate.recent";
 const RECENT_MAX = 12;
-const FINAL = new Set(["succeeded", "failed", "canceled", "expired"]);
 
 const $ = (id) => document.getElementById(id);
 const form = $("job-form");
+const fields = $("fields");
+const typeSelect = $("task-type");
 const apiKeyInput = $("api-key");
-let current = null; // {taskId, urls, socket, final}
+let types = new Map();
+let current = null; // {taskId, urls, label, abort, final}
 
 apiKeyInput.value = localStorage.getItem(KEY_STORE) || "";
 apiKeyInput.addEventListener("change", () => localStorage.setItem(KEY_STORE, apiKeyInput.value.trim()));
 
-function authHeaders() {
-  const key = apiKeyInput.value.trim();
-  return key ? { Authorization: `Bearer ${key}` } : {};
-}
+// A client per call, so a key typed a moment ago is the one sent.
+const client = () => new Fluxgate({ apiKey: apiKeyInput.value.trim() || null });
 
 function showError(message, field) {
   const box = $("error");
   box.textContent = message;
   box.hidden = false;
   for (const input of form.querySelectorAll("[aria-invalid]")) input.removeAttribute("aria-invalid");
-  if (field) {
-    const input = form.querySelector(`[name="${CSS.escape(field)}"]`);
-    if (input) { input.setAttribute("aria-invalid", "true"); input.focus(); }
+  // `/tasks` names an input field `input.<name>`; `/flux` names it bare.
+  const name = field ? field.replace(/^input\./, "") : null;
+  const input = name ? form.querySelector(`[name="${CSS.escape(name)}"]`) : null;
+  if (input) {
+    input.setAttribute("aria-invalid", "true");
+    input.focus();
   }
 }
 
@@ -41,6 +55,7 @@ function describe(view) {
     case "queued":
       if (view.waiting_for === "model_server") return "Queued: waiting for a model server to start.";
       if (view.waiting_for === "capacity") return "Queued: waiting for a free model server.";
+      if (view.waiting_for === "identical_job") return "Queued: an identical request is running; its result will be this one's.";
       return view.queue_position == null ? "Queued."
         : view.queue_position === 0 ? "Queued: next to start."
         : `Queued: ${view.queue_position} job(s) ahead.`;
@@ -63,6 +78,7 @@ function show(view) {
   if (!current || view.task_id !== current.taskId) return;
   $("status").textContent = describe(view);
   $("status").dataset.status = view.status;
+  $("status").dataset.waitingFor = view.waiting_for || "";
   if (view.cost != null) {
     $("cost").textContent = `Cost: ${view.cost} megapixel-steps`;
     $("cost").hidden = false;
@@ -70,17 +86,10 @@ function show(view) {
   const bar = $("progress");
   if (view.progress > Number(bar.value)) bar.value = view.progress;
   showPreview(view);
-  if (view.status === "succeeded" && view.result && view.result.images.length) {
-    const image = view.result.images[0];
-    $("result-image").src = image.url;
-    $("result-caption").textContent = `${image.width}×${image.height}, seed ${image.seed}`;
-    $("result").hidden = false;
-    remember(view, image.url);
-  } else if (FINAL.has(view.status) && view.status !== "succeeded") {
-    remember(view, null); // failed, canceled, expired: in the gallery too, saying so
-  }
+  if (view.status === "succeeded") showResult(view);
+  else if (TERMINAL_STATUSES.has(view.status)) remember(view, null); // in the gallery too, saying so
   if (view.status === "failed" && view.error) showError(view.error.message, null);
-  if (FINAL.has(view.status)) finish();
+  if (TERMINAL_STATUSES.has(view.status)) finish();
 }
 
 // While the job runs, each progress event of a job that asked for previews names the latest one.
@@ -95,6 +104,24 @@ function showPreview(view) {
   }
 }
 
+function showResult(view) {
+  const result = view.result || { images: [] };
+  const [first, ...more] = result.images || [];
+  if (first) {
+    $("result-image").src = first.url;
+    const seed = first.seed == null ? "" : `, seed ${first.seed}`;
+    $("result-caption").textContent = `${first.width}×${first.height}${seed}`;
+    $("result").hidden = false;
+  }
+  const extra = $("result-more");
+  extra.replaceChildren(...more.map((image) => Object.assign(document.createElement("img"), { src: image.url, alt: "another output" })));
+  // Keys beside the images (faces, prompt, translations, ...), as the API gives them.
+  const { images, timings, ...data } = result;
+  $("result-data").textContent = Object.keys(data).length ? JSON.stringify(data, null, 2) : "";
+  $("result-data").hidden = !Object.keys(data).length;
+  remember(view, first ? first.url : null);
+}
+
 function finish() {
   if (!current) return;
   current.final = true;
@@ -102,91 +129,73 @@ function finish() {
   $("cancel").disabled = true;
 }
 
-function follow(taskId, urls, attempt = 0) {
-  const key = apiKeyInput.value.trim();
-  // Browsers cannot set headers on a WebSocket: the key goes in the query string.
-  const url = key ? `${urls.ws}?token=${encodeURIComponent(key)}` : urls.ws;
-  const socket = new WebSocket(url);
-  current.socket = socket;
-  socket.onmessage = (message) => show(JSON.parse(message.data));
-  socket.onclose = (event) => {
-    if (!current || current.taskId !== taskId || current.final) return;
-    if (event.code === 4404) return showError("This task does not exist (or belongs to another key).");
-    if (event.code === 4401) return showError("The API key was refused.");
-    // Dropped: reconnect; the server sends the current state first, so nothing is missed.
-    if (attempt < 5) setTimeout(() => follow(taskId, urls, attempt + 1), 300 * 2 ** attempt);
-    else showError("Lost the connection to the server.");
-  };
+async function follow(job) {
+  try {
+    for await (const view of client().stream(job.taskId, { signal: job.abort.signal })) show(view);
+  } catch (error) {
+    if (job !== current || job.final || job.abort.signal.aborted) return;
+    if (error instanceof NotFoundError) showError("This task does not exist (or belongs to another key).");
+    else if (error instanceof AuthenticationError) showError("The API key was refused.");
+    else showError(`Lost the connection to the server: ${error.message}`);
+  }
+}
+
+function resetCurrent() {
+  clearError();
+  for (const id of ["result", "cost", "preview", "result-data"]) $(id).hidden = true;
+  $("result-more").replaceChildren();
+  $("preview-image").removeAttribute("src");
+  $("progress").value = 0;
 }
 
 async function submit(event) {
   event.preventDefault();
-  clearError();
-  const body = { prompt: $("prompt").value };
-  for (const name of ["width", "height", "num_inference_steps", "seed"]) {
-    const input = form.querySelector(`[name="${name}"]`);
-    if (input.value !== "") body[name] = Number(input.value);
-  }
-  if ($("previews").checked) body.preview = true;
+  resetCurrent();
+  const type = typeSelect.value;
+  const input = formValues(fields);
   $("submit").disabled = true;
-  $("result").hidden = true;
-  $("cost").hidden = true;
-  $("preview").hidden = true;
-  $("preview-image").removeAttribute("src");
-  $("progress").value = 0;
   $("status").textContent = "Submitting...";
-  let answer;
+  delete $("status").dataset.status;
+  let submitted;
   try {
-    answer = await fetch("/flux", {
-      method: "POST",
-      headers: { "Content-Type": "application/json", ...authHeaders() },
-      body: JSON.stringify(body),
-    });
+    submitted = await client().submit(type, input);
   } catch (error) {
     $("submit").disabled = false;
     $("status").textContent = "Ready.";
-    return showError(`Could not reach the server: ${error.message}`);
-  }
-  const payload = await answer.json().catch(() => ({}));
-  if (!answer.ok) {
-    $("submit").disabled = false;
-    $("status").textContent = "Ready.";
-    const problem = payload.error || {};
-    if (answer.status === 401) {
+    if (error instanceof AuthenticationError) {
       // Auth is on: open the key field so the user sees where the key goes.
       $("key-box").open = true;
-      showError(problem.message || "An API key is needed.");
+      showError(error.message || "An API key is needed.");
       return apiKeyInput.focus();
     }
-    return showError(problem.message || `The server answered ${answer.status}.`, problem.field);
+    if (error instanceof BadRequestError) return showError(error.message, error.field);
+    if (error instanceof ConnectionFailed) return showError(`Could not reach the server: ${error.message}`);
+    return showError(error.message || String(error));
   }
-  if (current && current.socket) current.socket.close();
-  current = { taskId: payload.task_id, urls: payload.urls, socket: null, final: false };
-  $("task-link").textContent = payload.task_id;
-  $("task-link").href = payload.urls.status;
+  if (current) current.abort.abort();
+  current = { taskId: submitted.task_id, urls: submitted.urls, label: describeInput(type, input), abort: new AbortController(), final: false };
+  $("task-link").textContent = submitted.task_id;
+  $("task-link").href = submitted.urls.status;
   $("task").hidden = false;
   $("status").textContent = "Queued.";
   $("cancel").disabled = false;
-  follow(payload.task_id, payload.urls);
+  follow(current);
 }
 
 async function cancel() {
   if (!current) return;
   $("cancel").disabled = true;
-  const answer = await fetch(current.urls.cancel, { method: "POST", headers: authHeaders() });
-  if (!answer.ok && answer.status !== 409) {
-    const problem = (await answer.json().catch(() => ({}))).error || {};
-    showError(problem.message || `Cancel failed: ${answer.status}.`);
+  try {
+    await client().cancel(current.taskId);
+  } catch (error) {
+    if (!(error instanceof ConflictError)) showError(`Cancel failed: ${error.message}`);
   }
 }
 
 function remember(view, url) {
   const taskId = view.task_id;
-  const recent = JSON.parse(localStorage.getItem(RECENT_STORE) || "[]")
-    .filter((item) => item.taskId !== taskId);
-  recent.unshift({
-    taskId, url, status: view.status, prompt: $("prompt").value, at: new Date().toISOString(),
-  });
+  const recent = JSON.parse(localStorage.getItem(RECENT_STORE) || "[]").filter((item) => item.taskId !== taskId);
+  recent.unshift({ taskId, url, status: view.status, label: current.label, at: new Date().toISOString() });
   localStorage.setItem(RECENT_STORE, JSON.stringify(recent.slice(0, RECENT_MAX)));
   renderGallery();
 }
@@ -203,7 +212,7 @@ function renderGallery() {
       link.href = item.url;
       const image = document.createElement("img");
       image.src = item.url;
-      image.alt = item.prompt;
+      image.alt = item.label || item.prompt || "";
       link.append(image);
     } else {
       link = document.createElement("div");
@@ -211,12 +220,38 @@ function renderGallery() {
       link.textContent = item.status;
     }
     const caption = document.createElement("div");
-    caption.textContent = item.prompt; // textContent: a prompt is never HTML
+    caption.textContent = item.label || item.prompt || ""; // textContent: a prompt is never HTML
     entry.append(link, caption);
     gallery.append(entry);
   }
 }
 
+function chooseType(name) {
+  const type = types.get(name);
+  if (!type) return;
+  typeSelect.value = name;
+  localStorage.setItem(TYPE_STORE, name);
+  $("type-description").textContent = type.available ? type.description
+    : `${type.description} Not configured on this server: a submit answers 503.`;
+  clearError();
+  renderForm(fields, type);
+}
+
+async function loadTypes() {
+  try {
+    const listed = await client().taskTypes();
+    types = new Map(listed.map((type) => [type.name, type]));
+  } catch (error) {
+    return showError(`Could not load the task types: ${error.message}`);
+  }
+  typeSelect.replaceChildren(...[...types.values()].map((type) => new Option(type.available ? type.name : `${type.name} (not configured)`, type.name)));
+  const saved = localStorage.getItem(TYPE_STORE);
+  chooseType(types.has(saved) ? saved : "flux");
+  $("submit").disabled = false;
+}
+
 form.addEventListener("submit", submit);
 $("cancel").addEventListener("click", cancel);
+typeSelect.addEventListener("change", () => chooseType(typeSelect.value));
 renderGallery();
+loadTypes();
