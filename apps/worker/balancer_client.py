@@ -7,8 +7,8 @@ from collections.abc import Generator
 import httpx
 from pydantic import TypeAdapter, ValidationError
 
-from apps.common.service.request_context import outgoing_headers
 from apps.common.model_registry import DEFAULT_MODEL_ID
+from apps.common.service.request_context import outgoing_headers
 from apps.common.wire.contracts import (
     BALANCER_ADAPTERS_HEADER,
     BALANCER_MODEL_HEADER,
