@@ -16,8 +16,8 @@ import pytest
 
 from apps.inference.pipelines.tiny import ensure_tiny_flux
 from devtools.loras import write_loras
-from devtools.procs import poll_until, start_redis, start_stack, wait_stack_ready
-from tests.conftest import Stack
+from devtools.procs import poll_until
+from tests.conftest import Stack, private_stack
 
 MODELS = {
     "default": "draft",
@@ -34,7 +34,6 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     loras = tmp / "loras"
     write_loras(loras, ensure_tiny_flux(tmp / "models"), ["ink", "neon"])
     (loras / "broken.safetensors").write_bytes(b"\x00" * 64)
-    redis_proc, redis_url = start_redis(tmp)
     env = {
         "FLUXGATE_MODELS": json.dumps(MODELS),
         "FLUXGATE_LORA_DIR": str(loras),
@@ -46,15 +45,8 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         {"FLUXGATE_INFERENCE_MODELS": "draft,final"},
         {"FLUXGATE_INFERENCE_MODELS": "draft"},
     ]
-    ports, env, procs = start_stack(redis_url, tmp, extra_env=env, backends=backends)
-    stack = Stack.at(ports, redis_url=redis_url, env=env, procs=procs, tmp=tmp)
-    try:
-        wait_stack_ready(ports, procs)
+    with private_stack(tmp, env=env, backends=backends) as stack:
         yield stack
-    finally:
-        for proc in stack.procs.values():
-            proc.stop()
-        redis_proc.stop()
 
 
 def backends(stack: Stack) -> dict[str, dict[str, object]]:
