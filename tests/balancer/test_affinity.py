@@ -86,8 +86,10 @@ def test_a_cold_adapter_set_goes_to_one_backend_and_stays_there() -> None:
     urls = [f"http://b{i}" for i in range(4)]
     pool = pool_of({url: report() for url in urls})
     for name in ("ink", "neon", "grain"):
-        first = pool.choose("flux", affinity=want("default", name))
-        assert first is not None
+        # Cold everywhere and equal load: always the same one (every balancer replica too).
+        picks = [pool.choose("flux", affinity=want("default", name)) for _ in range(20)]
+        first = picks[0]
+        assert first is not None and all(p is first for p in picks), f"{name} moved around"
         pool.acquire(first, want("default", name))
         pool.release(first, ok=True)
         # Equal load everywhere: the same backend again, now warm.
