@@ -2,7 +2,7 @@
 no adapter make the same one, rows batch only with the same adapter set and make the image they
 make alone (also when groups of other sets step in between), the adapter LRU evicts the least
 recently used adapter but never one a running group needs, and a corrupt file fails only its
-request."""
+request; models load on demand, one at a time here, only those the server serves."""
 
 from __future__ import annotations
 
@@ -156,3 +156,26 @@ def test_a_corrupt_adapter_fails_its_request_with_a_code_and_the_engine_goes_on(
     assert "broken" not in engine.holdings()["loaded_adapters"]
     after = alone(engine, request("before"))
     assert first_pixels(after) == first_pixels(before)
+
+
+def test_models_load_on_demand_least_recently_used_out_and_only_those_served(
+    lora_dir: Path,
+) -> None:
+    models = '{"default": "draft", "models": [{"id": "draft"}, {"id": "final"}, {"id": "x"}]}'
+    engine = FluxEngine.load(
+        InferenceSettings(
+            model_cache_dir=lora_dir.parent / "models",
+            inference_device="cpu",
+            models=models,
+            inference_models=["final", "x"],
+            inference_max_models=1,
+        )
+    )
+    # The default is not served here: it warms up on the first model it serves.
+    engine.warm_up()
+    assert engine.holdings()["serves"] == ["final", "x"]
+    assert engine.holdings()["loaded_models"] == ["final"]
+    alone(engine, request("x", model="x"))
+    assert engine.holdings()["loaded_models"] == ["x"], "one model at a time here"
+    refused = engine.run_batch([BatchItem(request("draft", model="draft"), Watcher().on_step)])
+    assert isinstance(refused[0], InferenceError) and refused[0].code == "model_unavailable"
