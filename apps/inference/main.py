@@ -37,7 +37,8 @@ def default_batch_size(device_type: str) -> int:
 
 
 async def _load_engine(app: FastAPI, settings: InferenceSettings) -> None:
-    from apps.inference.pipelines.flux import FluxEngine, pick_device
+    from apps.inference.pipelines.flux import FluxEngine
+    from apps.inference.pipelines.flux_loading import pick_device
 
     try:
         if settings.inference_load_delay_s:

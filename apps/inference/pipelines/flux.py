@@ -12,12 +12,10 @@ from typing import Any
 
 import torch
 from diffusers import FluxPipeline
-from diffusers.utils import logging as diffusers_logging
 from PIL import Image
-from prometheus_client import Gauge
 
 from apps.common import images
-from apps.common.model_registry import ModelSpec, model_registry
+from apps.common.model_registry import model_registry
 from apps.common.service.logging import get_logger
 from apps.common.wire.contracts import (
     FluxInput,
@@ -30,47 +28,20 @@ from apps.common.wire.contracts import (
 from apps.common.wire.model_choice import LoraChoice, adapter_key
 from apps.inference.engine import BatchItem, ItemOutcome, RequestRefused
 from apps.inference.pipelines.flux_denoise import Rows, Shape, denoise_batch
+from apps.inference.pipelines.flux_loading import (
+    load_pipe,
+    oom_types,
+    pick_device,
+    pick_dtype,
+    watch_gpu_memory,
+)
 from apps.inference.pipelines.flux_models import AdapterKey, LoadedModel, ModelShelf
 from apps.inference.pipelines.flux_rows import GroupShape, Schedules, encode_requests
 from apps.inference.pipelines.flux_steps import FluxStepGroup
 from apps.inference.pipelines.preview import LatentPreviewer
-from apps.inference.pipelines.tiny import ensure_tiny_flux
 from apps.inference.settings import InferenceSettings
 
 log = get_logger(__name__)
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def pick_device(setting: str) -> torch.device:
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
-
-
-def pick_dtype(setting: str, device: torch.device) -> torch.dtype:
-    if setting != "auto":
-        return _DTYPES[setting]
-    # bf16 is FLUX's native precision on GPUs; CPUs run float32 (bf16 matmuls are slow there).
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
-
-
-def _oom_types() -> tuple[type[BaseException], ...]:
-    return (torch.cuda.OutOfMemoryError,) if hasattr(torch.cuda, "OutOfMemoryError") else ()
-
-
-GPU_MEMORY = Gauge(
-    "fluxgate_inference_gpu_memory_bytes",
-    "GPU memory held by this server's torch allocator (CUDA only)",
-    ["kind"],
-)
-
-
-def _watch_gpu_memory(device: torch.device) -> None:
-    """Read at scrape time: allocated (live tensors), reserved (cached), peak since start."""
-    GPU_MEMORY.labels("allocated").set_function(lambda: torch.cuda.memory_allocated(device))
-    GPU_MEMORY.labels("reserved").set_function(lambda: torch.cuda.memory_reserved(device))
-    GPU_MEMORY.labels("peak").set_function(lambda: torch.cuda.max_memory_allocated(device))
 
 
 class FluxEngine:
@@ -99,7 +70,7 @@ class FluxEngine:
         self._max_sequence_length = max_sequence_length
         self._step_delay_s = step_delay_s
         if device.type == "cuda":
-            _watch_gpu_memory(device)
+            watch_gpu_memory(device)
 
     @classmethod
     def load(cls, settings: InferenceSettings) -> FluxEngine:
@@ -114,7 +85,7 @@ class FluxEngine:
         shelf = ModelShelf(
             registry,
             served,
-            functools.partial(_load_pipe, settings=settings, device=device, dtype=dtype),
+            functools.partial(load_pipe, settings=settings, device=device, dtype=dtype),
             max_models=settings.inference_max_models,
             max_adapters=settings.inference_max_adapters,
         )
@@ -264,7 +235,7 @@ class FluxEngine:
         )
 
     def is_out_of_memory(self, exc: BaseException) -> bool:
-        return isinstance(exc, _oom_types())
+        return isinstance(exc, oom_types())
 
     def check_device(self) -> None:
         probe = torch.ones(8, device=self._device)
@@ -272,7 +243,13 @@ class FluxEngine:
             raise RuntimeError(f"device {self._device} returned a wrong result")
 
     def warm_up(self) -> None:
-        spec = FluxInput(prompt="warm-up", width=64, height=64, num_inference_steps=1, seed=0)
+        """One small generation on the first model this server serves (the default when it
+        serves that one)."""
+        served, default = self._shelf.served, self._shelf.registry.default
+        model = None if default in served else served[0]
+        spec = FluxInput(
+            prompt="warm-up", width=64, height=64, num_inference_steps=1, seed=0, model=model
+        )
         started = time.perf_counter()
         request = InferenceRequest(task_id="warm-up", input=spec)
         self._run([BatchItem(request, _keep_going)])
@@ -290,7 +267,7 @@ class FluxEngine:
             return self._run(items)
         except RequestRefused as refused:  # its model or adapters: the batch shares them
             return [refused.error() for _ in items]
-        except _oom_types() as exc:
+        except oom_types() as exc:
             torch.cuda.empty_cache()
             if len(items) == 1:
                 log.warning("out of memory on a single request", task_id=items[0].request.task_id)
@@ -348,34 +325,6 @@ class FluxEngine:
                 InferenceResult(images=images, compute_ms=compute_ms, batch_size=batch_rows)
             )
         return outcomes
-
-
-def _load_pipe(
-    spec: ModelSpec, *, settings: InferenceSettings, device: torch.device, dtype: torch.dtype
-) -> FluxPipeline:
-    """One registry model's pipeline on the device (its source empty: the tiny offline one)."""
-    source = spec.source or str(ensure_tiny_flux(settings.model_cache_dir))
-    started = time.perf_counter()
-    diffusers_logging.disable_progress_bar()  # keep the shared log stream readable
-    # The tiny model goes through from_pretrained too, so the real loading path always runs.
-    pipe = FluxPipeline.from_pretrained(source, dtype=dtype)
-    if settings.inference_cpu_offload and device.type == "cuda":
-        # Keeps only the running component on the GPU: fits FLUX on 24 GB cards, slower.
-        pipe.enable_model_cpu_offload(device=device)
-    else:
-        pipe.to(device)
-    if settings.inference_compile and device.type == "cuda":
-        pipe.transformer = torch.compile(pipe.transformer, mode="max-autotune-no-cudagraphs")
-    pipe.set_progress_bar_config(disable=True)
-    log.info(
-        "pipeline loaded",
-        model=spec.id,
-        source=source,
-        device=str(device),
-        dtype=str(dtype),
-        seconds=round(time.perf_counter() - started, 2),
-    )
-    return pipe
 
 
 def _keep_going(_step: int, _total: int, _preview: str | None = None) -> bool:

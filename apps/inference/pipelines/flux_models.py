@@ -59,7 +59,8 @@ class Binding:
 
 
 class ModelShelf:
-    """Loads, keeps and evicts models and adapters. Used from the engine thread only."""
+    """Loads, keeps and evicts models and adapters, on the engine thread (only the two
+    `loaded_*` readers run elsewhere)."""
 
     def __init__(
         self,
@@ -81,11 +82,15 @@ class ModelShelf:
 
     # --- what is loaded ---------------------------------------------------------------------------
 
+    # Read from the event loop (`/load`) while the engine thread changes them: each `list()` of a
+    # dict is one step under the GIL, a Python loop over a live dict is not.
+
     def loaded_models(self) -> list[str]:
         return list(self._models)
 
     def loaded_adapters(self) -> list[str]:
-        return sorted({name for model in self._models.values() for name in model.adapters})
+        models = list(self._models.values())
+        return sorted({name for model in models for name in list(model.adapters)})
 
     def bind(self, loaded: LoadedModel, adapters: AdapterKey) -> Binding:
         """A binding to `loaded` with `adapters`: they stay loaded while it lives."""
