@@ -90,6 +90,16 @@ def test_cache_true_is_another_request_for_an_idempotency_key() -> None:
     )
 
 
+def test_a_request_naming_no_model_or_adapter_binds_a_key_as_before_the_registry() -> None:
+    for body in (
+        flux().idempotency_body,
+        build_job({"type": "flux", "input": FOX}, {}, SETTINGS).idempotency_body,
+    ):
+        assert '"model"' not in body and '"loras"' not in body
+    assert '"model":"dev"' in flux(model="dev").idempotency_body
+    assert flux().idempotency_body != flux(loras=[{"name": "ink"}]).idempotency_body
+
+
 def test_the_model_and_adapters_are_part_of_it_and_the_default_counts_as_named(
     tmp_path: Path,
 ) -> None:
