@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fluxgate-installed
 
-.PHONY: help setup up test lint format clean run-loadtest bench bench-submit bench-overhead bench-fanout bench-efficiency bench-submit_to_result bench-batching bench-sync_facade bench-balancer bench-task_types bench-cold_start bench-durability bench-recovery bench-fairness bench-previews chart-check setup-cluster build-image deploy-services deploy-app deploy-balancer start-workshop api-ui flower-ui show-ui delete-cluster bench-continuous
+.PHONY: help setup up test lint format clean run-loadtest bench bench-submit bench-overhead bench-fanout bench-efficiency bench-submit_to_result bench-batching bench-sync_facade bench-balancer bench-task_types bench-cold_start bench-durability bench-recovery bench-fairness bench-previews chart-check setup-cluster build-image deploy-services deploy-app deploy-balancer start-workshop api-ui flower-ui show-ui delete-cluster bench-continuous bench-adapters
 
 help:  ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -33,7 +33,7 @@ format: setup  ## apply ruff's formatting and fixes
 run-loadtest: setup  ## locust against the stack (started if needed): USERS=4 SPAWN_RATE=2 DURATION=40s
 	USERS=$(or $(USERS),4) SPAWN_RATE=$(or $(SPAWN_RATE),2) DURATION=$(or $(DURATION),40s) scripts/run-loadtest.sh
 
-bench: bench-submit bench-overhead bench-fanout bench-efficiency bench-submit_to_result bench-batching bench-sync_facade bench-balancer bench-task_types bench-cold_start bench-durability bench-recovery bench-fairness bench-previews bench-continuous ## run every benchmark (results in benchmarks/results/)
+bench: bench-submit bench-overhead bench-fanout bench-efficiency bench-submit_to_result bench-batching bench-sync_facade bench-balancer bench-task_types bench-cold_start bench-durability bench-recovery bench-fairness bench-previews bench-continuous bench-adapters ## run every benchmark (results in benchmarks/results/)
 
 bench-submit: setup  ## accepted POST /flux per second: gateway vs bare FastAPI+LPUSH vs Flask+apply_async (wrk)
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q wrk >/dev/null; } || { echo "bench-submit needs wrk (apt install wrk)"; exit 1; }
@@ -78,6 +78,9 @@ bench-fairness: setup  ## key A queues 200 jobs, key B then 10: B's submit -> st
 
 bench-previews: setup  ## what live previews cost: submit -> result without, with, and every step
 	$(PY) benchmarks/previews.py
+
+bench-adapters: setup  ## LoRA adapter loads and p99: affinity routing vs plain least-outstanding, 12 adapters, Zipf mix
+	$(PY) benchmarks/adapters.py
 
 bench-continuous: setup  ## inference continuous vs window batching: Poisson mix, a small job during a big one, preview cost
 	$(PY) benchmarks/continuous.py

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -137,6 +138,23 @@ class Stack:
             return view if view["status"] in statuses else None
 
         return poll_until(reached, timeout=timeout, what=f"task {task_id} to reach {statuses}")
+
+
+@contextmanager
+def private_stack(
+    tmp: Path, *, env: dict[str, str], backends: list[dict[str, str]] | None = None
+) -> Iterator[Stack]:
+    """A ready stack of a module's own, with its own redis-server (for settings the shared
+    stack cannot have), stopped at the end."""
+    redis_proc, redis_url = start_redis(tmp)
+    ports, full_env, procs = start_stack(redis_url, tmp, extra_env=env, backends=backends)
+    try:
+        wait_stack_ready(ports, procs)
+        yield Stack.at(ports, redis_url=redis_url, env=full_env, procs=procs, tmp=tmp)
+    finally:
+        for proc in procs.values():
+            proc.stop()
+        redis_proc.stop()
 
 
 @pytest.fixture(scope="session")

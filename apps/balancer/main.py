@@ -38,6 +38,9 @@ def create_app(
             pool = BackendPool(
                 settings.balancer_backends,
                 policy=settings.balancer_policy,
+                affinity_batches=(
+                    settings.balancer_affinity_batches if settings.balancer_affinity else None
+                ),
                 unhealthy_after=settings.balancer_unhealthy_after,
                 healthy_after=settings.balancer_healthy_after,
                 eject_base_s=settings.balancer_eject_base_s,

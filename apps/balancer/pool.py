@@ -18,6 +18,7 @@ from enum import StrEnum
 
 from prometheus_client import Counter, Gauge
 
+from apps.balancer.affinity import Affinity
 from apps.common.wire.contracts import BackendLoad
 
 EJECTIONS = Counter("fluxgate_balancer_ejections_total", "Backends ejected", ["backend", "reason"])
@@ -47,6 +48,12 @@ class Backend:
     capacity: int = 1
     queued_seconds: float = 0.0
     models: list[str] = field(default_factory=list)
+    # Registry models it serves, those in memory, adapters loaded (its /load, plus what the
+    # requests sent since then will have loaded), and how long an adapter load takes there.
+    serves: list[str] = field(default_factory=list)
+    loaded_models: set[str] = field(default_factory=set)
+    loaded_adapters: set[str] = field(default_factory=set)
+    adapter_load_ms: float = 0.0
     served: int = 0
     failures: int = 0
     latency_ms: float = 0.0
@@ -68,6 +75,9 @@ class Backend:
             "in_flight": self.in_flight,
             "capacity": self.capacity,
             "models": self.models,
+            "serves": self.serves,
+            "loaded_models": sorted(self.loaded_models),
+            "loaded_adapters": sorted(self.loaded_adapters),
             "queued_seconds": self.queued_seconds,
             "latency_ms": round(self.latency_ms, 1),
             "served": self.served,
@@ -86,6 +96,7 @@ class BackendPool:
         eject_base_s: float = 1.0,
         eject_max_s: float = 30.0,
         queue_factor: float = 2.0,
+        affinity_batches: float | None = 2.0,
     ) -> None:
         self.backends: dict[str, Backend] = {}
         self._policy = policy
@@ -94,6 +105,9 @@ class BackendPool:
         self._eject_base_s = eject_base_s
         self._eject_max_s = eject_max_s
         self._queue_factor = queue_factor
+        # What one model or adapter load a backend would need weighs, in batches of its work
+        # (plus the load's own time); None: no affinity, plain least outstanding work.
+        self._affinity_batches = affinity_batches
         self._round_robin = itertools.count()
         # Requests waiting for room (see `wait_for_change`), woken by anything that may make some.
         self._waiters: list[asyncio.Future[None]] = []
@@ -157,13 +171,18 @@ class BackendPool:
     def _limit(self, backend: Backend) -> int:
         return max(1, int(backend.capacity * self._queue_factor))
 
-    def usable(self, model: str, now: float | None = None) -> list[Backend]:
-        """Backends that may take a request for `model` now (half-open ones only for a probe)."""
+    def usable(
+        self, model: str, now: float | None = None, affinity: Affinity | None = None
+    ) -> list[Backend]:
+        """Backends that may take a request for `model` (a task type) on `affinity`'s registry
+        model now (half-open ones only for a probe)."""
         now = time.monotonic() if now is None else now
         found = []
         for backend in self.backends.values():
             state = backend.state(now)
             if backend.models and model not in backend.models:
+                continue
+            if affinity is not None and not affinity.served_by(backend.serves):
                 continue
             if state is BackendState.HEALTHY or (
                 state is BackendState.HALF_OPEN and not backend.probing
@@ -173,9 +192,13 @@ class BackendPool:
             self._last_ready[model] = now
         return found
 
-    def choose(self, model: str, *, exclude: set[str] | None = None) -> Backend | None:
+    def choose(
+        self, model: str, *, exclude: set[str] | None = None, affinity: Affinity | None = None
+    ) -> Backend | None:
         """A backend with room for one more request, or None when all are full or unusable."""
-        candidates = [b for b in self.usable(model) if not exclude or b.url not in exclude]
+        candidates = [
+            b for b in self.usable(model, affinity=affinity) if not exclude or b.url not in exclude
+        ]
         candidates = [b for b in candidates if b.in_flight < self._limit(b)]
         if not candidates:
             return None
@@ -190,12 +213,15 @@ class BackendPool:
         default_ms = sum(known) / len(known) if known else 1.0
         cost = {
             b.url: math.ceil((b.in_flight + 1) / b.capacity) * (b.latency_ms or default_ms)
+            + self._miss_ms(b, affinity, default_ms)
             for b in candidates
         }
         cheapest = min(cost.values())
         tied = [b for b in candidates if cost[b.url] == cheapest]
         if len(tied) == 1:
             return tied[0]
+        if affinity is not None and self._affinity_batches is not None:
+            return max(tied, key=lambda b: affinity.rank(b.url))
         # Power of two choices among equals: of two at random, the one with fewer in flight.
         first, second = random.sample(tied, 2)
         return first if first.in_flight <= second.in_flight else second
@@ -205,10 +231,28 @@ class BackendPool:
         waits = [b.queued_seconds for b in self.usable(model)]
         return max(1, int(min(waits))) if waits else 1
 
+    def _miss_ms(self, backend: Backend, affinity: Affinity | None, default_ms: float) -> float:
+        """What sending `affinity`'s request to `backend` adds for what it must load first: per
+        load, `affinity_batches` of its batches (the churn evicting another costs) plus the
+        load's own time. Zero without affinity."""
+        if affinity is None or self._affinity_batches is None:
+            return 0.0
+        model_miss, adapter_misses = affinity.misses(backend.loaded_models, backend.loaded_adapters)
+        batch_ms = backend.latency_ms or default_ms
+        per_load = self._affinity_batches * batch_ms
+        # A model load takes far longer than an adapter's: count it as several.
+        return model_miss * 4 * per_load + adapter_misses * (per_load + backend.adapter_load_ms)
+
     # --- request accounting ---------------------------------------------------------------------
 
-    def acquire(self, backend: Backend) -> None:
+    def acquire(self, backend: Backend, affinity: Affinity | None = None) -> None:
         backend.in_flight += 1
+        if affinity is not None:
+            # It loads them for this request: the next request may count on it before /load
+            # says so (the next health check corrects what was evicted).
+            if affinity.model:
+                backend.loaded_models.add(affinity.model)
+            backend.loaded_adapters |= affinity.adapters
         if backend.state(time.monotonic()) is BackendState.HALF_OPEN:
             backend.probing = True
         IN_FLIGHT.labels(backend.url).set(backend.in_flight)
@@ -253,6 +297,10 @@ class BackendPool:
     def check_passed(self, backend: Backend, load: BackendLoad) -> None:
         backend.capacity = max(1, load.capacity)
         backend.models = list(load.models)
+        backend.serves = list(load.serves)
+        backend.loaded_models = set(load.loaded_models)
+        backend.loaded_adapters = set(load.loaded_adapters)
+        backend.adapter_load_ms = load.adapter_load_s * 1000
         backend.queued_seconds = load.queued_seconds
         backend.check_failures = 0
         backend.check_successes += 1

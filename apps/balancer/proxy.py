@@ -22,6 +22,7 @@ import httpx
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import Counter, Histogram
 
+from apps.balancer.affinity import Affinity
 from apps.balancer.pool import Backend, BackendPool
 from apps.common.service.logging import get_logger
 from apps.common.wire.contracts import (
@@ -57,14 +58,16 @@ class Forwarder:
         self, model: str, body: bytes, headers: dict[str, str], *, wait_s: float = 0.0
     ) -> Response:
         sent_headers = {k: v for k, v in headers.items() if k.lower() in _PASSED_HEADERS}
+        affinity = Affinity.of_headers({k.lower(): v for k, v in headers.items()})
         deadline = time.monotonic() + min(max(wait_s, 0.0), MAX_WAIT_S)
         tried: set[str] = set()
         attempt = 0
         while attempt < self.max_attempts:
-            backend = self.pool.choose(model, exclude=tried)
+            backend = self.pool.choose(model, exclude=tried, affinity=affinity)
             if backend is None:
                 left = deadline - time.monotonic()
-                untried = [b for b in self.pool.usable(model) if b.url not in tried]
+                usable = self.pool.usable(model, affinity=affinity)
+                untried = [b for b in usable if b.url not in tried]
                 if left <= 0 or (tried and not untried):
                     break
                 # Wait for room rather than refuse at once: nothing was tried yet, or the servers
@@ -75,10 +78,10 @@ class Forwarder:
                 RETRIES.inc()
             attempt += 1
             tried.add(backend.url)
-            answer = await self._try(backend, model, body, sent_headers)
+            answer = await self._try(backend, model, body, sent_headers, affinity)
             if answer is not None:
                 return answer
-        untried = [b for b in self.pool.usable(model) if b.url not in tried]
+        untried = [b for b in self.pool.usable(model, affinity=affinity) if b.url not in tried]
         # A real failure only when every server that could take it was tried and failed.
         return self._refusal(model, failed=bool(tried) and not untried)
 
@@ -101,9 +104,14 @@ class Forwarder:
         )
 
     async def _try(
-        self, backend: Backend, model: str, body: bytes, headers: dict[str, str]
+        self,
+        backend: Backend,
+        model: str,
+        body: bytes,
+        headers: dict[str, str],
+        affinity: Affinity | None = None,
     ) -> Response | None:
-        self.pool.acquire(backend)
+        self.pool.acquire(backend, affinity)
         CHOICES.labels(backend.url).inc()
         started = time.perf_counter()
         try:

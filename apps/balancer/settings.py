@@ -32,3 +32,8 @@ class BalancerSettings(CommonSettings):
     balancer_max_attempts: int = Field(default=3, ge=1)
     # A backend takes up to capacity x this many requests: one batch running, one forming.
     balancer_queue_factor: float = Field(default=2.0, ge=1)
+    # Prefer a backend that already holds the request's model and LoRA adapters: each load it
+    # would need weighs this many of its batches of queued work (plus the load's own time).
+    # 0 still breaks ties towards them; off: plain least outstanding work.
+    balancer_affinity: bool = True
+    balancer_affinity_batches: float = Field(default=2.0, ge=0, le=100)

@@ -18,8 +18,9 @@ import orjson
 from apps.common.task_types import task_type
 from apps.common.wire.contracts import StrictModel
 
-# Bumped when what goes into a fingerprint changes, so old and new ones never meet.
-VERSION = 1
+# Bumped when what goes into a fingerprint changes, so old and new ones never meet (2: the
+# model, named even when it is the default, and the LoRA adapters).
+VERSION = 2
 
 
 def request_fingerprint(

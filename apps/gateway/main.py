@@ -35,7 +35,7 @@ from apps.gateway.compat.openai.errors import OpenAIErrorMiddleware
 from apps.gateway.deps import GatewayState, gateway_state
 from apps.gateway.enqueue import JobQueue
 from apps.gateway.event_relay import EventRelay
-from apps.gateway.routes import admin, demo, flux, submit_task, tasks, usage
+from apps.gateway.routes import admin, demo, flux, models, submit_task, tasks, usage
 from apps.gateway.service import TaskService
 from apps.gateway.settings import GatewaySettings
 from apps.gateway.waiter import ResultWaiter
@@ -168,6 +168,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(flux.router)
     app.include_router(tasks.router)
     app.include_router(submit_task.router)
+    app.include_router(models.router)
     app.include_router(admin.router)
     app.include_router(usage.router)
 

@@ -7,6 +7,7 @@ never existed, so ids cannot be probed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import secrets
 import time
@@ -62,6 +63,7 @@ from apps.gateway.idempotency import Claim, IdempotencyKeys
 from apps.gateway.job_cost import price_job
 from apps.gateway.job_images import JobImages
 from apps.gateway.limits import KeyAdmission, retry_after_s
+from apps.gateway.model_choice import with_model
 from apps.gateway.settings import GatewaySettings
 
 log = get_logger(__name__)
@@ -158,6 +160,7 @@ class TaskService:
         self._allow = AllowList.parse(settings.webhook_allow)
         self._inputs = JobImages(outputs, settings, self._allow)
         self.views = JobViews.of(settings)
+        self._models = settings.model_registry()
 
     async def with_base64(self, view: dict[str, Any]) -> dict[str, Any]:
         """A dumped view whose result images carry `base64` (`?include=base64`)."""
@@ -185,6 +188,7 @@ class TaskService:
         """Check the job, then accept it in one step (the key's limits, the Idempotency-Key, the
         record and the message): a worker never sees a task without its record, a refused submit
         leaves nothing behind and holds no key, and a replay spends no rate."""
+        job = dataclasses.replace(job, input=with_model(job.input, job.input_path, self._models))
         checked = await self._check(job, caller)
         scope = scope_of(caller)
         key = options.idempotency_key

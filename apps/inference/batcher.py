@@ -62,6 +62,7 @@ class Batcher:
             capacity=self._max_batch_size,
             queued_seconds=round(batches_ahead * self._avg_batch_s, 3),
             models=self.models,
+            **self._engine.holdings(),
         )
 
     def check_device(self) -> None:

@@ -8,9 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from apps.common.wire.contracts import InferenceError, InferenceRequest, InferenceResult
+
+
+class RequestRefused(Exception):
+    """A request this server cannot run as asked (its model is not served, an adapter file is
+    missing or corrupt): it fails alone with `code`, and the server carries on."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def error(self) -> InferenceError:
+        return InferenceError(code=self.code, message=self.message)
 
 
 class StepCallback(Protocol):
@@ -52,6 +65,9 @@ class Engine(Protocol):
 
     def check_device(self) -> None:
         """Raise if the device can no longer run work (used by readiness checks)."""
+
+    def holdings(self) -> dict[str, Any]:
+        """The `BackendLoad` fields of models and adapters (`serves`, `loaded_models`, ...)."""
 
 
 @dataclass

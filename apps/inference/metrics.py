@@ -31,3 +31,20 @@ def count_answer(outcome: object) -> None:
     """Count the images of a result as it is answered (a step's rows are not images made)."""
     if isinstance(outcome, InferenceResult):
         IMAGES_MADE.inc(len(outcome.images))
+
+
+ADAPTER_LOADS = Counter(
+    "fluxgate_inference_adapter_requests",
+    "LoRA adapters a request needed: already loaded (hit) or loaded for it (miss)",
+    ["result"],
+)
+ADAPTER_LOAD_SECONDS = Histogram(
+    "fluxgate_inference_adapter_load_seconds",
+    "Time to load one LoRA adapter onto a model",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+MODEL_LOAD_SECONDS = Histogram(
+    "fluxgate_inference_model_load_seconds",
+    "Time to load one model's pipeline (start and later swaps)",
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)

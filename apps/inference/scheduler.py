@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from apps.common.service.logging import get_logger
 from apps.common.wire.contracts import BackendLoad, InferenceError, InferenceRequest
-from apps.inference.engine import ItemOutcome, Retired, StepEngine, StepGroup
+from apps.inference.engine import ItemOutcome, RequestRefused, Retired, StepEngine, StepGroup
 from apps.inference.metrics import BATCH_IMAGES, BATCH_SECONDS, count_answer
 from apps.inference.waiting import DONE, InferenceEvent, Waiting
 
@@ -111,6 +111,7 @@ class StepScheduler:
             capacity=self._max_rows,
             queued_seconds=round(rounds_ahead * self._avg_run_s, 3),
             models=self.models,
+            **self._engine.holdings(),
         )
 
     def check_device(self) -> None:
@@ -226,8 +227,16 @@ class StepScheduler:
                 return active
         if same_shape:
             return None  # its shape is full: it waits for rows to finish
+        try:
+            group = self._engine.open_group(waiting.request)
+        except RequestRefused as refused:
+            # Its model or an adapter cannot be had here: it fails alone, the rest go on.
+            self._queue.remove(waiting)
+            self._dequeued(waiting)
+            self._answer(waiting, refused.error())
+            return None
         active = _Active(
-            group=self._engine.open_group(waiting.request),
+            group=group,
             key=waiting.key,
             pass_=min((a.pass_ for a in self._groups), default=0.0),
         )

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from apps.common.service.settings import CommonSettings
+from apps.common.service.settings import CommaList, CommonSettings
 
 
 class InferenceSettings(CommonSettings):
@@ -45,5 +45,11 @@ class InferenceSettings(CommonSettings):
     # GPU only: keep idle components in CPU memory; compile the transformer (slow first batch).
     inference_cpu_offload: bool = False
     inference_compile: bool = False
+    # Registry models (FLUXGATE_MODELS) this server serves; empty: all of them. At most
+    # `inference_max_models` sit in memory at once (least recently used out, loaded on demand),
+    # each with at most `inference_max_adapters` LoRA adapters loaded (likewise).
+    inference_models: CommaList = []
+    inference_max_models: int = Field(default=1, ge=1, le=16)
+    inference_max_adapters: int = Field(default=8, ge=1, le=256)
     # Run one small generation before /readyz says ready.
     inference_warmup: bool = True

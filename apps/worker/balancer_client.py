@@ -7,8 +7,11 @@ from collections.abc import Generator
 import httpx
 from pydantic import TypeAdapter, ValidationError
 
+from apps.common.model_registry import DEFAULT_MODEL_ID
 from apps.common.service.request_context import outgoing_headers
 from apps.common.wire.contracts import (
+    BALANCER_ADAPTERS_HEADER,
+    BALANCER_MODEL_HEADER,
     BALANCER_REFUSED_HEADER,
     BALANCER_UNREADY_HEADER,
     BALANCER_WAIT_HEADER,
@@ -38,7 +41,11 @@ class InferenceBusy(Exception):
 
 
 class BalancerClient:
-    def __init__(self, base_url: str, *, read_timeout_s: float) -> None:
+    def __init__(
+        self, base_url: str, *, read_timeout_s: float, default_model: str = DEFAULT_MODEL_ID
+    ) -> None:
+        # The deployment's default model: named to the balancer, left off the wire.
+        self._default_model = default_model
         self._client = httpx.Client(
             base_url=base_url.rstrip("/"),
             timeout=httpx.Timeout(read_timeout_s, connect=5.0),
@@ -53,11 +60,13 @@ class BalancerClient:
         headers = {
             "content-type": "application/json",
             BALANCER_WAIT_HEADER: f"{wait_s:.3f}",
+            **route_headers(request, self._default_model),
             **outgoing_headers(),
         }
+        content = request.wire_json(default_model=self._default_model)
         try:
             with self._client.stream(
-                "POST", f"/v1/infer/{model}", content=request.wire_json(), headers=headers
+                "POST", f"/v1/infer/{model}", content=content, headers=headers
             ) as response:
                 reason = response.headers.get(BALANCER_REFUSED_HEADER)
                 if response.status_code == 503 and reason in _WAIT_REASONS:
@@ -94,6 +103,16 @@ class BalancerClient:
 
     def close(self) -> None:
         self._client.close()
+
+
+def route_headers(request: InferenceRequest, default_model: str) -> dict[str, str]:
+    """What the balancer routes on besides the task type: the registry model and the adapter
+    names (comma-separated, sorted), so it can prefer a server that has them loaded."""
+    headers = {BALANCER_MODEL_HEADER: request.input.model or default_model}
+    if request.input.loras:
+        names = sorted(lora.name for lora in request.input.loras)
+        headers[BALANCER_ADAPTERS_HEADER] = ",".join(names)
+    return headers
 
 
 def _seconds(value: str | None) -> float:

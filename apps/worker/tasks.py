@@ -54,7 +54,11 @@ def job_deps() -> JobDeps:
     return JobDeps(
         store=store,
         events=EventSender(settings, store, announcer=SyncAnnouncer(store, redis_client(), app)),
-        balancer=BalancerClient(settings.balancer_url, read_timeout_s=settings.job_time_limit_s),
+        balancer=BalancerClient(
+            settings.balancer_url,
+            read_timeout_s=settings.job_time_limit_s,
+            default_model=settings.model_registry().default,
+        ),
         outputs=outputs,
         inputs=InputImages(
             store=outputs,

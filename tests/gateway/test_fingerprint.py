@@ -4,12 +4,15 @@ Idempotency-Key binds to; the sharing itself runs in tests/e2e/test_identical_jo
 from __future__ import annotations
 
 import io
+from dataclasses import replace
+from pathlib import Path
 
 from PIL import Image
 
 from apps.common.wire.contracts import FluxRequest
 from apps.gateway.fingerprint import request_fingerprint
 from apps.gateway.jobs_in import build_job, flux_job
+from apps.gateway.model_choice import with_model
 from apps.gateway.service import NewJob
 from apps.gateway.settings import GatewaySettings
 
@@ -85,3 +88,35 @@ def test_cache_true_is_another_request_for_an_idempotency_key() -> None:
         build_job(task, {}, SETTINGS).idempotency_body
         != build_job({**task, "cache": True}, {}, SETTINGS).idempotency_body
     )
+
+
+def test_a_request_naming_no_model_or_adapter_binds_a_key_as_before_the_registry() -> None:
+    for body in (
+        flux().idempotency_body,
+        build_job({"type": "flux", "input": FOX}, {}, SETTINGS).idempotency_body,
+    ):
+        assert '"model"' not in body and '"loras"' not in body
+    assert '"model":"dev"' in flux(model="dev").idempotency_body
+    assert flux().idempotency_body != flux(loras=[{"name": "ink"}]).idempotency_body
+
+
+def test_the_model_and_adapters_are_part_of_it_and_the_default_counts_as_named(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "ink.safetensors").write_bytes(b"")  # the gateway only looks for the file
+    registry = GatewaySettings(
+        models='[{"id": "draft"}, {"id": "final"}]', lora_dir=str(tmp_path)
+    ).model_registry()
+
+    def chosen(**body: object) -> str | None:
+        job = flux(**body)
+        return fingerprint(replace(job, input=with_model(job.input, "", registry)))
+
+    plain = chosen()
+    assert plain == chosen(model="draft"), "the default named or not is one request"
+    others = [
+        chosen(model="final"),
+        chosen(loras=[{"name": "ink", "scale": 1.0}]),
+        chosen(loras=[{"name": "ink", "scale": 0.5}]),
+    ]
+    assert len({plain, *others}) == len(others) + 1

@@ -187,7 +187,7 @@ def test_each_row_keeps_its_own_guidance(models: Path) -> None:
     torch.manual_seed(1)
     config = dict(pipe.transformer.config)
     pipe.transformer = FluxTransformer2DModel.from_config({**config, "guidance_embeds": True})
-    guided = FluxEngine(pipe, device=torch.device("cpu"), max_sequence_length=32, step_delay_s=0)
+    guided = FluxEngine.of_pipe(pipe, device=torch.device("cpu"), max_sequence_length=32)
     low = request("low", guidance_scale=1.0, num_inference_steps=4)
     high = request("high", guidance_scale=9.0, num_inference_steps=4)
     outcomes, rows_per_call = run_group(guided, [(0, low, Watcher()), (1, high, Watcher())])

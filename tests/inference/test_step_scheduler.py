@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 from apps.common.wire.contracts import (
     FluxInput,
@@ -121,6 +122,9 @@ class FakeEngine:
 
     def warm_up(self) -> None:
         pass
+
+    def holdings(self) -> dict[str, Any]:
+        return {}
 
     def check_device(self) -> None:
         pass

@@ -38,6 +38,15 @@ USAGE_COST = Counter(
     ["key", "type"],
 )
 
+# Which models and adapters the metered jobs ran on (no key label: what a deployment serves is
+# not a tenant's secret, what one tenant runs is kept behind GET /usage).
+USAGE_MODEL_JOBS = Counter(
+    "fluxgate_usage_model_jobs_total", "Metered jobs by registry model", ["type", "model"]
+)
+USAGE_ADAPTER_JOBS = Counter(
+    "fluxgate_usage_adapter_jobs_total", "Metered jobs by LoRA adapter they named", ["adapter"]
+)
+
 METER_LUA = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
 local t = ARGV[2]
@@ -103,6 +112,12 @@ def count_in_metrics(record: JobRecord) -> None:
     USAGE_JOBS.labels(key, record.type, record.status.value).inc()
     USAGE_COMPUTE.labels(key, record.type).inc(compute_share_ms(record) / 1000)
     USAGE_COST.labels(key, record.type).inc(charged_cost(record))
+    model = record.input.get("model")
+    if isinstance(model, str):
+        USAGE_MODEL_JOBS.labels(record.type, model).inc()
+    for lora in record.input.get("loras") or []:
+        if isinstance(lora, dict) and isinstance(lora.get("name"), str):
+            USAGE_ADAPTER_JOBS.labels(lora["name"]).inc()
 
 
 @dataclass

@@ -11,6 +11,7 @@ from typing import Annotated, Literal, Self, TypeVar
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from apps.common.model_registry import ModelRegistry, model_registry, parse_models
 from apps.common.security.url_guard import AllowList
 
 # Dev defaults: the stack runs with no configuration at all, and `prod` refuses to start with them.
@@ -92,9 +93,33 @@ class CommonSettings(BaseSettings):
     # type answers 503 `model_not_configured` at submit.
     translate_model: str = ""
 
+    # The models and LoRA adapters this deployment serves (apps/common/model_registry.py):
+    # FLUXGATE_MODELS is JSON or a JSON/YAML file's path (empty: one model, `default`, the tiny
+    # one or FLUXGATE_FLUX_MODEL); FLUXGATE_LORA_DIR a directory of `<name>.safetensors`.
+    models: str = ""
+    lora_dir: str = ""
+    # Per request: at most this many adapters, each scale within +-lora_max_scale.
+    max_loras: int = Field(default=4, ge=0, le=8)
+    lora_max_scale: float = Field(default=2.0, gt=0, le=4)
     # Prod refuses webhook and image URLs into loopback or private networks; this loudly named
     # switch lets FLUXGATE_WEBHOOK_ALLOW open them anyway (an internal receiver you trust).
     unsafe_allow_private_targets: bool = False
+
+    @model_validator(mode="after")
+    def _models_parse(self) -> Self:
+        parse_models(self.models)  # a wrong FLUXGATE_MODELS stops the process at start
+        return self
+
+    def model_registry(self, default_source: str = "") -> ModelRegistry:
+        """The deployment's models and adapters (`default_source`: the default model's weights
+        when FLUXGATE_MODELS is empty)."""
+        return model_registry(
+            self.models,
+            self.lora_dir,
+            max_loras=self.max_loras,
+            max_scale=self.lora_max_scale,
+            default_source=default_source,
+        )
 
     @model_validator(mode="after")
     def _refuse_weak_settings_in_prod(self) -> Self:

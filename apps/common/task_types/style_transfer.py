@@ -4,6 +4,7 @@ from apps.common.task_types import TaskType
 from apps.common.task_types._cost import ImageSizes, megapixels
 from apps.common.task_types._fields import ImageField
 from apps.common.wire.contracts import MAX_SEED, OutputFormat, Prompt, StrictModel
+from apps.common.wire.model_choice import MAX_LORAS, NAME_PATTERN, LoraChoice
 
 
 class StyleTransferInput(StrictModel):
@@ -19,6 +20,9 @@ class StyleTransferInput(StrictModel):
     # The output's long side; the image's aspect ratio is kept (both sides multiples of 16).
     max_side: int = Field(default=1024, ge=64, le=2048)
     output_format: OutputFormat = OutputFormat.PNG
+    # One of the deployment's models (`GET /models`; None: its default) and LoRA adapters on it.
+    model: str | None = Field(default=None, pattern=NAME_PATTERN)
+    loras: list[LoraChoice] = Field(default_factory=list, max_length=MAX_LORAS)
 
 
 MIN_SIDE = 64

@@ -16,6 +16,8 @@ from pydantic import (
     model_validator,
 )
 
+from apps.common.wire.model_choice import MAX_LORAS, NAME_PATTERN, LoraChoice
+
 MAX_SEED = 2**32 - 1
 
 
@@ -160,6 +162,9 @@ class FluxInput(StrictModel):
     # `preview`: a few per second), stored like outputs. Off by default: it costs time.
     preview: bool = False
     preview_every_n_steps: int | None = Field(default=None, ge=1, le=100)
+    # One of the deployment's models (`GET /models`; None: its default) and LoRA adapters on it.
+    model: str | None = Field(default=None, pattern=NAME_PATTERN)
+    loras: list[LoraChoice] = Field(default_factory=list, max_length=MAX_LORAS)
 
     _width_multiple = field_validator("width")(_multiple_of_16)
     _height_multiple = field_validator("height")(_multiple_of_16)
@@ -182,7 +187,10 @@ class FluxRequest(FluxInput, DeliveryFields):
     """The flat body of `POST /flux`: FLUX input plus delivery fields."""
 
     def task_input(self) -> FluxInput:
-        return FluxInput.model_validate(self.model_dump(include=set(FluxInput.model_fields)))
+        # Only the fields the client set: a model's defaults fill the others (model_registry).
+        return FluxInput.model_validate(
+            self.model_dump(include=set(FluxInput.model_fields), exclude_unset=True)
+        )
 
     def delivery(self) -> DeliveryFields:
         return DeliveryFields.model_validate(
@@ -327,6 +335,10 @@ class SubmitAnswer(BaseModel):
 # What the worker and the balancer say beside an inference request (apps/balancer/proxy.py).
 # Seconds the caller lets the request wait in the balancer for a backend with room.
 BALANCER_WAIT_HEADER = "x-fluxgate-wait-s"
+# The model and adapters it runs on (`model_route_headers`), so the balancer can prefer a server
+# that has them loaded without reading the body.
+BALANCER_MODEL_HEADER = "x-fluxgate-model"
+BALANCER_ADAPTERS_HEADER = "x-fluxgate-adapters"
 # Why the balancer refused it (a `BalancerRefusal`), and with `no_backend` for how many seconds
 # the model has had no ready backend.
 BALANCER_REFUSED_HEADER = "x-fluxgate-refused"
@@ -351,11 +363,15 @@ class InferenceRequest(StrictModel):
     image_b64: str | None = None
     strength: float | None = Field(default=None, gt=0, le=1)
 
-    def wire_json(self) -> str:
+    def wire_json(self, default_model: str | None = None) -> str:
         """The request as sent to a model server: without the fields only the worker reads and
         without unset image-to-image fields, so a server one release older still accepts it
-        (a rolling update runs both). Previews travel only when asked for, for the same reason."""
+        (a rolling update runs both). Previews travel only when asked for, the model only when
+        it is not the deployment's `default_model`, adapters only when any, for the same
+        reason."""
         left_out = WORKER_ONLY_FLUX_FIELDS | (set() if self.input.preview else {"preview"})
+        left_out |= set() if self.input.loras else {"loras"}
+        left_out |= {"model"} if self.input.model in (None, default_model) else set()
         return self.model_dump_json(exclude={"input": left_out}, exclude_none=True)
 
     @model_validator(mode="after")
@@ -406,4 +422,13 @@ class BackendLoad(BaseModel):
     running: int
     capacity: int
     queued_seconds: float
+    # Task types it runs (the path of `POST /v1/infer/{model}`).
     models: list[str]
+    # Registry models (`apps/common/model_registry.py`) it serves, those in memory now, and the
+    # LoRA adapters loaded now; empty from a server older than the registry (it serves the
+    # default model only, and the balancer treats it as serving anything).
+    serves: list[str] = Field(default_factory=list)
+    loaded_models: list[str] = Field(default_factory=list)
+    loaded_adapters: list[str] = Field(default_factory=list)
+    # How long loading one adapter has taken there (an average, seconds): what a miss costs.
+    adapter_load_s: float = 0.0

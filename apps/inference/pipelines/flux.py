@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import time
 from collections.abc import Hashable
@@ -11,11 +12,10 @@ from typing import Any
 
 import torch
 from diffusers import FluxPipeline
-from diffusers.utils import logging as diffusers_logging
 from PIL import Image
-from prometheus_client import Gauge
 
 from apps.common import images
+from apps.common.model_registry import model_registry
 from apps.common.service.logging import get_logger
 from apps.common.wire.contracts import (
     FluxInput,
@@ -25,114 +25,133 @@ from apps.common.wire.contracts import (
     InferenceResult,
     OutputFormat,
 )
-from apps.inference.engine import BatchItem, ItemOutcome
+from apps.common.wire.model_choice import LoraChoice, adapter_key
+from apps.inference.engine import BatchItem, ItemOutcome, RequestRefused
 from apps.inference.pipelines.flux_denoise import Rows, Shape, denoise_batch
+from apps.inference.pipelines.flux_loading import (
+    load_pipe,
+    oom_types,
+    pick_device,
+    pick_dtype,
+    watch_gpu_memory,
+)
+from apps.inference.pipelines.flux_models import AdapterKey, LoadedModel, ModelShelf
 from apps.inference.pipelines.flux_rows import GroupShape, Schedules, encode_requests
 from apps.inference.pipelines.flux_steps import FluxStepGroup
 from apps.inference.pipelines.preview import LatentPreviewer
-from apps.inference.pipelines.tiny import ensure_tiny_flux
 from apps.inference.settings import InferenceSettings
 
 log = get_logger(__name__)
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def pick_device(setting: str) -> torch.device:
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
-
-
-def pick_dtype(setting: str, device: torch.device) -> torch.dtype:
-    if setting != "auto":
-        return _DTYPES[setting]
-    # bf16 is FLUX's native precision on GPUs; CPUs run float32 (bf16 matmuls are slow there).
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
-
-
-def _oom_types() -> tuple[type[BaseException], ...]:
-    return (torch.cuda.OutOfMemoryError,) if hasattr(torch.cuda, "OutOfMemoryError") else ()
-
-
-GPU_MEMORY = Gauge(
-    "fluxgate_inference_gpu_memory_bytes",
-    "GPU memory held by this server's torch allocator (CUDA only)",
-    ["kind"],
-)
-
-
-def _watch_gpu_memory(device: torch.device) -> None:
-    """Read at scrape time: allocated (live tensors), reserved (cached), peak since start."""
-    GPU_MEMORY.labels("allocated").set_function(lambda: torch.cuda.memory_allocated(device))
-    GPU_MEMORY.labels("reserved").set_function(lambda: torch.cuda.memory_reserved(device))
-    GPU_MEMORY.labels("peak").set_function(lambda: torch.cuda.max_memory_allocated(device))
-
 
 class FluxEngine:
-    """FLUX on one device. Whole batches share size, steps, guidance and true CFG; step groups
-    share size and true CFG only."""
+    """FLUX on one device, over the registry models it holds (`ModelShelf`). Whole batches share
+    model, adapters, size, steps, guidance and true CFG; step groups share model, adapters, size
+    and true CFG only."""
 
     # `style_transfer` is FLUX image-to-image on the same weights and batcher.
     models = ["flux", "style_transfer"]
 
     def __init__(
         self,
-        pipe: FluxPipeline,
+        shelf: ModelShelf,
         *,
         device: torch.device,
-        max_sequence_length: int,
+        max_sequence_length: int | None,
         step_delay_s: float,
         test_oom_above_rows: int | None = None,
-        previewer: LatentPreviewer | None = None,
+        previews: bool = True,
     ) -> None:
-        self._pipe = pipe
-        self._previewer = previewer
-        self._schedules: dict[tuple[int, int], Schedules] = {}
+        self._shelf = shelf
+        self._previews = previews
         self._test_oom_above_rows = test_oom_above_rows
         self._device = device
+        # None: 32 for the tiny model, 512 for a real one.
         self._max_sequence_length = max_sequence_length
         self._step_delay_s = step_delay_s
         if device.type == "cuda":
-            _watch_gpu_memory(device)
+            watch_gpu_memory(device)
 
     @classmethod
     def load(cls, settings: InferenceSettings) -> FluxEngine:
+        """The engine with its first served model loaded (the default when it serves that)."""
         device = pick_device(settings.inference_device)
         dtype = pick_dtype(settings.inference_dtype, device)
-        tiny = not settings.flux_model
-        source = str(ensure_tiny_flux(settings.model_cache_dir)) if tiny else settings.flux_model
-        started = time.perf_counter()
-        diffusers_logging.disable_progress_bar()  # keep the shared log stream readable
-        # The tiny model goes through from_pretrained too, so the real loading path always runs.
-        pipe = FluxPipeline.from_pretrained(source, dtype=dtype)
-        if settings.inference_cpu_offload and device.type == "cuda":
-            # Keeps only the running component on the GPU: fits FLUX on 24 GB cards, slower.
-            pipe.enable_model_cpu_offload(device=device)
-        else:
-            pipe.to(device)
-        if settings.inference_compile and device.type == "cuda":
-            pipe.transformer = torch.compile(pipe.transformer, mode="max-autotune-no-cudagraphs")
-        pipe.set_progress_bar_config(disable=True)
-        log.info(
-            "pipeline loaded",
-            source=source,
-            device=str(device),
-            dtype=str(dtype),
-            seconds=round(time.perf_counter() - started, 2),
+        registry = settings.model_registry(default_source=settings.flux_model)
+        served = settings.inference_models or list(registry.models)
+        unknown = [m for m in served if m not in registry.models]
+        if unknown:
+            raise ValueError(f"FLUXGATE_INFERENCE_MODELS names {unknown}, not in FLUXGATE_MODELS")
+        shelf = ModelShelf(
+            registry,
+            served,
+            functools.partial(load_pipe, settings=settings, device=device, dtype=dtype),
+            max_models=settings.inference_max_models,
+            max_adapters=settings.inference_max_adapters,
         )
-        max_len = settings.inference_max_sequence_length or (32 if tiny else 512)
-        started = time.perf_counter()
-        previewer = LatentPreviewer.fit(pipe, device)
-        log.info("preview projection fitted", seconds=round(time.perf_counter() - started, 2))
-        return cls(
-            pipe,
+        engine = cls(
+            shelf,
             device=device,
-            max_sequence_length=max_len,
+            max_sequence_length=settings.inference_max_sequence_length,
             step_delay_s=settings.inference_step_delay_ms / 1000,
             test_oom_above_rows=settings.inference_test_oom_above_rows,
-            previewer=previewer,
         )
+        first = registry.default if registry.default in served else served[0]
+        engine._loaded(first)
+        return engine
+
+    @classmethod
+    def of_pipe(
+        cls, pipe: FluxPipeline, *, device: torch.device, max_sequence_length: int
+    ) -> FluxEngine:
+        """An engine serving one pipeline already built, as the default model, without
+        previews (tests that change the weights)."""
+        registry = model_registry()
+        shelf = ModelShelf(
+            registry, [registry.default], lambda _spec: pipe, max_models=1, max_adapters=8
+        )
+        return cls(
+            shelf,
+            device=device,
+            max_sequence_length=max_sequence_length,
+            step_delay_s=0,
+            previews=False,
+        )
+
+    # --- models and adapters --------------------------------------------------------------------
+
+    def _loaded(self, model_id: str | None, loras: list[LoraChoice] | None = None) -> LoadedModel:
+        """The model (and adapters) a request runs on, loaded; `RequestRefused` if it cannot be."""
+        loaded = self._shelf.prepare(model_id, loras or [])
+        if "schedules" not in loaded.extras:
+            # Once per model: its own projection for previews and its schedules per size.
+            started = time.perf_counter()
+            loaded.extras["schedules"] = {}
+            loaded.extras["previewer"] = (
+                LatentPreviewer.fit(loaded.pipe, self._device) if self._previews else None
+            )
+            log.info("preview projection fitted", seconds=round(time.perf_counter() - started, 2))
+        return loaded
+
+    def _max_len(self, loaded: LoadedModel) -> int:
+        return self._max_sequence_length or (512 if loaded.spec.source else 32)
+
+    @property
+    def _pipe(self) -> Any:
+        """The default model's pipeline."""
+        return self._loaded(None).pipe
+
+    def holdings(self) -> dict[str, Any]:
+        """What `/load` says of models and adapters: served, in memory, adapters loaded."""
+        return {
+            "serves": list(self._shelf.served),
+            "loaded_models": self._shelf.loaded_models(),
+            "loaded_adapters": self._shelf.loaded_adapters(),
+            "adapter_load_s": round(self._shelf.adapter_load_s, 4),
+        }
+
+    def _model_id(self, request: InferenceRequest) -> str:
+        return request.input.model or self._shelf.registry.default
 
     def batch_key(self, request: InferenceRequest) -> Hashable:
         spec = request.input
@@ -143,6 +162,8 @@ class FluxEngine:
             spec.guidance_scale,
             spec.negative_prompt is not None,
             request.strength,
+            self._model_id(request),
+            adapter_key(spec.loras),
         )
 
     def cost(self, request: InferenceRequest) -> int:
@@ -150,40 +171,71 @@ class FluxEngine:
 
     def shape_key(self, request: InferenceRequest) -> Hashable:
         # Steps, guidance, strength and seed are per row; image-to-image rows differ from
-        # text-to-image ones only in where they start, so they share calls too.
+        # text-to-image ones only in where they start, so they share calls too. The model and
+        # its adapter set (with their scales) are the weights of the call: shared, never per row.
         spec = request.input
-        return (spec.width, spec.height, spec.negative_prompt is not None)
+        return (
+            spec.width,
+            spec.height,
+            spec.negative_prompt is not None,
+            self._model_id(request),
+            adapter_key(spec.loras),
+        )
 
     def encode_prompts(self, requests: list[InferenceRequest]) -> list[object]:
-        with torch.inference_mode():
-            encoded = encode_requests(self._pipe, requests, self._max_sequence_length, self._device)
-        return list(encoded)
+        """Per model and adapter set, one encoder call; requests of a model not in memory are
+        left for their group to encode (None), so waiting never loads a model."""
+        out: list[object] = [None] * len(requests)
+        runs: dict[tuple[str, AdapterKey], list[int]] = {}
+        loaded_now = set(self._shelf.loaded_models())
+        for index, request in enumerate(requests):
+            if self._model_id(request) in loaded_now:
+                key = (self._model_id(request), adapter_key(request.input.loras))
+                runs.setdefault(key, []).append(index)
+        for (model_id, adapters), indices in runs.items():
+            try:
+                loaded = self._loaded(model_id, requests[indices[0]].input.loras)
+            except RequestRefused:
+                continue  # its group says why
+            self._shelf.activate(loaded, adapters)
+            with torch.inference_mode():
+                encoded = encode_requests(
+                    loaded.pipe, [requests[i] for i in indices], self._max_len(loaded), self._device
+                )
+            for i, prompt in zip(indices, encoded, strict=True):
+                out[i] = prompt
+        return out
 
     def open_group(self, request: InferenceRequest) -> FluxStepGroup:
+        """An empty group on the request's model and adapters, loading them first (raises
+        `RequestRefused` for a model not served here or an adapter missing or corrupt)."""
         spec = request.input
+        loaded = self._loaded(spec.model, spec.loras)
         size = (spec.width, spec.height)
-        if size not in self._schedules:
-            self._schedules[size] = Schedules.for_size(self._pipe, self._device, *size)
+        schedules = loaded.extras["schedules"]
+        if size not in schedules:
+            schedules[size] = Schedules.for_size(loaded.pipe, self._device, *size)
         shape = GroupShape(
             width=spec.width,
             height=spec.height,
             true_cfg=spec.negative_prompt is not None,
-            max_sequence_length=self._max_sequence_length,
+            max_sequence_length=self._max_len(loaded),
         )
         return FluxStepGroup(
-            self._pipe,
+            loaded.pipe,
             shape,
             device=self._device,
-            schedules=self._schedules[size],
-            previewer=self._previewer,
+            schedules=schedules[size],
+            previewer=loaded.extras["previewer"],
             make_result=_result,
             init_image=_decode_init_image,
             step_delay_s=self._step_delay_s,
             test_oom_above_rows=self._test_oom_above_rows,
+            binding=self._shelf.bind(loaded, adapter_key(spec.loras)),
         )
 
     def is_out_of_memory(self, exc: BaseException) -> bool:
-        return isinstance(exc, _oom_types())
+        return isinstance(exc, oom_types())
 
     def check_device(self) -> None:
         probe = torch.ones(8, device=self._device)
@@ -191,7 +243,13 @@ class FluxEngine:
             raise RuntimeError(f"device {self._device} returned a wrong result")
 
     def warm_up(self) -> None:
-        spec = FluxInput(prompt="warm-up", width=64, height=64, num_inference_steps=1, seed=0)
+        """One small generation on the first model this server serves (the default when it
+        serves that one)."""
+        served, default = self._shelf.served, self._shelf.registry.default
+        model = None if default in served else served[0]
+        spec = FluxInput(
+            prompt="warm-up", width=64, height=64, num_inference_steps=1, seed=0, model=model
+        )
         started = time.perf_counter()
         request = InferenceRequest(task_id="warm-up", input=spec)
         self._run([BatchItem(request, _keep_going)])
@@ -207,7 +265,9 @@ class FluxEngine:
         """Run the batch; if it does not fit in GPU memory, run each half instead."""
         try:
             return self._run(items)
-        except _oom_types() as exc:
+        except RequestRefused as refused:  # its model or adapters: the batch shares them
+            return [refused.error() for _ in items]
+        except oom_types() as exc:
             torch.cuda.empty_cache()
             if len(items) == 1:
                 log.warning("out of memory on a single request", task_id=items[0].request.task_id)
@@ -218,13 +278,15 @@ class FluxEngine:
 
     def _run(self, items: list[BatchItem]) -> list[ItemOutcome]:
         first = items[0].request.input
+        loaded = self._loaded(first.model, first.loras)
+        self._shelf.activate(loaded, adapter_key(first.loras))
         shape = Shape(
             width=first.width,
             height=first.height,
             steps=first.num_inference_steps,
             guidance_scale=first.guidance_scale,
             true_cfg=first.negative_prompt is not None,
-            max_sequence_length=self._max_sequence_length,
+            max_sequence_length=self._max_len(loaded),
             strength=items[0].request.strength,
         )
         rows = [
@@ -246,7 +308,7 @@ class FluxEngine:
         started = time.perf_counter()
         with torch.inference_mode():
             denoise_batch(
-                self._pipe, shape, rows, device=self._device, step_delay_s=self._step_delay_s
+                loaded.pipe, shape, rows, device=self._device, step_delay_s=self._step_delay_s
             )
         compute_ms = round((time.perf_counter() - started) * 1000, 2)
         outcomes: list[ItemOutcome] = []

@@ -27,6 +27,7 @@ from apps.inference.pipelines.flux_denoise import (
     latent_size,
     noised_image_latents,
 )
+from apps.inference.pipelines.flux_models import Binding
 from apps.inference.pipelines.flux_rows import (
     TABLE,
     EncodedPrompt,
@@ -77,8 +78,11 @@ class FluxStepGroup:
         init_image: InitImage,
         step_delay_s: float = 0.0,
         test_oom_above_rows: int | None = None,
+        binding: Binding | None = None,
     ) -> None:
         self._pipe = pipe
+        # The model and adapter set its rows run on: set on the pipeline before each call.
+        self._binding = binding
         self.shape = shape
         self._device = device
         self._schedules = schedules
@@ -125,6 +129,8 @@ class FluxStepGroup:
         ]
         # Prompts the scheduler had encoded while the request waited are not encoded again.
         fresh = [m.item.request for m in members if not isinstance(m.item.encoded, EncodedPrompt)]
+        if fresh and self._binding is not None:
+            self._binding.activate()  # an adapter may reach the text encoders too
         encoded = iter(
             encode_requests(self._pipe, fresh, self.shape.max_sequence_length, self._device)
             if fresh
@@ -233,6 +239,8 @@ class FluxStepGroup:
             # FLUXGATE_INFERENCE_TEST_OOM_ABOVE_ROWS: what a GPU raises when a call does not fit.
             raise torch.cuda.OutOfMemoryError(f"test: {rows} rows do not fit")
         started = time.perf_counter()
+        if self._binding is not None:
+            self._binding.activate()
         try:
             latents, previews = self._advance(state)
         except torch.cuda.OutOfMemoryError:
@@ -406,6 +414,7 @@ class FluxStepGroup:
             init_image=self._init_image,
             step_delay_s=self._step_delay_s,
             test_oom_above_rows=self._test_oom_above_rows,
+            binding=self._binding,
         )
         if moving:
             assert self._state is not None

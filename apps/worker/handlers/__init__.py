@@ -16,7 +16,7 @@ from typing import Any
 
 from PIL import Image
 
-from apps.common.wire.contracts import InferenceRequest
+from apps.common.wire.contracts import FluxInput, InferenceRequest
 from apps.worker.errors import JobFailed
 from apps.worker.settings import WorkerSettings
 
@@ -54,6 +54,14 @@ class Prepared:
     model: str
     request: InferenceRequest
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def model_used(spec: FluxInput) -> dict[str, Any]:
+    """The result keys that say which model and adapters made the images (the gateway named
+    the model in the job; a job queued before the registry ran on the default)."""
+    if spec.model is None:
+        return {}
+    return {"model": spec.model, "loras": [lora.model_dump() for lora in spec.loras]}
 
 
 def handler_module(task_type: str) -> ModuleType:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from apps.common.wire.contracts import FluxInput, InferenceRequest
-from apps.worker.handlers import HandlerContext, Prepared
+from apps.worker.handlers import HandlerContext, Prepared, model_used
 from apps.worker.handlers.prompt_refine import refine
 
 TASK_TYPE = "flux"
@@ -24,4 +24,5 @@ def prepare(task_input: FluxInput, ctx: HandlerContext) -> Prepared:
         task_input = task_input.model_copy(update={"prompt": refined.prompt})
         extra["prompt_refinement"] = refined.method
     extra["prompt"] = task_input.prompt
+    extra.update(model_used(task_input))
     return Prepared("flux", InferenceRequest(task_id=ctx.task_id, input=task_input), extra)

@@ -9,7 +9,7 @@ from PIL import Image
 
 from apps.common.task_types.style_transfer import StyleTransferInput, output_size
 from apps.common.wire.contracts import FluxInput, InferenceRequest
-from apps.worker.handlers import HandlerContext, Prepared
+from apps.worker.handlers import HandlerContext, Prepared, model_used
 
 TASK_TYPE = "style_transfer"
 
@@ -30,6 +30,8 @@ def prepare(task_input: StyleTransferInput, ctx: HandlerContext) -> Prepared:
         seed=task_input.seed,
         num_images=task_input.num_images,
         output_format=task_input.output_format,
+        model=task_input.model,
+        loras=task_input.loras,
     )
     request = InferenceRequest(
         task_id=ctx.task_id,
@@ -37,4 +39,5 @@ def prepare(task_input: StyleTransferInput, ctx: HandlerContext) -> Prepared:
         image_b64=base64.b64encode(buffer.getvalue()).decode(),
         strength=task_input.strength,
     )
-    return Prepared("style_transfer", request, {"strength": task_input.strength})
+    extra = {"strength": task_input.strength, **model_used(spec)}
+    return Prepared("style_transfer", request, extra)

@@ -29,6 +29,15 @@ FLUXGATE_OTEL_ENDPOINT: {{ $c.otelEndpoint | quote }}
 FLUXGATE_INPUT_IMAGE_MAX_BYTES: {{ $c.inputImageMaxBytes | int64 | toString | quote }}
 FLUXGATE_INPUT_IMAGE_MAX_PIXELS: {{ $c.inputImageMaxPixels | int64 | toString | quote }}
 FLUXGATE_TRANSLATE_MODEL: {{ $c.translateModel | quote }}
+{{- $m := .Values.models }}
+{{- if $m.served }}
+FLUXGATE_MODELS: {{ dict "default" ($m.default | default (first $m.served).id) "models" $m.served | toJson | quote }}
+{{- end }}
+{{- if $m.loraVolume.existingClaim }}
+FLUXGATE_LORA_DIR: {{ $m.loraVolume.mountPath | quote }}
+{{- end }}
+FLUXGATE_MAX_LORAS: {{ $m.maxLoras | toString | quote }}
+FLUXGATE_LORA_MAX_SCALE: {{ $m.loraMaxScale | toString | quote }}
 FLUXGATE_BALANCER_URL: {{ printf "http://%s:%v" (include "fluxgate.serviceHost" (dict "root" . "component" "balancer")) .Values.balancer.port | quote }}
 FLUXGATE_NOTIFIER_URL: {{ printf "http://%s:%v" (include "fluxgate.serviceHost" (dict "root" . "component" "notifier")) .Values.notifier.port | quote }}
 {{- if .Values.outputs.s3.enabled }}
@@ -78,6 +87,8 @@ FLUXGATE_BALANCER_BACKENDS: {{ join "," $b.staticBackends | quote }}
 FLUXGATE_BALANCER_DISCOVERY_DNS: {{ printf "%s.%s.svc.%s:%v" (include "fluxgate.inferenceHeadless" .) .Release.Namespace .Values.clusterDomain .Values.inference.port | quote }}
 FLUXGATE_BALANCER_DISCOVERY_INTERVAL_S: {{ $b.discoveryIntervalS | toString | quote }}
 FLUXGATE_BALANCER_POLICY: {{ $b.policy | quote }}
+FLUXGATE_BALANCER_AFFINITY: {{ $b.modelAffinity | toString | quote }}
+FLUXGATE_BALANCER_AFFINITY_BATCHES: {{ $b.modelAffinityBatches | toString | quote }}
 {{- include "fluxgate.config.extra" $b.extraConfig }}
 {{- end -}}
 
@@ -101,6 +112,9 @@ FLUXGATE_INFERENCE_STEP_DELAY_MS: {{ $i.stepDelayMs | toString | quote }}
 FLUXGATE_INFERENCE_WARMUP: {{ $i.warmup | toString | quote }}
 FLUXGATE_INFERENCE_CPU_OFFLOAD: {{ $i.cpuOffload | toString | quote }}
 FLUXGATE_INFERENCE_COMPILE: {{ $i.compile | toString | quote }}
+FLUXGATE_INFERENCE_MODELS: {{ join "," $i.serves | quote }}
+FLUXGATE_INFERENCE_MAX_MODELS: {{ $i.maxModels | toString | quote }}
+FLUXGATE_INFERENCE_MAX_ADAPTERS: {{ $i.maxAdapters | toString | quote }}
 {{- include "fluxgate.config.extra" $i.extraConfig }}
 {{- end -}}
 

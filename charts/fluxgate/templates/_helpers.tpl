@@ -347,6 +347,28 @@ strategy:
 {{- end }}
 {{- end -}}
 
+{{/* The LoRA adapter store, read-only, in the pods that read it (gateway, inference). */}}
+{{- define "fluxgate.loraMount" -}}
+{{- with .Values.models.loraVolume }}
+{{- if .existingClaim }}
+- name: loras
+  mountPath: {{ .mountPath }}
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "fluxgate.loraVolume" -}}
+{{- with .Values.models.loraVolume }}
+{{- if .existingClaim }}
+- name: loras
+  persistentVolumeClaim:
+    claimName: {{ .existingClaim }}
+    readOnly: true
+{{- end }}
+{{- end }}
+{{- end -}}
+
 {{/* Refuse a ConfigMap entry whose name says it is a secret: those belong in a Secret. */}}
 {{- define "fluxgate.assertNotSecret" -}}
 {{- if regexMatch "(?i)(SECRET|PASSWORD|TOKEN|API_KEY|ACCESS_KEY|CREDENTIAL|BASIC_AUTH)" . -}}
