@@ -43,9 +43,9 @@ class GatewaySettings(CommonSettings):
     )
     # The OpenAI Images API under /v1 (docs/openai.md): on unless turned off.
     openai_api: bool = True
-    # The model ids `GET /v1/models` lists and `model` may name (the first is the default); every
-    # one runs this deployment's FLUX model. Add `dall-e-3` or `gpt-image-1` for clients that
-    # cannot choose another.
+    # Aliases of the registry's default model under the OpenAI API: `GET /v1/models` lists them
+    # after the registry's models, and `model` may name either. Add `dall-e-3` or `gpt-image-1`
+    # for clients that cannot choose another.
     openai_models: CommaList = ["flux"]
     # How long a /v1/images request waits for its images before answering 504 with the job's id
     # (the job keeps running); at most the cap of `Prefer: wait`, under the front door's timeout.

@@ -80,14 +80,20 @@ def test_edits_redraw_the_uploaded_image(door: OpenAIDoor, key: str) -> None:
 def test_models_lists_what_this_deployment_serves(door: OpenAIDoor, key: str) -> None:
     client = door.client(key)
     models = list(client.models.list())
-    assert [model.id for model in models] == MODELS
+    # The registry's models (GET /models), then the aliases of its default model.
+    registry = httpx.get(f"{door.url}/models", timeout=10).json()
+    served = [spec["id"] for spec in registry["models"]]
+    assert [model.id for model in models] == served + MODELS
     assert all(m.object == "model" and m.owned_by == "fluxgate" and m.created for m in models)
     assert client.models.retrieve("dall-e-3").id == "dall-e-3"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("gpt-image-1")
-    # A listed alias runs like the default.
-    answer = client.images.generate(model="dall-e-3", prompt="a fox", size="64x64")
-    assert answer.data is not None and answer.data[0].url
+    # A listed alias runs the default model; a registry id runs that model.
+    for name in ("dall-e-3", served[0]):
+        raw = client.images.with_raw_response.generate(model=name, prompt="a fox", size="64x64")
+        assert raw.parse().data
+        view = door.view(key, raw.headers["x-fluxgate-task-id"])
+        assert view["result"]["model"] == registry["default"]  # type: ignore[index]
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
-"""`GET /v1/models`: the model ids this deployment serves under the OpenAI API
-(`FLUXGATE_OPENAI_MODELS`; each runs the deployment's FLUX model)."""
+"""`GET /v1/models`: the model ids this deployment serves under the OpenAI API: its registry's
+models (`FLUXGATE_MODELS`, `GET /models`), then the aliases of the default one that
+`FLUXGATE_OPENAI_MODELS` names."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pydantic import BaseModel
 from apps.common.service.errors import NotFound
 from apps.gateway.auth import Caller
 from apps.gateway.compat.openai.images import RESPONSES, OpenAIErrorBody
+from apps.gateway.compat.openai.params import openai_model_ids
 from apps.gateway.deps import Settings
 
 router = APIRouter(prefix="/v1/models", tags=["OpenAI Images API"])
@@ -37,9 +39,12 @@ _LISTED: dict[int | str, dict[str, Any]] = {status: RESPONSES[status] for status
 
 @router.get("", response_model=ModelList, responses=_LISTED)
 async def list_models(settings: Settings, _caller: Caller) -> ModelList:
-    """The ids `model` may name; the first is the default."""
+    """The ids `model` may name."""
     return ModelList(
-        data=[Model(id=name, created=STARTED_AT, owned_by=OWNER) for name in settings.openai_models]
+        data=[
+            Model(id=name, created=STARTED_AT, owned_by=OWNER)
+            for name in openai_model_ids(settings)
+        ]
     )
 
 
@@ -50,6 +55,6 @@ async def list_models(settings: Settings, _caller: Caller) -> ModelList:
 )
 async def get_model(model_id: str, settings: Settings, _caller: Caller) -> Model:
     """One served model; 404 `not_found` for another id."""
-    if model_id not in settings.openai_models:
+    if model_id not in openai_model_ids(settings):
         raise NotFound(f"model '{model_id}' is not served here", field="model")
     return Model(id=model_id, created=STARTED_AT, owned_by=OWNER)

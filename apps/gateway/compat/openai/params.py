@@ -54,13 +54,20 @@ class ImageParams(StrictModel):
     def wants_b64(self) -> bool:
         return self.response_format == "b64_json"
 
+    def registry_model(self, settings: GatewaySettings) -> str | None:
+        """The registry model `model` names: a model of the deployment's registry by its id, or
+        None (the registry's default) for none or an alias from `FLUXGATE_OPENAI_MODELS`."""
+        if self.model is None or self.model in settings.openai_models:
+            return None
+        if self.model in settings.model_registry().models:
+            return self.model
+        raise InvalidInput(
+            f"model '{self.model}' is not served here; one of: "
+            f"{', '.join(openai_model_ids(settings))} (GET /v1/models)",
+            field="model",
+        )
+
     def refuse_what_we_cannot_do(self, settings: GatewaySettings) -> None:
-        if self.model is not None and self.model not in settings.openai_models:
-            raise InvalidInput(
-                f"model '{self.model}' is not served here; one of: "
-                f"{', '.join(settings.openai_models)} (GET /v1/models)",
-                field="model",
-            )
         if self.background == "transparent":
             raise InvalidInput(
                 "background: transparent images are not made here", field="background"
@@ -76,6 +83,8 @@ class ImageParams(StrictModel):
         """The native fields these parameters set (the rest keep the task type's defaults)."""
         self.refuse_what_we_cannot_do(settings)
         values: dict[str, Any] = {"prompt": self.prompt}
+        if (model := self.registry_model(settings)) is not None:
+            values["model"] = model
         if self.n is not None:
             values["num_images"] = self.n
         if self.seed is not None:
@@ -103,6 +112,13 @@ class GenerationParams(ImageParams):
 class EditParams(ImageParams):
     # gpt-image-1's: how closely to keep the input's features; FLUX img2img has `strength`.
     input_fidelity: Literal["low", "high"] | None = None
+
+
+def openai_model_ids(settings: GatewaySettings) -> list[str]:
+    """What `model` may name under /v1: the registry's models (`GET /models`), then the aliases
+    of its default model that `FLUXGATE_OPENAI_MODELS` adds for clients that cannot choose."""
+    ids = list(settings.model_registry().models)
+    return ids + [alias for alias in settings.openai_models if alias not in ids]
 
 
 def param_of(field: str) -> str:
