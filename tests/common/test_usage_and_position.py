@@ -8,7 +8,13 @@ import redis
 
 from apps.common.jobs.positions import POSITION_LUA, TAKE_TICKET_LUA, position_keys, ticket_keys
 from apps.common.jobs.record import new_job
-from apps.common.jobs.usage import SyncUsageMeter, compute_share_ms, parse_day_hash, utc_day
+from apps.common.jobs.usage import (
+    SyncUsageMeter,
+    compute_share_ms,
+    parse_day_hash,
+    parse_day_models,
+    utc_day,
+)
 from apps.common.redis import keys
 from apps.common.wire.contracts import JobResult, TaskStatus
 
@@ -32,6 +38,30 @@ def test_a_final_state_is_metered_once_with_the_jobs_share_of_its_batch(
     assert usage.by_status == {"succeeded": 1}
     assert abs(usage.compute_seconds - 0.1) < 1e-9
     assert redis_client.sismember(keys.USAGE_OWNERS, str(record.owner))
+
+
+def test_usage_counts_the_registry_model_a_job_ran_on_beside_its_type(
+    redis_client: redis.Redis,
+) -> None:
+    meter = SyncUsageMeter(redis_client, job_ttl_s=600)
+    owner = f"key-{time.time_ns()}"
+    jobs = [
+        new_job("flux", {"prompt": "a fox", "model": "schnell"}, owner=owner),
+        new_job("flux", {"prompt": "a fox", "model": "dev"}, owner=owner),
+        new_job("flux", {"prompt": "a fox", "model": "dev"}, owner=owner),
+        new_job("upscale", {"image": "store://inputs/x.png"}, owner=owner),  # no model
+    ]
+    for record in jobs:
+        record.status = TaskStatus.SUCCEEDED
+        record.finished_at = time.time()
+        record.result = JobResult(images=[], timings={"compute_ms": 200.0, "batch_size": 1})
+        assert meter.meter_final(record) is True
+    raw = redis_client.hgetall(keys.usage_key(owner, utc_day(time.time())))
+    by_model = parse_day_models(raw)  # type: ignore[arg-type]
+    assert {m: u.jobs for m, u in by_model.items()} == {"schnell": 1, "dev": 2}
+    assert abs(by_model["dev"].compute_seconds - 0.4) < 1e-9
+    # The model counts stay out of the per-type usage.
+    assert {t: u.jobs for t, u in parse_day_hash(raw).items()} == {"flux": 3, "upscale": 1}  # type: ignore[arg-type]
 
 
 def test_position_counts_higher_lanes_and_the_jobs_ahead_in_its_own(

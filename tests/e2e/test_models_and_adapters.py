@@ -111,8 +111,14 @@ def test_the_result_names_the_model_and_adapters_and_the_model_defaults_apply(
     assert view["cost"] == pytest.approx(64 * 64 / 1e6 * 2, abs=1e-4)
 
 
+def _model_jobs(pool: Stack, model: str) -> int:
+    usage = httpx.get(f"{pool.gateway}/usage", timeout=10).json()
+    return int(usage["models"].get(model, {}).get("jobs", 0))
+
+
 def test_a_model_runs_only_on_the_servers_that_serve_it(pool: Stack) -> None:
     before = backends(pool)
+    metered = _model_jobs(pool, "final")
     views = [run(pool, model="final") for _ in range(3)]
     assert all(v["status"] == "succeeded" for v in views), views
     assert all(v["result"]["model"] == "final" for v in views)  # type: ignore[index]
@@ -120,6 +126,8 @@ def test_a_model_runs_only_on_the_servers_that_serve_it(pool: Stack) -> None:
     served = {url: int(after[url]["served"]) - int(before[url]["served"]) for url in after}
     both = next(url for url, b in after.items() if "final" in b["serves"])  # type: ignore[operator]
     assert served[both] == 3 and sum(served.values()) == 3, served
+    # Usage says which model the key's jobs ran on.
+    poll_until(lambda: _model_jobs(pool, "final") == metered + 3, timeout=10, what="usage by model")
 
 
 def test_jobs_for_an_adapter_go_to_the_server_that_has_it_loaded(pool: Stack) -> None:

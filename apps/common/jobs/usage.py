@@ -54,6 +54,12 @@ redis.call('HINCRBY', KEYS[2], t .. ':jobs', 1)
 redis.call('HINCRBY', KEYS[2], t .. ':' .. ARGV[3], 1)
 redis.call('HINCRBYFLOAT', KEYS[2], t .. ':compute_ms', ARGV[4])
 if tonumber(ARGV[7]) > 0 then redis.call('HINCRBYFLOAT', KEYS[2], t .. ':cost', ARGV[7]) end
+if ARGV[8] ~= '' then
+  local m = 'model=' .. ARGV[8]
+  redis.call('HINCRBY', KEYS[2], m .. ':jobs', 1)
+  redis.call('HINCRBYFLOAT', KEYS[2], m .. ':compute_ms', ARGV[4])
+  if tonumber(ARGV[7]) > 0 then redis.call('HINCRBYFLOAT', KEYS[2], m .. ':cost', ARGV[7]) end
+end
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('SADD', KEYS[3], ARGV[6])
 return 1
@@ -97,8 +103,19 @@ def meter_args(record: JobRecord, *, guard_ttl_s: int) -> tuple[list[str], list[
             str(USAGE_TTL_S),
             owner,
             f"{charged_cost(record):.4f}",
+            model_of(record) or "",
         ],
     )
+
+
+# Fields of a day's usage hash that count a registry model's jobs, beside the task types'.
+_MODEL_FIELD = "model="
+
+
+def model_of(record: JobRecord) -> str | None:
+    """The registry model the job ran on (set by the gateway on every type that has one)."""
+    model = record.input.get("model")
+    return model if isinstance(model, str) else None
 
 
 # The `key` label when counters are not kept per key (the default): /metrics is readable by
@@ -112,8 +129,7 @@ def count_in_metrics(record: JobRecord) -> None:
     USAGE_JOBS.labels(key, record.type, record.status.value).inc()
     USAGE_COMPUTE.labels(key, record.type).inc(compute_share_ms(record) / 1000)
     USAGE_COST.labels(key, record.type).inc(charged_cost(record))
-    model = record.input.get("model")
-    if isinstance(model, str):
+    if (model := model_of(record)) is not None:
         USAGE_MODEL_JOBS.labels(record.type, model).inc()
     for lora in record.input.get("loras") or []:
         if isinstance(lora, dict) and isinstance(lora.get("name"), str):
@@ -145,8 +161,11 @@ class TypeUsage:
 
 
 def parse_day_hash(raw: dict[str, str]) -> dict[str, TypeUsage]:
+    """A day's usage by task type (the model counts left out: `parse_day_models`)."""
     by_type: dict[str, TypeUsage] = {}
     for name, value in raw.items():
+        if name.startswith(_MODEL_FIELD):
+            continue
         task_type, _, what = name.rpartition(":")
         usage = by_type.setdefault(task_type, TypeUsage())
         if what == "jobs":
@@ -158,6 +177,16 @@ def parse_day_hash(raw: dict[str, str]) -> dict[str, TypeUsage]:
         else:
             usage.by_status[what] = int(value)
     return by_type
+
+
+def parse_day_models(raw: dict[str, str]) -> dict[str, TypeUsage]:
+    """A day's usage by registry model: jobs, compute and cost (no states)."""
+    named = {k.removeprefix(_MODEL_FIELD): v for k, v in raw.items() if k.startswith(_MODEL_FIELD)}
+    return parse_day_hash(named)
+
+
+def _model_json(usage: TypeUsage) -> dict[str, Any]:
+    return {k: v for k, v in usage.as_json().items() if k not in FINAL_STATES}
 
 
 class UsageMeter:
@@ -180,28 +209,38 @@ class UsageMeter:
         return sorted(str(owner) for owner in await self._redis.smembers(keys.USAGE_OWNERS))
 
     async def report(self, owner: str, since: date, until: date) -> dict[str, Any]:
-        """`{"key", "since", "until", "totals": {type: ...}, "days": [{"day", "types"}]}`."""
+        """`{"key", "since", "until", "totals": {type: ...}, "models": {model: ...}, "days":
+        [{"day", "types", "models"}]}`."""
         days = [since + timedelta(days=n) for n in range((until - since).days + 1)]
         async with self._redis.pipeline(transaction=False) as pipe:
             for day in days:
                 pipe.hgetall(keys.usage_key(owner, day.isoformat()))
             raws = await pipe.execute()
         totals: dict[str, TypeUsage] = {}
+        model_totals: dict[str, TypeUsage] = {}
         per_day = []
         for day, raw in zip(days, raws, strict=True):
             if not raw:
                 continue
             by_type = parse_day_hash(raw)
+            by_model = parse_day_models(raw)
             for task_type, usage in by_type.items():
                 totals.setdefault(task_type, TypeUsage()).add(usage)
+            for model, usage in by_model.items():
+                model_totals.setdefault(model, TypeUsage()).add(usage)
             per_day.append(
-                {"day": day.isoformat(), "types": {t: u.as_json() for t, u in by_type.items()}}
+                {
+                    "day": day.isoformat(),
+                    "types": {t: u.as_json() for t, u in by_type.items()},
+                    "models": {m: _model_json(u) for m, u in sorted(by_model.items())},
+                }
             )
         return {
             "key": owner,
             "since": since.isoformat(),
             "until": until.isoformat(),
             "totals": {t: u.as_json() for t, u in sorted(totals.items())},
+            "models": {m: _model_json(u) for m, u in sorted(model_totals.items())},
             "days": per_day,
         }
 
