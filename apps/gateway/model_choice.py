@@ -25,7 +25,12 @@ def with_model(given: InputT, path: str, registry: ModelRegistry) -> InputT:
         spec = registry.check(chosen.model, chosen.loras, path)
     except ChoiceRefused as exc:
         raise InvalidInput(str(exc), field=exc.field) from exc
-    update: dict[str, object] = {"model": spec.id}
+    # In one order: the same adapters given in another order are the same request (the deltas
+    # add up), so they share a fingerprint and a batch.
+    update: dict[str, object] = {
+        "model": spec.id,
+        "loras": sorted(chosen.loras, key=lambda lora: lora.name),
+    }
     if "num_inference_steps" not in given.model_fields_set:
         update["num_inference_steps"] = spec.default_steps
     if "guidance_scale" not in given.model_fields_set:

@@ -47,7 +47,13 @@ class ResultWaiter:
         except httpx.HTTPError as exc:
             log.warning("wait unavailable", task_id=task_id, error=repr(exc))
             raise WaitUnavailable(task_id) from exc
-        return response.text if response.status_code == 200 else None
+        if response.status_code == 200:
+            return response.text
+        if response.status_code == 202:  # not finished within the wait
+            return None
+        # A refusal (its Redis restarting, a secret that differs) is no answer about the job.
+        log.warning("wait refused", task_id=task_id, status=response.status_code)
+        raise WaitUnavailable(task_id)
 
     async def terminal_view(self, task_id: str, wait_s: int) -> str | None:
         """The job view (JSON text) once terminal within `wait_s`, else None."""

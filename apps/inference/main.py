@@ -126,9 +126,6 @@ def create_app(settings: InferenceSettings | None = None) -> FastAPI:
         batcher = batcher_of(request)
         if model not in batcher.models:
             raise NotFound(f"model '{model}' is not served here", field="model")
-        served = batcher.load().serves
-        if body.input.model is not None and body.input.model not in served:
-            raise NotFound(f"model '{body.input.model}' is not served here", field="input.model")
         total = body.input.num_inference_steps
         accepted = InferenceProgress(step=0, total=total).model_dump_json().encode() + b"\n"
 

@@ -23,6 +23,7 @@ from apps.balancer.settings import BalancerSettings
 from apps.common.redis.keys import fair_depth_key
 from apps.common.service.settings import CommonSettings
 from apps.common.wire.queues import PRIORITY_LANES, lane_name
+from apps.gateway.headers import MAX_PREFER_WAIT_S
 from apps.gateway.settings import GatewaySettings
 from apps.inference.settings import InferenceSettings
 from apps.notifier.settings import NotifierSettings
@@ -255,6 +256,16 @@ def test_http_services_drain_within_their_grace_period(docs: list[dict[str, Any]
         grace = float(env["FLUXGATE_SHUTDOWN_GRACE_S"])
         sleep = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
         assert 1 <= grace < spec["terminationGracePeriodSeconds"] - sleep, component(deployment)
+
+
+def test_the_gateway_outlives_the_longest_request_it_holds(docs: list[dict[str, Any]]) -> None:
+    """`/v1/images/*` and `Prefer: wait` hold a request up to MAX_PREFER_WAIT_S: a rollout that
+    cut them would have SDKs retry into a second job."""
+    [gateway] = [d for d in by_kind(docs, "Deployment").values() if component(d) == "gateway"]
+    spec = gateway["spec"]["template"]["spec"]
+    [container] = spec["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert float(env["FLUXGATE_SHUTDOWN_GRACE_S"]) > MAX_PREFER_WAIT_S
 
 
 def test_worker_groups_consume_their_queues(docs: list[dict[str, Any]]) -> None:

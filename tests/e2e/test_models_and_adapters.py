@@ -13,7 +13,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import redis
 
+from apps.common.redis import keys
 from apps.inference.pipelines.tiny import ensure_tiny_flux
 from devtools.loras import write_loras
 from devtools.procs import poll_until
@@ -114,6 +116,21 @@ def test_the_result_names_the_model_and_adapters_and_the_model_defaults_apply(
 def _model_jobs(pool: Stack, model: str) -> int:
     usage = httpx.get(f"{pool.gateway}/usage", timeout=10).json()
     return int(usage["models"].get(model, {}).get("jobs", 0))
+
+
+def test_a_record_names_only_what_differs_from_the_defaults(pool: Stack) -> None:
+    """A worker one release older refuses input fields it does not know: a job that names no
+    model and no adapter is stored as before the registry, and still says what it ran on."""
+    client = redis.Redis.from_url(pool.redis_url, decode_responses=True)
+    plain, chosen = run(pool), run(pool, model="final", loras=[{"name": "ink", "scale": 0.5}])
+    stored = [
+        json.loads(client.hget(keys.job_key(str(v["task_id"])), "input") or "{}")
+        for v in (plain, chosen)
+    ]
+    assert "model" not in stored[0] and "loras" not in stored[0], stored[0]
+    assert stored[1]["model"] == "final" and stored[1]["loras"] == [{"name": "ink", "scale": 0.5}]
+    assert plain["result"]["model"] == "draft"  # type: ignore[index]
+    assert chosen["result"]["model"] == "final"  # type: ignore[index]
 
 
 def test_a_model_runs_only_on_the_servers_that_serve_it(pool: Stack) -> None:

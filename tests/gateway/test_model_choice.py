@@ -64,3 +64,16 @@ def test_refusals_name_the_field_on_both_input_models(registry: ModelRegistry) -
 def test_a_name_that_could_climb_out_of_the_adapter_folder_is_refused_by_the_contract() -> None:
     with pytest.raises(ValueError, match="pattern"):
         FluxInput.model_validate({"prompt": "x", "loras": [{"name": "../secrets"}]})
+
+
+def test_adapters_in_another_order_are_the_same_request(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    (tmp_path / "neon.safetensors").write_bytes(b"")
+    given = [
+        FluxInput.model_validate({"prompt": "x", "width": 256, "height": 256, "loras": loras})
+        for loras in ([{"name": "neon"}, {"name": "ink"}], [{"name": "ink"}, {"name": "neon"}])
+    ]
+    chosen = [with_model(g, "", registry) for g in given]
+    assert chosen[0] == chosen[1]
+    assert [lora.name for lora in chosen[0].loras] == ["ink", "neon"]

@@ -5,11 +5,13 @@ running) and errors in OpenAI's shape from every layer."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.gateway.auth_stack import bearer
+from devtools.procs import Proc, free_port, python_module, wait_http_ok
+from tests.gateway.auth_stack import ADMIN_TOKEN, bearer
 from tests.openai.conftest import OpenAIDoor
 
 FOX = {"prompt": "a fox", "size": "64x64"}
@@ -105,3 +107,30 @@ def test_errors_of_every_layer_are_openai_shaped(door: OpenAIDoor, key: str) -> 
     # The native API keeps its own shape.
     native = httpx.post(f"{door.url}/flux", json={"prompt": ""}, headers=bearer(key))
     assert native.status_code == 422 and "type" not in native.json()["error"]
+
+
+def test_a_wait_the_notifier_refuses_is_a_503_naming_the_job_not_a_timeout(
+    door: OpenAIDoor, key: str, tmp_path: Path
+) -> None:
+    """A gateway whose internal secret the notifier does not share gets 401 on its wait: that
+    says nothing about the job, so the answer is 503 with the job's id, at once."""
+    port = free_port()
+    env = {
+        **door.stack.env,
+        "FLUXGATE_GATEWAY_PORT": str(port),
+        "FLUXGATE_AUTH": "true",
+        "FLUXGATE_ADMIN_TOKEN": ADMIN_TOKEN,
+        "FLUXGATE_INTERNAL_SECRET": "not-the-notifier-secret-" + uuid.uuid4().hex,
+    }
+    gateway = Proc("gateway-other-secret", python_module("apps.gateway"), env, tmp_path / "g.log")
+    gateway.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http_ok(f"{url}/readyz", timeout=30, proc=gateway)
+        answer = httpx.post(
+            f"{url}/v1/images/generations", json=FOX, headers=bearer(key), timeout=60
+        )
+        error = assert_openai_error(answer, 503, "server_error")
+        assert error["task_id"], error
+    finally:
+        gateway.stop()

@@ -18,6 +18,7 @@ from prometheus_client import Counter
 from apps.common.jobs.record import JobRecord
 from apps.common.redis import keys
 from apps.common.service.settings import CommonSettings, get_settings
+from apps.common.task_types import task_type
 
 ANONYMOUS_OWNER = "anonymous"
 USAGE_TTL_S = 400 * 86400
@@ -113,9 +114,14 @@ _MODEL_FIELD = "model="
 
 
 def model_of(record: JobRecord) -> str | None:
-    """The registry model the job ran on (set by the gateway on every type that has one)."""
+    """The registry model the job ran on: the one its input names, the deployment's default for
+    a type with models whose record leaves it out (`leave_out_default_choice`), else None."""
     model = record.input.get("model")
-    return model if isinstance(model, str) else None
+    if isinstance(model, str):
+        return model
+    if "model" in task_type(record.type).input_model.model_fields:
+        return get_settings(CommonSettings).model_registry().default
+    return None
 
 
 # The `key` label when counters are not kept per key (the default): /metrics is readable by
@@ -224,8 +230,8 @@ class UsageMeter:
                 continue
             by_type = parse_day_hash(raw)
             by_model = parse_day_models(raw)
-            for task_type, usage in by_type.items():
-                totals.setdefault(task_type, TypeUsage()).add(usage)
+            for type_name, usage in by_type.items():
+                totals.setdefault(type_name, TypeUsage()).add(usage)
             for model, usage in by_model.items():
                 model_totals.setdefault(model, TypeUsage()).add(usage)
             per_day.append(

@@ -3,6 +3,8 @@ their hard limits (the deployment narrows them: `apps/common/model_registry.py`)
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 # Model ids and adapter names are file-name-safe: an adapter name is a file in FLUXGATE_LORA_DIR,
@@ -27,3 +29,13 @@ def adapter_key(loras: list[LoraChoice]) -> tuple[tuple[str, float], ...]:
     """A request's adapter set as one hashable value: requests with equal keys run the model
     with the same weights (order does not matter: the LoRA deltas add up)."""
     return tuple(sorted((lora.name, float(lora.scale)) for lora in loras))
+
+
+def leave_out_default_choice(values: dict[str, Any], default_model: str) -> None:
+    """Drop `model` (when it is the deployment's default) and `loras` (when none) from a task
+    input as stored in its record: a worker one release older refuses fields it does not know,
+    and a rolling update runs both. Readers take a missing `model` as the default."""
+    if values.get("model") == default_model:
+        del values["model"]
+    if values.get("loras") == []:
+        del values["loras"]

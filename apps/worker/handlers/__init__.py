@@ -56,12 +56,13 @@ class Prepared:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def model_used(spec: FluxInput) -> dict[str, Any]:
-    """The result keys that say which model and adapters made the images (the gateway named
-    the model in the job; a job queued before the registry ran on the default)."""
-    if spec.model is None:
-        return {}
-    return {"model": spec.model, "loras": [lora.model_dump() for lora in spec.loras]}
+def model_used(spec: FluxInput, default_model: str) -> dict[str, Any]:
+    """The result keys that say which model and adapters made the images (a record leaves the
+    default model out: `leave_out_default_choice`)."""
+    return {
+        "model": spec.model or default_model,
+        "loras": [lora.model_dump() for lora in spec.loras],
+    }
 
 
 def handler_module(task_type: str) -> ModuleType:

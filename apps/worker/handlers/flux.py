@@ -24,5 +24,5 @@ def prepare(task_input: FluxInput, ctx: HandlerContext) -> Prepared:
         task_input = task_input.model_copy(update={"prompt": refined.prompt})
         extra["prompt_refinement"] = refined.method
     extra["prompt"] = task_input.prompt
-    extra.update(model_used(task_input))
+    extra.update(model_used(task_input, ctx.settings.model_registry().default))
     return Prepared("flux", InferenceRequest(task_id=ctx.task_id, input=task_input), extra)

@@ -39,5 +39,6 @@ def prepare(task_input: StyleTransferInput, ctx: HandlerContext) -> Prepared:
         image_b64=base64.b64encode(buffer.getvalue()).decode(),
         strength=task_input.strength,
     )
-    extra = {"strength": task_input.strength, **model_used(spec)}
+    default_model = ctx.settings.model_registry().default
+    extra = {"strength": task_input.strength, **model_used(spec, default_model)}
     return Prepared("style_transfer", request, extra)

@@ -1,7 +1,7 @@
 // `Fluxgate`: the client. Every call is async (the platform's fetch, WebSocket and WebCrypto).
 import { APIError, ConnectionFailed, FluxgateError, TaskCanceledError, TaskFailedError, WebSocketUnavailable } from "./errors.js";
 import { Backoff, Deadline, Dropped, FIRST_CONNECT_BUDGET_S, NotOpened, POLL_START_S, SeqFilter, eventStreamViews, nextPollDelay, sleep, socketViews, taskWsUrl, withToken, } from "./follow.js";
-import { VERSION, backoffS, errorFromResponse, resolveApiKey, resolveBaseUrl, retryAfterStatus, sameOrigin, submitHeaders, submitRequest, taskPath, unsupportedType, } from "./http.js";
+import { VERSION, backoffS, errorFromResponse, resolveApiKey, resolveBaseUrl, retryAfterStatus, sameHost, sameOrigin, submitHeaders, submitRequest, taskPath, unsupportedType, } from "./http.js";
 import { isTerminal } from "./models.js";
 export const USER_AGENT = `fluxgate-client-js/${VERSION}`;
 // A WebSocket handshake not done by then has failed (at most the client's `timeout`).
@@ -176,7 +176,12 @@ export class Fluxgate {
         }
         if ((transport === "auto" || transport === "websocket") && Ctor !== null) {
             const open = async () => {
-                const url = withToken(await this.socketUrl(taskId, options.wsUrl, deadline), this.apiKey);
+                const socket = await this.socketUrl(taskId, options.wsUrl, deadline);
+                // The key rides in the URL (browsers cannot set socket headers): only to the API's own
+                // host or a WebSocket host this client was given, never to one a response named.
+                const bases = [this.baseUrl, options.wsUrl, this.wsUrl];
+                const trusted = bases.some((base) => typeof base === "string" && sameHost(socket, base));
+                const url = withToken(socket, trusted ? this.apiKey : null);
                 return socketViews(Ctor, url, taskId, deadline, Math.min(this.timeout, WS_OPEN_TIMEOUT_S));
             };
             try {

@@ -23,6 +23,9 @@ export declare function resolveBaseUrl(baseUrl: string | undefined): string;
 export declare function resolveApiKey(apiKey: string | null | undefined): string | null;
 /** The API key goes only to our own server, never to a host named in a response. */
 export declare function sameOrigin(url: string, base: string): boolean;
+/** Whether `url` is on the host of `base`, whatever the scheme and port (an API and its
+ * WebSocket endpoint may answer on different ports of one host). */
+export declare function sameHost(url: string, base: string): boolean;
 /** `Retry-After` as seconds (a number or an HTTP date), or null when absent or unreadable. */
 export declare function parseRetryAfter(headers: Headers): number | null;
 /** The typed error for a non-2xx answer, from the server's `{"error": {...}}` body. */

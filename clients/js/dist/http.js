@@ -27,6 +27,11 @@ export function resolveApiKey(apiKey) {
 export function sameOrigin(url, base) {
     return new URL(url, base).origin === new URL(base).origin;
 }
+/** Whether `url` is on the host of `base`, whatever the scheme and port (an API and its
+ * WebSocket endpoint may answer on different ports of one host). */
+export function sameHost(url, base) {
+    return new URL(url, base).hostname === new URL(base).hostname;
+}
 /** `Retry-After` as seconds (a number or an HTTP date), or null when absent or unreadable. */
 export function parseRetryAfter(headers) {
     const value = headers.get("retry-after");

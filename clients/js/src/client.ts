@@ -25,6 +25,7 @@ import {
   resolveApiKey,
   resolveBaseUrl,
   retryAfterStatus,
+  sameHost,
   sameOrigin,
   submitHeaders,
   submitRequest,
@@ -260,7 +261,12 @@ export class Fluxgate {
     }
     if ((transport === "auto" || transport === "websocket") && Ctor !== null) {
       const open = async (): Promise<AsyncGenerator<JobView>> => {
-        const url = withToken(await this.socketUrl(taskId, options.wsUrl, deadline), this.apiKey);
+        const socket = await this.socketUrl(taskId, options.wsUrl, deadline);
+        // The key rides in the URL (browsers cannot set socket headers): only to the API's own
+        // host or a WebSocket host this client was given, never to one a response named.
+        const bases = [this.baseUrl, options.wsUrl, this.wsUrl];
+        const trusted = bases.some((base) => typeof base === "string" && sameHost(socket, base));
+        const url = withToken(socket, trusted ? this.apiKey : null);
         return socketViews(Ctor, url, taskId, deadline, Math.min(this.timeout, WS_OPEN_TIMEOUT_S));
       };
       try {

@@ -68,3 +68,14 @@ test("another key's task is not found, never shown", async () => {
   await assert.rejects(other.get(taskId), NotFoundError);
   await assert.rejects(other.wait(taskId, { transport: "websocket", timeout: 10 }), NotFoundError);
 });
+
+test("the key goes only to the API's host: a WebSocket on another host named by a response gets none", async () => {
+  const client = new Fluxgate({ baseUrl: gateway, apiKey: token });
+  const { task_id: taskId } = await client.flux(flux);
+  // The same gateway by another name: the server names its WebSocket on 127.0.0.1, which is
+  // now another host than the client's, so the socket is opened without the key (4401).
+  const elsewhere = new Fluxgate({ baseUrl: gateway.replace("127.0.0.1", "localhost"), apiKey: token });
+  assert.equal((await elsewhere.get(taskId)).task_id, taskId);
+  await assert.rejects(elsewhere.wait(taskId, { transport: "websocket", timeout: 10 }), AuthenticationError);
+  await client.cancel(taskId);
+});
