@@ -11,6 +11,7 @@ exactly the weights its requests would run alone.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import time
 import weakref
@@ -18,6 +19,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import torch
 
 from apps.common.model_registry import ModelRegistry, ModelSpec
 from apps.common.service.logging import get_logger
@@ -132,12 +135,21 @@ class ModelShelf:
 
     def _evict_models(self, keep: int) -> None:
         in_use = {binding.model_id for binding in self._bindings}
+        evicted = False
         for model_id in list(self._models):
             if len(self._models) <= max(0, keep):
-                return
+                break
             if model_id not in in_use:
                 log.info("model evicted", model=model_id)
                 del self._models[model_id]
+                evicted = True
+        if evicted:
+            # Hand the evicted weights back before the next model loads into the same memory:
+            # a pipeline's modules hold reference cycles, and CUDA's caching allocator keeps
+            # freed blocks for this process until asked.
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
     def prepare(self, model_id: str | None, loras: list[LoraChoice]) -> LoadedModel:
         """The model with `loras` loaded on it (each load counted a miss, each loaded one a hit);
