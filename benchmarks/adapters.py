@@ -24,7 +24,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from apps.common.wire.contracts import FluxInput, InferenceRequest
+from apps.common.wire.contracts import FluxInput
+from apps.common.wire.inference import InferenceRequest
 from apps.inference.pipelines.tiny import ensure_tiny_flux
 from apps.worker.balancer_client import route_headers
 from benchmarks.common import machine, summary_ms, write_result

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from apps.common.storage.local import LocalOutputStore
 from apps.common.storage.names import fixed_key
-from apps.common.wire.contracts import InferenceProgress
+from apps.common.wire.inference import InferenceProgress
 from apps.worker.previews import store_preview
 from benchmarks.common import machine, summary_ms, write_result
 from devtools.procs import start_redis, start_stack, wait_stack_ready

@@ -36,7 +36,8 @@ def _astronaut() -> Any:
 def _work(models: Path) -> dict[str, Callable[[], object]]:
     from PIL import ImageOps
 
-    from apps.common.wire.contracts import FluxInput, InferenceRequest
+    from apps.common.wire.contracts import FluxInput
+    from apps.common.wire.inference import InferenceRequest
     from apps.inference.engine import BatchItem
     from apps.inference.pipelines.flux import FluxEngine
     from apps.inference.settings import InferenceSettings

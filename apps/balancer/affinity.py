@@ -8,7 +8,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from apps.common.wire.contracts import BALANCER_ADAPTERS_HEADER, BALANCER_MODEL_HEADER
+from apps.common.wire.inference import BALANCER_ADAPTERS_HEADER, BALANCER_MODEL_HEADER
 
 # The most adapter names a request's header may list (the registry allows far fewer).
 MAX_HEADER_ADAPTERS = 16

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from apps.balancer.pool import Backend, BackendPool
 from apps.common.service.logging import get_logger
-from apps.common.wire.contracts import BackendLoad
+from apps.common.wire.inference import BackendLoad
 
 log = get_logger(__name__)
 

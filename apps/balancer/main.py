@@ -21,7 +21,7 @@ from apps.common.security.url_guard import Resolver, system_resolver
 from apps.common.service.app import create_service_app
 from apps.common.service.errors import InvalidInput, Unavailable
 from apps.common.service.settings import get_settings
-from apps.common.wire.contracts import BALANCER_WAIT_HEADER
+from apps.common.wire.inference import BALANCER_WAIT_HEADER
 
 
 def create_app(

@@ -19,7 +19,7 @@ from enum import StrEnum
 from prometheus_client import Counter, Gauge
 
 from apps.balancer.affinity import Affinity
-from apps.common.wire.contracts import BackendLoad
+from apps.common.wire.inference import BackendLoad
 
 EJECTIONS = Counter("fluxgate_balancer_ejections_total", "Backends ejected", ["backend", "reason"])
 IN_FLIGHT = Gauge("fluxgate_balancer_in_flight", "Requests in flight", ["backend"])

@@ -25,7 +25,7 @@ from prometheus_client import Counter, Histogram
 from apps.balancer.affinity import Affinity
 from apps.balancer.pool import Backend, BackendPool
 from apps.common.service.logging import get_logger
-from apps.common.wire.contracts import (
+from apps.common.wire.inference import (
     BALANCER_REFUSED_HEADER,
     BALANCER_UNREADY_HEADER,
     BalancerRefusal,

@@ -15,14 +15,10 @@ from apps.common import images
 from apps.common.service.errors import InvalidInput
 from apps.common.storage.names import is_store_ref
 from apps.common.task_types import registry
-from apps.common.wire.contracts import (
-    WORKER_ONLY_FLUX_FIELDS,
-    DeliveryFields,
-    FluxRequest,
-    StrictModel,
-)
-from apps.gateway.service import NewJob
+from apps.common.wire.contracts import DeliveryFields, FluxRequest, StrictModel
+from apps.common.wire.inference import WORKER_ONLY_FLUX_FIELDS
 from apps.gateway.settings import GatewaySettings
+from apps.gateway.submission import NewJob
 
 # Stands in for an image field's value once its bytes are set aside (the record gets a reference).
 _SET_ASIDE = "pending-upload"

@@ -11,7 +11,6 @@ import dataclasses
 import functools
 import secrets
 import time
-from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -46,16 +45,14 @@ from apps.common.service.request_context import bind_ids, current_ids
 from apps.common.storage.names import OutputStore
 from apps.common.task_types import task_type
 from apps.common.wire.contracts import (
-    WORKER_ONLY_FLUX_FIELDS,
-    DeliveryFields,
     EventKind,
     JobView,
-    StrictModel,
     TaskEvent,
     TaskStatus,
     WebhookAttempt,
     WebhookInfo,
 )
+from apps.common.wire.inference import WORKER_ONLY_FLUX_FIELDS
 from apps.common.wire.model_choice import leave_out_default_choice
 from apps.gateway.enqueue import AlreadyBound, JobQueue, NotReplicated, Refusal
 from apps.gateway.fingerprint import request_fingerprint
@@ -66,6 +63,7 @@ from apps.gateway.job_images import JobImages
 from apps.gateway.limits import KeyAdmission, retry_after_s
 from apps.gateway.model_choice import with_model
 from apps.gateway.settings import GatewaySettings
+from apps.gateway.submission import Checked, NewJob, SubmitOptions, Submitted
 
 log = get_logger(__name__)
 # A key at its cap of active jobs is told to come back after about this long.
@@ -97,46 +95,6 @@ def owner_of(caller: ApiKey | None) -> str | None:
 def scope_of(caller: ApiKey | None) -> str:
     """Whose tasks, Idempotency-Keys and usage a caller sees: its key's, or the anonymous ones."""
     return owner_of(caller) or ANONYMOUS_OWNER
-
-
-@dataclass(frozen=True)
-class Submitted:
-    record: JobRecord
-    replayed: bool
-
-
-@dataclass(frozen=True)
-class NewJob:
-    """A validated submit: the type, its input, delivery fields and the images to store."""
-
-    type: str
-    input: StrictModel
-    delivery: DeliveryFields
-    # Image field -> uploaded bytes (multipart, base64) or an http(s) URL for the worker to fetch.
-    images: dict[str, bytes | str]
-    # What an Idempotency-Key binds to: the same key with another body is a conflict.
-    idempotency_body: str
-    # Where the request carries the input's fields, for naming one in an error: under `input.`
-    # (`POST /tasks`) or at the top (`POST /flux`).
-    input_path: str = "input."
-
-
-@dataclass(frozen=True)
-class Checked:
-    """What the checks of a submit found: the record's webhook settings, what each upload is,
-    and what the job costs."""
-
-    webhook: dict[str, Any] | None
-    uploads: dict[str, ImageInfo]
-    cost: float
-
-
-@dataclass(frozen=True)
-class SubmitOptions:
-    """What the headers add to a submit."""
-
-    idempotency_key: str | None = None
-    cancel_after_s: float | None = None
 
 
 class TaskService:

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Hashable
 from concurrent.futures import ThreadPoolExecutor
 
 from apps.common.service.logging import get_logger
-from apps.common.wire.contracts import BackendLoad, InferenceError, InferenceRequest
+from apps.common.wire.inference import BackendLoad, InferenceError, InferenceRequest
 from apps.inference.engine import Engine, ItemOutcome
 from apps.inference.metrics import BATCH_IMAGES, BATCH_SECONDS, count_answer
 from apps.inference.waiting import DONE, InferenceEvent, Waiting

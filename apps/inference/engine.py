@@ -10,7 +10,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from apps.common.wire.contracts import InferenceError, InferenceRequest, InferenceResult
+from apps.common.wire.inference import InferenceError, InferenceRequest, InferenceResult
 
 
 class RequestRefused(Exception):

@@ -22,7 +22,7 @@ from apps.common.service.app import create_service_app
 from apps.common.service.errors import NotFound, Unavailable
 from apps.common.service.logging import get_logger
 from apps.common.service.settings import get_settings
-from apps.common.wire.contracts import BackendLoad, InferenceProgress, InferenceRequest
+from apps.common.wire.inference import BackendLoad, InferenceProgress, InferenceRequest
 from apps.inference.batcher import Batcher
 from apps.inference.scheduler import StepScheduler
 from apps.inference.settings import InferenceSettings

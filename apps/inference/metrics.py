@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-from apps.common.wire.contracts import InferenceResult
+from apps.common.wire.inference import InferenceResult
 
 # A pipeline call is a whole batch under the window batcher, one denoising step of one shape
 # group under the continuous scheduler.

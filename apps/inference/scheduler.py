@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from apps.common.service.logging import get_logger
-from apps.common.wire.contracts import BackendLoad, InferenceError, InferenceRequest
+from apps.common.wire.inference import BackendLoad, InferenceError, InferenceRequest
 from apps.inference.engine import ItemOutcome, RequestRefused, Retired, StepEngine, StepGroup
 from apps.inference.metrics import BATCH_IMAGES, BATCH_SECONDS, count_answer
 from apps.inference.waiting import DONE, InferenceEvent, Waiting

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from apps.common.wire.contracts import (
+from apps.common.wire.inference import (
     BackendLoad,
     InferenceError,
     InferenceProgress,

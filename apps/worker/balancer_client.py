@@ -9,7 +9,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from apps.common.model_registry import DEFAULT_MODEL_ID
 from apps.common.service.request_context import outgoing_headers
-from apps.common.wire.contracts import (
+from apps.common.wire.inference import (
     BALANCER_ADAPTERS_HEADER,
     BALANCER_MODEL_HEADER,
     BALANCER_REFUSED_HEADER,

@@ -19,16 +19,8 @@ from typing import TYPE_CHECKING
 
 from apps.common.jobs.record import JobRecord, deadline_event
 from apps.common.service.logging import get_logger
-from apps.common.wire.contracts import (
-    BalancerRefusal,
-    ErrorInfo,
-    EventKind,
-    InferenceLine,
-    InferenceRequest,
-    TaskEvent,
-    TaskStatus,
-    WaitReason,
-)
+from apps.common.wire.contracts import ErrorInfo, EventKind, TaskEvent, TaskStatus, WaitReason
+from apps.common.wire.inference import BalancerRefusal, InferenceLine, InferenceRequest
 from apps.worker.balancer_client import InferenceBusy, InferenceRetryable
 
 if TYPE_CHECKING:

@@ -11,7 +11,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from apps.common import images
 from apps.common.service.logging import get_logger
 from apps.common.storage.names import OutputStore, preview_index
-from apps.common.wire.contracts import InferenceProgress, JobPreview, OutputFormat
+from apps.common.wire.contracts import JobPreview, OutputFormat
+from apps.common.wire.inference import InferenceProgress
 
 log = get_logger(__name__)
 

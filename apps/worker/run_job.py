@@ -25,14 +25,12 @@ from apps.common.wire.contracts import (
     ErrorInfo,
     EventKind,
     ImageOutput,
-    InferenceError,
-    InferenceProgress,
-    InferenceResult,
     JobResult,
     OutputFormat,
     TaskEvent,
     TaskStatus,
 )
+from apps.common.wire.inference import InferenceError, InferenceProgress, InferenceResult
 from apps.worker.balancer_client import BalancerClient
 from apps.worker.capacity import open_when_ready
 from apps.worker.dedupe import IdenticalJobs, share_or_run, store_success

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from apps.balancer.affinity import Affinity
 from apps.balancer.pool import BackendPool
-from apps.common.wire.contracts import BALANCER_ADAPTERS_HEADER, BALANCER_MODEL_HEADER, BackendLoad
+from apps.common.wire.inference import BALANCER_ADAPTERS_HEADER, BALANCER_MODEL_HEADER, BackendLoad
 
 
 def report(

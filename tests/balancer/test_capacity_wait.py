@@ -11,7 +11,7 @@ from apps.balancer.main import create_app
 from apps.balancer.pool import BackendPool
 from apps.balancer.proxy import Forwarder
 from apps.balancer.settings import BalancerSettings
-from apps.common.wire.contracts import BALANCER_REFUSED_HEADER, BALANCER_UNREADY_HEADER, BackendLoad
+from apps.common.wire.inference import BALANCER_REFUSED_HEADER, BALANCER_UNREADY_HEADER, BackendLoad
 
 LOAD = BackendLoad(queued=0, running=0, capacity=1, queued_seconds=0, models=["flux"])
 

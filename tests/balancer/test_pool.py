@@ -8,7 +8,7 @@ import pytest
 
 from apps.balancer.discovery import DnsDiscovery
 from apps.balancer.pool import Backend, BackendPool, BackendState
-from apps.common.wire.contracts import BackendLoad
+from apps.common.wire.inference import BackendLoad
 
 
 def load(

@@ -58,7 +58,8 @@ def test_request_splits_into_input_and_delivery() -> None:
 
 
 def test_inference_requests_carry_no_worker_only_fields() -> None:
-    from apps.common.wire.contracts import FluxInput, InferenceRequest
+    from apps.common.wire.contracts import FluxInput
+    from apps.common.wire.inference import InferenceRequest
 
     request = InferenceRequest(
         task_id="t", input=FluxInput(prompt="a fox", refine_prompt=True, enable_base64_output=True)

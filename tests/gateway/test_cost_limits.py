@@ -26,8 +26,9 @@ from apps.common.wire.contracts import EventKind, FluxRequest, TaskEvent
 from apps.common.wire.queues import make_producer
 from apps.gateway.enqueue import JobQueue
 from apps.gateway.jobs_in import build_job, flux_job
-from apps.gateway.service import NewJob, SubmitOptions, TaskService
+from apps.gateway.service import TaskService
 from apps.gateway.settings import GatewaySettings
+from apps.gateway.submission import NewJob, SubmitOptions
 from tests.gateway.test_task_service import Gateway, api_key, nothing_left
 
 # Not database 0 (the session stack's) nor another test file's.

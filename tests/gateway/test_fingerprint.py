@@ -13,8 +13,8 @@ from apps.common.wire.contracts import FluxRequest
 from apps.gateway.fingerprint import request_fingerprint
 from apps.gateway.jobs_in import build_job, flux_job
 from apps.gateway.model_choice import with_model
-from apps.gateway.service import NewJob
 from apps.gateway.settings import GatewaySettings
+from apps.gateway.submission import NewJob
 
 SETTINGS = GatewaySettings()
 FOX = {"prompt": "a fox", "width": 64, "height": 64, "seed": 5}

@@ -31,8 +31,9 @@ from apps.gateway.enqueue import AlreadyBound, JobQueue
 from apps.gateway.idempotency import IdempotencyKeys, digest
 from apps.gateway.jobs_in import build_job, flux_job
 from apps.gateway.limits import KeyAdmission
-from apps.gateway.service import NewJob, SubmitOptions, TaskService
+from apps.gateway.service import TaskService
 from apps.gateway.settings import GatewaySettings
+from apps.gateway.submission import NewJob, SubmitOptions
 
 # A database of its own: the session stack's worker consumes the lanes of database 0.
 OWN_DB = 10

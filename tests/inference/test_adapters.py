@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from apps.common.wire.contracts import FluxInput, InferenceError, InferenceRequest, InferenceResult
+from apps.common.wire.contracts import FluxInput
+from apps.common.wire.inference import InferenceError, InferenceRequest, InferenceResult
 from apps.inference.engine import BatchItem, RequestRefused
 from apps.inference.pipelines.flux import FluxEngine
 from apps.inference.pipelines.tiny import ensure_tiny_flux

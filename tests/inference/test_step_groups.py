@@ -15,12 +15,8 @@ import torch
 from diffusers import FluxPipeline, FluxTransformer2DModel
 from PIL import Image
 
-from apps.common.wire.contracts import (
-    FluxInput,
-    InferenceError,
-    InferenceRequest,
-    InferenceResult,
-)
+from apps.common.wire.contracts import FluxInput
+from apps.common.wire.inference import InferenceError, InferenceRequest, InferenceResult
 from apps.inference.engine import BatchItem, ItemOutcome
 from apps.inference.pipelines.flux import FluxEngine
 from apps.inference.pipelines.tiny import ensure_tiny_flux

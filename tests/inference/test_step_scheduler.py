@@ -11,12 +11,8 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from apps.common.wire.contracts import (
-    FluxInput,
-    InferenceError,
-    InferenceRequest,
-    InferenceResult,
-)
+from apps.common.wire.contracts import FluxInput
+from apps.common.wire.inference import InferenceError, InferenceRequest, InferenceResult
 from apps.inference.engine import BatchItem, ItemOutcome, Retired
 from apps.inference.scheduler import StepScheduler
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from apps.common.wire.contracts import FluxInput, InferenceRequest, InferenceResult
+from apps.common.wire.contracts import FluxInput
+from apps.common.wire.inference import InferenceRequest, InferenceResult
 from apps.inference.engine import BatchItem
 from apps.inference.pipelines.flux import FluxEngine
 from apps.inference.pipelines.tiny import ensure_tiny_flux, tiny_flux_dir

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 
 from apps.balancer.affinity import Affinity
-from apps.common.wire.contracts import (
+from apps.common.wire.contracts import FluxInput
+from apps.common.wire.inference import (
     BALANCER_ADAPTERS_HEADER,
     BALANCER_MODEL_HEADER,
-    FluxInput,
     InferenceRequest,
 )
 from apps.worker.balancer_client import route_headers

@@ -18,13 +18,8 @@ from PIL import Image
 from apps.common.jobs.record import new_job
 from apps.common.storage.local import LocalOutputStore
 from apps.common.storage.names import fixed_key
-from apps.common.wire.contracts import (
-    EventKind,
-    InferenceImage,
-    InferenceProgress,
-    InferenceResult,
-    TaskEvent,
-)
+from apps.common.wire.contracts import EventKind, TaskEvent
+from apps.common.wire.inference import InferenceImage, InferenceProgress, InferenceResult
 from apps.worker.balancer_client import BalancerClient
 from apps.worker.previews import ProgressGate, store_preview
 from apps.worker.run_job import JobDeps, run_job

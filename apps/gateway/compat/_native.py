@@ -10,7 +10,8 @@ from apps.common.task_types import task_type
 from apps.common.wire.contracts import JobView
 from apps.gateway.deps import GatewayState
 from apps.gateway.jobs_in import build_job
-from apps.gateway.service import SubmitOptions, TaskService
+from apps.gateway.service import TaskService
+from apps.gateway.submission import SubmitOptions
 
 
 async def submit(

@@ -10,8 +10,8 @@ from apps.common.wire.contracts import SubmitAnswer
 from apps.gateway.deps import gateway_state
 from apps.gateway.headers import parse_cancel_after, parse_prefer_wait
 from apps.gateway.idempotency import IdempotencyKeys
-from apps.gateway.service import NewJob, SubmitOptions
 from apps.gateway.settings import GatewaySettings
+from apps.gateway.submission import NewJob, SubmitOptions
 
 SUBMIT_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {"description": "idempotent replay, or the finished view with `Prefer: wait=N`"},

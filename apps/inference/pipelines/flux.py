@@ -17,13 +17,12 @@ from PIL import Image
 from apps.common import images
 from apps.common.model_registry import model_registry
 from apps.common.service.logging import get_logger
-from apps.common.wire.contracts import (
-    FluxInput,
+from apps.common.wire.contracts import FluxInput, OutputFormat
+from apps.common.wire.inference import (
     InferenceError,
     InferenceImage,
     InferenceRequest,
     InferenceResult,
-    OutputFormat,
 )
 from apps.common.wire.model_choice import LoraChoice, adapter_key
 from apps.inference.engine import BatchItem, ItemOutcome, RequestRefused

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from diffusers.pipelines.flux.pipeline_flux import retrieve_timesteps
 
-from apps.common.wire.contracts import InferenceRequest
+from apps.common.wire.inference import InferenceRequest
 from apps.inference.pipelines.flux_denoise import (
     encode_prompts,
     flux_sigmas,

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from apps.common.service.logging import get_logger
-from apps.common.wire.contracts import InferenceError, InferenceRequest
+from apps.common.wire.inference import InferenceError, InferenceRequest
 from apps.inference.engine import BatchItem, ItemOutcome, Retired
 from apps.inference.metrics import PREVIEW_SECONDS
 from apps.inference.pipelines.flux_denoise import (

@@ -16,7 +16,8 @@ from typing import Any
 
 from PIL import Image
 
-from apps.common.wire.contracts import FluxInput, InferenceRequest
+from apps.common.wire.contracts import FluxInput
+from apps.common.wire.inference import InferenceRequest
 from apps.worker.errors import JobFailed
 from apps.worker.settings import WorkerSettings
 

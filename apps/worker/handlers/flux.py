@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from apps.common.wire.contracts import FluxInput, InferenceRequest
+from apps.common.wire.contracts import FluxInput
+from apps.common.wire.inference import InferenceRequest
 from apps.worker.handlers import HandlerContext, Prepared, model_used
 from apps.worker.handlers.prompt_refine import refine
 

@@ -8,7 +8,8 @@ import io
 from PIL import Image
 
 from apps.common.task_types.style_transfer import StyleTransferInput, output_size
-from apps.common.wire.contracts import FluxInput, InferenceRequest
+from apps.common.wire.contracts import FluxInput
+from apps.common.wire.inference import InferenceRequest
 from apps.worker.handlers import HandlerContext, Prepared, model_used
 
 TASK_TYPE = "style_transfer"

@@ -35,7 +35,8 @@ from apps.gateway.deps import GatewayState, gateway_state
 from apps.gateway.headers import CANCEL_AFTER_PATTERN, parse_prefer_wait
 from apps.gateway.idempotency import KEY_PATTERN
 from apps.gateway.routes._submit import submit_options
-from apps.gateway.service import NewJob, TaskService
+from apps.gateway.service import TaskService
+from apps.gateway.submission import NewJob
 from apps.gateway.waiter import ClientGone, WaitUnavailable
 
 router = APIRouter(prefix="/v1/images", tags=["OpenAI Images API"])

@@ -16,8 +16,8 @@ from apps.common.service.errors import FluxgateError, InvalidInput
 from apps.common.service.http import validation_error_body
 from apps.common.wire.contracts import FluxRequest, StrictModel
 from apps.gateway.jobs_in import build_job, flux_job
-from apps.gateway.service import NewJob
 from apps.gateway.settings import GatewaySettings
+from apps.gateway.submission import NewJob
 
 _SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 # A native field an error names -> the OpenAI parameter the client sent it as.
