@@ -17,7 +17,6 @@ import os
 import random
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
@@ -28,7 +27,7 @@ from apps.common.wire.contracts import FluxInput
 from apps.common.wire.inference import InferenceRequest
 from apps.inference.pipelines.tiny import ensure_tiny_flux
 from apps.worker.balancer_client import route_headers
-from benchmarks.common import machine, summary_ms, write_result
+from benchmarks.common import machine, summary_ms, timed_inference, write_result
 from devtools.loras import write_loras
 from devtools.procs import Proc, free_port, poll_until, python_module, wait_http_ok
 
@@ -65,22 +64,12 @@ async def one_request(
 ) -> float | None:
     request = inference_request(i, adapter)
     headers = {"content-type": "application/json", **route_headers(request, "default")}
-    started = time.perf_counter()
-    last = ""
-    try:
-        async with client.stream(
-            "POST",
-            f"{balancer}/v1/infer/flux",
-            content=request.wire_json(default_model="default"),
-            headers={**headers, "x-fluxgate-wait-s": "60"},
-        ) as response:
-            if response.status_code != 200:
-                return None
-            async for line in response.aiter_lines():
-                last = line or last
-    except httpx.HTTPError:
-        return None
-    return (time.perf_counter() - started) * 1000 if '"type":"result"' in last else None
+    return await timed_inference(
+        client,
+        f"{balancer}/v1/infer/flux",
+        content=request.wire_json(default_model="default"),
+        headers={**headers, "x-fluxgate-wait-s": "60"},
+    )
 
 
 async def block(

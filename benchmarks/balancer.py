@@ -16,14 +16,13 @@ import os
 import signal
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import machine, summary_ms, write_result
+from benchmarks.common import machine, summary_ms, timed_inference, write_result
 from devtools.procs import (
     Proc,
     free_port,
@@ -55,17 +54,7 @@ def request_body(i: int) -> dict[str, object]:
 
 
 async def one_request(client: httpx.AsyncClient, balancer: str, i: int) -> float | None:
-    started = time.perf_counter()
-    last = ""
-    try:
-        async with client.stream("POST", f"{balancer}/v1/infer/flux", json=request_body(i)) as resp:
-            if resp.status_code != 200:
-                return None
-            async for line in resp.aiter_lines():
-                last = line or last
-    except httpx.HTTPError:
-        return None
-    return (time.perf_counter() - started) * 1000 if '"type":"result"' in last else None
+    return await timed_inference(client, f"{balancer}/v1/infer/flux", json=request_body(i))
 
 
 async def block(

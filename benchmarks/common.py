@@ -6,8 +6,11 @@ import json
 import os
 import platform
 import statistics
+import time
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -50,3 +53,19 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path
+
+
+async def timed_inference(client: httpx.AsyncClient, url: str, **request: Any) -> float | None:
+    """Milliseconds from sending one streamed inference request (`POST url`, with httpx's
+    `content=`/`json=`/`headers=`) to its result line; None when it got none."""
+    started = time.perf_counter()
+    last = ""
+    try:
+        async with client.stream("POST", url, **request) as response:
+            if response.status_code != 200:
+                return None
+            async for line in response.aiter_lines():
+                last = line or last
+    except httpx.HTTPError:
+        return None
+    return (time.perf_counter() - started) * 1000 if '"type":"result"' in last else None
