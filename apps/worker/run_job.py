@@ -179,10 +179,11 @@ def _run_on_inference(
     if opened is None:
         return
     first, lines = opened
-    if record.status is TaskStatus.QUEUED:
-        deps.events.send(TaskEvent(task_id=task_id, event=EventKind.STARTED))
     polled_at = -math.inf
     try:
+        # Inside the try: a `started` that cannot be written closes the stream on its way out.
+        if record.status is TaskStatus.QUEUED:
+            deps.events.send(TaskEvent(task_id=task_id, event=EventKind.STARTED))
         for line in itertools.chain([first], lines):
             if isinstance(line, InferenceProgress):
                 # Asked at most every _CANCEL_POLL_S, as a handler does: a Redis round trip
