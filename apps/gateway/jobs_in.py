@@ -15,8 +15,9 @@ from apps.common import images
 from apps.common.service.errors import InvalidInput
 from apps.common.storage.names import is_store_ref
 from apps.common.task_types import registry
-from apps.common.wire.contracts import DeliveryFields, FluxRequest, StrictModel
+from apps.common.wire.contracts import DeliveryFields, FluxRequest
 from apps.common.wire.inference import WORKER_ONLY_FLUX_FIELDS
+from apps.common.wire.model_choice import choice_at_default
 from apps.gateway.settings import GatewaySettings
 from apps.gateway.submission import NewJob
 
@@ -76,7 +77,7 @@ def build_job(body: object, uploads: dict[str, bytes], settings: GatewaySettings
     fingerprint = {
         "type": spec.name,
         "input": {
-            **validated.model_dump(mode="json", exclude=_model_fields_at_default(validated)),
+            **validated.model_dump(mode="json", exclude=choice_at_default(dict(validated))),
             **{
                 k: hashlib.sha256(v).hexdigest()
                 for k, v in image_values.items()
@@ -138,21 +139,9 @@ def flux_job(body: FluxRequest) -> NewJob:
         idempotency_body=body.model_dump_json(
             exclude={k for k in WORKER_ONLY_FLUX_FIELDS if getattr(body, k) is False}
             | _new_fields_at_default(body)
-            | _model_fields_at_default(body)
+            | choice_at_default(dict(body))
         ),
     )
-
-
-def _model_fields_at_default(task_input: StrictModel) -> set[str]:
-    """`model` and `loras` (newer than the model registry) when not given: left out of the body
-    an Idempotency-Key binds to, for the same reason as `_new_fields_at_default`."""
-    fields = type(task_input).model_fields
-    left_out = set()
-    if "model" in fields and getattr(task_input, "model", None) is None:
-        left_out.add("model")
-    if "loras" in fields and not getattr(task_input, "loras", None):
-        left_out.add("loras")
-    return left_out
 
 
 def _new_fields_at_default(delivery: DeliveryFields) -> set[str]:

@@ -53,7 +53,7 @@ from apps.common.wire.contracts import (
     WebhookInfo,
 )
 from apps.common.wire.inference import WORKER_ONLY_FLUX_FIELDS
-from apps.common.wire.model_choice import leave_out_default_choice
+from apps.common.wire.model_choice import choice_at_default
 from apps.gateway.enqueue import AlreadyBound, JobQueue, NotReplicated, Refusal
 from apps.gateway.fingerprint import request_fingerprint
 from apps.gateway.idempotency import TTL_S as IDEMPOTENCY_TTL_S
@@ -269,7 +269,8 @@ class TaskService:
             # Left out at their defaults, so a worker one release older reads the record.
             if task_input.get(name) is False:
                 del task_input[name]
-        leave_out_default_choice(task_input, self._models.default)
+        for name in choice_at_default(task_input, self._models.default):
+            del task_input[name]
         if "seed" in task_input and task_input["seed"] is None:
             # Fixed at submit so a rerun after a crash makes the same image.
             task_input["seed"] = secrets.randbelow(2**32)

@@ -115,7 +115,7 @@ _MODEL_FIELD = "model="
 
 def model_of(record: JobRecord) -> str | None:
     """The registry model the job ran on: the one its input names, the deployment's default for
-    a type with models whose record leaves it out (`leave_out_default_choice`), else None."""
+    a type with models whose record leaves it out (`choice_at_default`), else None."""
     model = record.input.get("model")
     if isinstance(model, str):
         return model

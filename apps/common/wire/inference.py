@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from apps.common.wire.contracts import FluxInput, StrictModel
+from apps.common.wire.model_choice import choice_at_default
 
 # --- gateway <-> inference (through the balancer) -----------------------------------------------
 
@@ -52,8 +53,7 @@ class InferenceRequest(StrictModel):
         it is not the deployment's `default_model`, adapters only when any, for the same
         reason."""
         left_out = WORKER_ONLY_FLUX_FIELDS | (set() if self.input.preview else {"preview"})
-        left_out |= set() if self.input.loras else {"loras"}
-        left_out |= {"model"} if self.input.model in (None, default_model) else set()
+        left_out |= choice_at_default(dict(self.input), default_model)
         return self.model_dump_json(exclude={"input": left_out}, exclude_none=True)
 
     @model_validator(mode="after")

@@ -3,6 +3,7 @@ their hard limits (the deployment narrows them: `apps/common/model_registry.py`)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,11 +32,15 @@ def adapter_key(loras: list[LoraChoice]) -> tuple[tuple[str, float], ...]:
     return tuple(sorted((lora.name, float(lora.scale)) for lora in loras))
 
 
-def leave_out_default_choice(values: dict[str, Any], default_model: str) -> None:
-    """Drop `model` (when it is the deployment's default) and `loras` (when none) from a task
-    input as stored in its record: a worker one release older refuses fields it does not know,
-    and a rolling update runs both. Readers take a missing `model` as the default."""
-    if values.get("model") == default_model:
-        del values["model"]
-    if values.get("loras") == []:
-        del values["loras"]
+def choice_at_default(values: Mapping[str, Any], default_model: str | None = None) -> set[str]:
+    """The choice fields an input leaves out wherever it is stored or sent (its record, the
+    model server's request, the body an Idempotency-Key binds to): `model` when not given or
+    the deployment's `default_model`, `loras` when none. A process one release older refuses
+    fields it does not know, and a rolling update runs both; readers take a missing `model` as
+    the default."""
+    left_out = set()
+    if "model" in values and values["model"] in (None, default_model):
+        left_out.add("model")
+    if "loras" in values and not values["loras"]:
+        left_out.add("loras")
+    return left_out

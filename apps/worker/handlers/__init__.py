@@ -59,7 +59,7 @@ class Prepared:
 
 def model_used(spec: FluxInput, default_model: str) -> dict[str, Any]:
     """The result keys that say which model and adapters made the images (a record leaves the
-    default model out: `leave_out_default_choice`)."""
+    default model out: `choice_at_default`)."""
     return {
         "model": spec.model or default_model,
         "loras": [lora.model_dump() for lora in spec.loras],
