@@ -56,6 +56,10 @@ class InferenceRequest(StrictModel):
         left_out |= choice_at_default(dict(self.input), default_model)
         return self.model_dump_json(exclude={"input": left_out}, exclude_none=True)
 
+    def image_seeds(self) -> list[int]:
+        """Each image's seed: the request's, then one more per image (no seed counts as 0)."""
+        return [(self.input.seed or 0) + i for i in range(self.input.num_images)]
+
     @model_validator(mode="after")
     def _image_with_strength(self) -> InferenceRequest:
         if (self.image_b64 is None) != (self.strength is None):

@@ -292,9 +292,7 @@ class FluxEngine:
             Rows(
                 prompt=item.request.input.prompt,
                 negative_prompt=item.request.input.negative_prompt,
-                seeds=[
-                    (item.request.input.seed or 0) + i for i in range(item.request.input.num_images)
-                ],
+                seeds=item.request.image_seeds(),
                 on_step=item.on_step,
                 init_image=_decode_init_image(item.request, first.width, first.height),
             )

@@ -19,7 +19,6 @@ import torch
 from apps.common.service.logging import get_logger
 from apps.common.wire.inference import InferenceError, InferenceRequest
 from apps.inference.engine import BatchItem, ItemOutcome, Retired
-from apps.inference.metrics import PREVIEW_SECONDS
 from apps.inference.pipelines.flux_denoise import (
     TRUE_CFG_SCALE,
     decode_images,
@@ -125,7 +124,8 @@ class FluxStepGroup:
         if not ready:
             return refused
         members = [
-            _Member(item, _seeds(item.request), self._total(item.request)) for item, _ in ready
+            _Member(item, item.request.image_seeds(), self._total(item.request))
+            for item, _ in ready
         ]
         # Prompts the scheduler had encoded while the request waited are not encoded again.
         fresh = [m.item.request for m in members if not isinstance(m.item.encoded, EncodedPrompt)]
@@ -194,7 +194,7 @@ class FluxStepGroup:
         request = item.request
         steps = request.input.num_inference_steps
         scheduler, timesteps, sigmas = self._schedules.of(steps)
-        seeds = _seeds(request)
+        seeds = request.image_seeds()
         # CPU generators, one per image: a seed gives the same noise alone, in a batch, anywhere.
         generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
         start = 0
@@ -331,18 +331,12 @@ class FluxStepGroup:
             row += member.rows
         if not due:
             return {}
-        started = time.perf_counter()
-        at = torch.tensor([r for _, r in due], device=latents.device)
-        try:
-            estimate = (
-                latents.index_select(0, at).float()
-                - sigma.index_select(0, at)[:, None, None] * noise.index_select(0, at).float()
-            )
-            images = self._previewer.render(estimate, self.shape.width, self.shape.height)
-        except Exception:  # a preview is a nicety: its failure must not fail the step
-            log.warning("previews failed", rows=len(due), exc_info=True)
+        rows = [r for _, r in due]
+        images = self._previewer.estimates(
+            latents, sigma, noise, rows, self.shape.width, self.shape.height
+        )
+        if images is None:
             return {}
-        PREVIEW_SECONDS.observe(time.perf_counter() - started)
         return {id(member): image for (member, _), image in zip(due, images, strict=True)}
 
     # --- leaving --------------------------------------------------------------------------------
@@ -428,10 +422,6 @@ class FluxStepGroup:
         retired = [Retired(m.item, _constant(error)) for m in self._members]
         self._keep([])
         return retired
-
-
-def _seeds(request: InferenceRequest) -> list[int]:
-    return [(request.input.seed or 0) + i for i in range(request.input.num_images)]
 
 
 def _constant(outcome: ItemOutcome) -> Callable[[], ItemOutcome]:

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from apps.common.service.logging import get_logger
+from apps.inference.metrics import PREVIEW_SECONDS
+
+log = get_logger(__name__)
 
 # Enough pixels for a stable fit of (channels + 1) x 3 numbers; small enough to decode in a blink.
 _FIT_LATENTS = 2
@@ -48,6 +54,31 @@ class LatentPreviewer:
         weight = solution[:channels].T.float().to(device)
         bias = solution[channels].float().to(device)
         return cls(weight, bias, pipe.vae_scale_factor)
+
+    def estimates(
+        self,
+        latents: torch.Tensor,
+        sigma: torch.Tensor,
+        noise: torch.Tensor,
+        rows: list[int],
+        width: int,
+        height: int,
+    ) -> list[str] | None:
+        """Previews of `rows`' current estimate of their final latents (x0 = x_t - sigma * v,
+        flow matching); None, logged, when they fail: a preview must not fail its step."""
+        started = time.perf_counter()
+        at = torch.tensor(rows, device=latents.device)
+        try:
+            estimate = (
+                latents.index_select(0, at).float()
+                - sigma.index_select(0, at)[:, None, None] * noise.index_select(0, at).float()
+            )
+            images = self.render(estimate, width, height)
+        except Exception:
+            log.warning("previews failed", rows=len(rows), exc_info=True)
+            return None
+        PREVIEW_SECONDS.observe(time.perf_counter() - started)
+        return images
 
     def render(self, packed: torch.Tensor, width: int, height: int) -> list[str]:
         """One WebP (base64) per row of `packed` (rows, tokens, channels x 4)."""
