@@ -32,20 +32,31 @@ end
 # the same ids scored by cost (`cost_key`; the job store removes an ending job from both).
 # `has_room` says whether one more job of `cost` fits: true, or false and why, 'cap' (the number)
 # or 'cost' (the sum, with `max_cost` nil for no cap). Entries older than the job TTL, records that
-# expired without ending, are dropped first, and the companion keeps only ids still in the set, so
-# both heal themselves. `start_job` adds one to both (`cost` as given, a string, since numbers
-# passed to redis.call become integers). Checked before the rate is charged, so a refusal for a
-# cap spends no token of the key's bucket.
+# expired without ending, are dropped from both first, so both heal themselves. Its cost is that of
+# the entries it drops (none, nearly always), not of the set's size: it runs on every submit, and a
+# key with thousands of jobs queued made an intersection of both sets cost a millisecond of
+# Redis's one thread per submit. Only a cost cap sums the costs (at most `max_active` of them).
+# `start_job` adds one to both (`cost` as given, a string, since numbers passed to redis.call
+# become integers). Checked before the rate is charged, so a refusal for a cap spends no token of
+# the key's bucket.
 ACTIVE_CAP_FN = """
 local function has_room(key, cost_key, max_active, max_cost, cost, now, ttl)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - ttl)
-  if redis.call('ZCARD', key) >= max_active then return false, 'cap' end
-  -- Each kept score is cost x 1 + created time x 0; ids no longer in the set are dropped.
-  redis.call('ZINTERSTORE', cost_key, 2, cost_key, key, 'WEIGHTS', 1, 0)
+  while true do
+    local stale = redis.call('ZRANGEBYSCORE', key, '-inf', now - ttl, 'LIMIT', 0, 500)
+    if #stale == 0 then break end
+    redis.call('ZREM', key, unpack(stale))
+    redis.call('ZREM', cost_key, unpack(stale))
+  end
+  local active = redis.call('ZCARD', key)
+  if active >= max_active then return false, 'cap' end
   if max_cost then
     local total = 0
-    local costs = redis.call('ZRANGE', cost_key, 0, -1, 'WITHSCORES')
-    for i = 2, #costs, 2 do total = total + tonumber(costs[i]) end
+    if active > 0 then
+      local costs = redis.call('ZRANGE', cost_key, 0, -1, 'WITHSCORES')
+      for i = 2, #costs, 2 do total = total + tonumber(costs[i]) end
+    else
+      redis.call('DEL', cost_key)
+    end
     -- A hair of slack: sums of decimal costs are not exact in binary.
     if total + cost > max_cost + 1e-9 then return false, 'cost' end
   end
