@@ -3,6 +3,8 @@ own packer writes, for every kind of argument the services send, and it refuses 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from redis.asyncio.connection import Connection
 from redis.exceptions import DataError
@@ -19,12 +21,12 @@ ARGUMENTS = [
 ]
 
 
-def packed(connection: Connection, args: tuple[object, ...]) -> bytes:
+def packed(connection: Connection, args: tuple[Any, ...]) -> bytes:
     return b"".join(bytes(part) for part in connection.pack_command(*args))
 
 
 @pytest.mark.parametrize("args", ARGUMENTS, ids=lambda a: str(a[0]))
-def test_lean_packing_equals_redis_pys(args: tuple[object, ...]) -> None:
+def test_lean_packing_equals_redis_pys(args: tuple[Any, ...]) -> None:
     client = async_redis("redis://127.0.0.1:1/0")
     lean = client.connection_pool.connection_class()
     assert type(lean) is not Connection and isinstance(lean, Connection)
@@ -32,7 +34,7 @@ def test_lean_packing_equals_redis_pys(args: tuple[object, ...]) -> None:
 
 
 @pytest.mark.parametrize("bad", [None, True, object()])
-def test_lean_packing_refuses_what_redis_py_refuses(bad: object) -> None:
+def test_lean_packing_refuses_what_redis_py_refuses(bad: Any) -> None:
     lean = async_redis("redis://127.0.0.1:1/0").connection_pool.connection_class()
     with pytest.raises(DataError):
         lean.pack_command("SET", "k", bad)
