@@ -21,6 +21,7 @@ from apps.common.jobs.announce import Announcer
 from apps.common.jobs.store import JobStore
 from apps.common.redis.client import async_redis
 from apps.common.security.apikeys import KeyStore
+from apps.common.security.key_cache import KeyCache
 from apps.common.service.app import create_service_app, redis_ready
 from apps.common.service.errors import NotFound
 from apps.common.service.logging import get_logger
@@ -100,19 +101,28 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             fair_ready=settings.fair_share_ready if settings.fair_share else None,
         )
         http = httpx.AsyncClient(limits=httpx.Limits(max_connections=None))
+        key_cache = (
+            KeyCache(client, max_age_s=settings.gateway_key_cache_s)
+            if settings.auth and settings.gateway_key_cache_s > 0
+            else None
+        )
         GatewayState(
             settings=settings,
             redis=client,
-            keys=KeyStore(client),
+            keys=KeyStore(client, key_cache),
             service=TaskService(store, queue, client, announcer, settings, outputs),
             waiter=ResultWaiter(http, settings.notifier_url, settings.internal_secret),
             event_relay=EventRelay(http, settings.notifier_url, settings.internal_secret),
         ).install(app)
-        sweeper = asyncio.create_task(sweep_outputs(outputs, settings))
+        background = [asyncio.create_task(sweep_outputs(outputs, settings))]
+        if key_cache is not None:
+            background.append(asyncio.create_task(key_cache.run()))
         try:
             yield
         finally:
-            sweeper.cancel()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             producer.close()
             await http.aclose()
             await client.aclose()

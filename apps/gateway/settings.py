@@ -25,6 +25,10 @@ class GatewaySettings(CommonSettings):
     gateway_decode_concurrency: int = Field(default=2, ge=1)
     # How often outputs older than the job TTL are removed from the output store.
     gateway_output_sweep_interval_s: float = Field(default=3600, gt=0)
+    # With auth on, API keys already read are kept while Redis tracks their records (a change
+    # by anyone empties the cache at once: apps/common/security/key_cache.py), for at most this
+    # many seconds each; 0 reads the key from Redis on every request.
+    gateway_key_cache_s: float = Field(default=60.0, ge=0)
     # Durability of an acknowledged submit (docs/durability.md): with N > 0 the gateway answers
     # 202 only once N Redis replicas have the job (`WAIT`), else 503 naming the task; a retry
     # with the same Idempotency-Key answers that task.

@@ -33,7 +33,8 @@ def async_redis(
         socket_timeout=socket_timeout_s,
     )
     pool.connection_class = _lean(pool.connection_class)
-    return aioredis.Redis(connection_pool=pool)
+    # The client owns its pool: closing it closes the pool's connections too.
+    return aioredis.Redis.from_pool(pool)
 
 
 class _LeanCommands(AbstractConnection):

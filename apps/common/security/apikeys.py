@@ -16,9 +16,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from apps.common.redis import keys
+from apps.common.security.key_cache import KeyCache
 
 TOKEN_PREFIX = "fg_"  # noqa: S105
 # After a rotation the previous webhook secret keeps signing for this long (both are sent).
@@ -52,7 +53,9 @@ def new_webhook_secret() -> str:
 
 
 class ApiKey(BaseModel):
-    """A key as stored (never the token)."""
+    """A key as stored (never the token). Frozen: a cached key is shared by requests."""
+
+    model_config = ConfigDict(frozen=True)
 
     id: str
     name: str
@@ -94,8 +97,10 @@ UPDATABLE = frozenset({"rate_per_s", "burst", "max_active", "max_cost", "weight"
 
 
 class KeyStore:
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, cache: KeyCache | None = None) -> None:
+        """`cache`: keys already read, for `authenticate` (`key_cache.py`)."""
         self._redis = client
+        self._cache = cache
 
     async def create(
         self,
@@ -130,8 +135,18 @@ class KeyStore:
     async def authenticate(self, token: str) -> ApiKey | None:
         if not token.startswith(TOKEN_PREFIX):
             return None
-        raw = await self._redis.get(keys.apikey_key(token_digest(token)))
-        return None if raw is None else ApiKey.model_validate_json(raw)
+        digest = token_digest(token)
+        cache = self._cache
+        if cache is not None and (cached := cache.get(digest)) is not None:
+            return cached
+        generation = 0 if cache is None else cache.generation
+        raw = await self._redis.get(keys.apikey_key(digest))
+        if raw is None:
+            return None
+        key = ApiKey.model_validate_json(raw)
+        if cache is not None:
+            cache.put(digest, key, generation)
+        return key
 
     async def by_id(self, key_id: str) -> ApiKey | None:
         digest = await self._redis.get(keys.apikey_id_key(key_id))
