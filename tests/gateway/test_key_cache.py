@@ -101,10 +101,7 @@ def test_any_change_by_any_client_is_seen_at_once(own_redis: str) -> None:
             # Revoked by another process.
             other.delete(record)
 
-            async def refused() -> bool:
-                return await store.authenticate(token) is None
-
-            await until(refused, "the revocation")
+            await until(refused_token(store, token), "the revocation")
 
             # A flush drops everything.
             _, second = await store.create(name="beta", rate_per_s=5, burst=5, max_active=5)
