@@ -84,6 +84,8 @@ class Servers:
             **stack_env(redis_url, tmp, ports),
             "FLUXGATE_AUTH": "true",
             "FLUXGATE_ADMIN_TOKEN": ADMIN_TOKEN,
+            # As deployed: the chart's default (`logJson: true`), one JSON access line a submit.
+            "FLUXGATE_LOG_JSON": "true",
             "BENCH_REDIS_URL": redis_url,
         }
         self.procs = {
