@@ -43,8 +43,34 @@ from apps.worker.settings import WorkerSettings
 
 log = get_logger(__name__)
 
-# How often a running handler may ask Redis whether its job was canceled.
+# How often a running job may ask Redis whether it was canceled: a Redis round trip per step
+# cost a fast model's job more than its steps.
 _CANCEL_POLL_S = 0.1
+
+
+class CancelWatch:
+    """Whether a running job was asked to stop: Redis is asked at most every _CANCEL_POLL_S, and
+    a reason once seen is kept. Handlers and inference streams share it."""
+
+    def __init__(self, store: SyncJobStore, task_id: str) -> None:
+        self._store = store
+        self._task_id = task_id
+        self._polled_at = -math.inf
+        self._reason: str | None = None
+
+    def reason(self) -> str | None:
+        now = time.monotonic()
+        if self._reason is None and now - self._polled_at >= _CANCEL_POLL_S:
+            self._polled_at = now
+            self._reason = self._store.cancel_reason(self._task_id)
+        return self._reason
+
+
+def progress_percent(done: float, total: float = 1) -> int:
+    """A running job's progress (`done` of `total`: steps, or a fraction of 1) as the event's
+    percent: 100 belongs to success, since a finished last step still has decoding and storing
+    to do. Integers stay integer arithmetic (29 of 100 steps is 29, not 28.99...)."""
+    return max(0, min(99, int(done * 100 // total)))
 
 
 @dataclass
@@ -133,27 +159,19 @@ def _succeeded(record: JobRecord, result: JobResult, deps: JobDeps) -> None:
 
 def _context(record: JobRecord, deps: JobDeps) -> HandlerContext:
     task_id = record.task_id
-    last_progress_at = 0.0
-    last_poll_at = 0.0
-    stopped = False
+    gate = ProgressGate(deps.progress_interval_s, deps.preview_interval_s)
+    watch = CancelWatch(deps.store, task_id)
 
     def progress(fraction: float) -> None:
-        nonlocal last_progress_at
-        now = time.monotonic()
-        if now - last_progress_at < deps.progress_interval_s:
-            return
-        last_progress_at = now
-        # 100 belongs to success: the outputs still have to be stored.
-        percent = max(0, min(99, int(fraction * 100)))
-        deps.events.send(TaskEvent(task_id=task_id, event=EventKind.PROGRESS, progress=percent))
+        if gate.admit(time.monotonic(), has_preview=False).send:
+            deps.events.send(
+                TaskEvent(
+                    task_id=task_id, event=EventKind.PROGRESS, progress=progress_percent(fraction)
+                )
+            )
 
     def should_stop() -> bool:
-        nonlocal last_poll_at, stopped
-        now = time.monotonic()
-        if not stopped and now - last_poll_at >= _CANCEL_POLL_S:
-            last_poll_at = now
-            stopped = deps.store.cancel_reason(task_id) is not None
-        return stopped
+        return watch.reason() is not None
 
     def image(field: str) -> Any:
         ref = record.input.get(field)
@@ -175,26 +193,21 @@ def _run_on_inference(
 ) -> None:
     task_id = record.task_id
     gate = ProgressGate(deps.progress_interval_s, deps.preview_interval_s)
+    watch = CancelWatch(deps.store, task_id)
     opened = open_when_ready(record, model, request, deps)
     if opened is None:
         return
     first, lines = opened
-    polled_at = -math.inf
     try:
         # Inside the try: a `started` that cannot be written closes the stream on its way out.
         if record.status is TaskStatus.QUEUED:
             deps.events.send(TaskEvent(task_id=task_id, event=EventKind.STARTED))
         for line in itertools.chain([first], lines):
             if isinstance(line, InferenceProgress):
-                # Asked at most every _CANCEL_POLL_S, as a handler does: a Redis round trip
-                # per step cost a fast model's job more than its steps.
-                now = time.monotonic()
-                if now - polled_at >= _CANCEL_POLL_S:
-                    polled_at = now
-                    if reason := deps.store.cancel_reason(task_id):
-                        lines.close()  # the inference server drops the request at its next step
-                        deps.events.send(stop_event(task_id, reason))
-                        return
+                if reason := watch.reason():
+                    lines.close()  # the inference server drops the request at its next step
+                    deps.events.send(stop_event(task_id, reason))
+                    return
                 if line.step == 0:
                     continue  # the server took the job: `started` says so
                 admitted = gate.admit(time.monotonic(), has_preview=line.preview_b64 is not None)
@@ -204,13 +217,11 @@ def _run_on_inference(
                         if admitted.with_preview
                         else None
                     )
-                    # 100 belongs to success; a finished last step still has decoding to do.
-                    percent = min(99, line.step * 100 // max(line.total, 1))
                     deps.events.send(
                         TaskEvent(
                             task_id=task_id,
                             event=EventKind.PROGRESS,
-                            progress=percent,
+                            progress=progress_percent(line.step, max(line.total, 1)),
                             preview=preview,
                         )
                     )

@@ -15,7 +15,7 @@ from apps.common.redis import keys
 from apps.worker.balancer_client import BalancerClient
 from apps.worker.handlers import HandlerContext, Output, face_detect
 from apps.worker.imaging import checkpoint
-from apps.worker.run_job import JobDeps, run_job
+from apps.worker.run_job import CancelWatch, JobDeps, progress_percent, run_job
 from devtools.procs import free_port, poll_until
 from tests.tasktypes.imagesrv import serving
 
@@ -170,3 +170,35 @@ def test_a_job_stopped_midway_reports_canceled(
     assert events == ["started", "canceled"]
     assert record.status.value == "canceled" and record.result is None
     assert (record.error.code if record.error else None) == code
+
+
+def test_progress_percent_is_exact_for_steps_and_leaves_100_to_success() -> None:
+    assert [progress_percent(step, 100) for step in (0, 29, 57, 99, 100)] == [0, 29, 57, 99, 99]
+    assert progress_percent(1, 3) == 33 and progress_percent(3, 3) == 99
+    # A handler's fraction of 1, as handlers report it.
+    assert progress_percent(0.5) == 50 and progress_percent(1.0) == 99 and progress_percent(-1) == 0
+
+
+def test_cancel_watch_asks_at_most_every_poll_interval_and_keeps_a_reason(
+    client: redis.Redis, deps: JobDeps
+) -> None:
+    task_id = queued(client, new_job("face_detect", {"image": "placeholder"}))
+    asked: list[str] = []
+    real = deps.store.cancel_reason
+
+    def counting(task: str) -> str | None:
+        asked.append(task)
+        return real(task)
+
+    deps.store.cancel_reason = counting  # type: ignore[method-assign,assignment]
+    try:
+        watch = CancelWatch(deps.store, task_id)
+        assert watch.reason() is None
+        assert watch.reason() is None  # within the interval: Redis is not asked again
+        assert asked == [task_id]
+        client.set(keys.cancel_key(task_id), CANCEL_BY_CLIENT)
+        poll_until(lambda: watch.reason() == CANCEL_BY_CLIENT, timeout=5, what="the cancel")
+        seen = len(asked)
+        assert watch.reason() == CANCEL_BY_CLIENT and len(asked) == seen  # kept
+    finally:
+        del deps.store.cancel_reason
