@@ -21,14 +21,16 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
+import structlog
 
 from apps.common.redis import keys
-from apps.common.service.logging import get_logger
 
 if TYPE_CHECKING:
     from apps.common.security.apikeys import ApiKey
 
-log = get_logger(__name__)
+# As `apps.common.service.logging.get_logger` makes it; importing that module from here would
+# make `security` and `service` import each other (service's settings use the URL guard).
+log = structlog.get_logger(__name__)
 
 RECONNECT_S = 1.0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -62,17 +63,32 @@ def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
     logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
 
 
-class _NamedWriter(structlog.WriteLogger):
-    """Writes lines to stderr and knows its name, for `add_logger_name`."""
+class _NamedWriter:
+    """structlog's logger for the services' own records: a line per record on the stream of the
+    time of configuring (a Celery worker later swaps sys.stderr for a proxy into logging, which
+    would log every line twice), with the name `add_logger_name` reads. Like a stdlib handler,
+    a write that fails (a closed or broken stderr) drops the line rather than failing whatever
+    logged it."""
+
+    _lock = threading.Lock()
 
     def __init__(self, stream: TextIO, name: str) -> None:
-        super().__init__(stream)
+        self._stream = stream
         self.name = name
+
+    def msg(self, message: str) -> None:
+        try:
+            with self._lock:
+                self._stream.write(message + "\n")
+                self._stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
 
     @classmethod
     def factory(cls, stream: TextIO) -> Callable[..., _NamedWriter]:
-        """Loggers on the stderr of the time of configuring: a Celery worker swaps sys.stderr
-        for a proxy into logging later, which would log every line twice."""
         return lambda *args: cls(stream, str(args[0]) if args else "")
 
 
