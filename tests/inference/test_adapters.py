@@ -16,7 +16,7 @@ from apps.inference.engine import BatchItem, RequestRefused
 from apps.inference.pipelines.flux import FluxEngine
 from apps.inference.pipelines.tiny import ensure_tiny_flux
 from apps.inference.settings import InferenceSettings
-from devtools.loras import write_loras
+from devtools.loras import write_lora, write_loras
 from tests.inference.test_step_groups import Watcher, alone, assert_same_images, pixels, run_group
 
 
@@ -180,3 +180,25 @@ def test_models_load_on_demand_least_recently_used_out_and_only_those_served(
     assert engine.holdings()["loaded_models"] == ["x"], "one model at a time here"
     refused = engine.run_batch([BatchItem(request("draft", model="draft"), Watcher().on_step)])
     assert isinstance(refused[0], InferenceError) and refused[0].code == "model_unavailable"
+
+
+def test_a_replaced_adapter_file_is_loaded_again_once_nothing_runs_on_the_old_one(
+    tmp_path: Path,
+) -> None:
+    """Adapters are cached by name: writing new weights under the same name must not leave
+    the server running the old ones (it did, until the next eviction)."""
+    folder = tmp_path / "loras"
+    folder.mkdir()
+    model_dir = ensure_tiny_flux(tmp_path / "models")  # where make_engine looks
+    write_lora(folder / "style.safetensors", model_dir, seed=1)
+    engine = make_engine(folder)
+    first = first_pixels(alone(engine, request("v1", [("style", 1.0)])))
+    # A running group holds the old weights: a new request joins them, as before.
+    running = engine.open_group(request("v1-running", [("style", 1.0)]))
+    write_lora(folder / "style.safetensors", model_dir, seed=2)
+    assert first_pixels(alone(engine, request("v1-again", [("style", 1.0)]))) == first
+    del running
+    second = first_pixels(alone(engine, request("v2", [("style", 1.0)])))
+    assert second != first, "the replaced file was not loaded"
+    fresh = make_engine(folder)
+    assert first_pixels(alone(fresh, request("v2-fresh", [("style", 1.0)]))) == second

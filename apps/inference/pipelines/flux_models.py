@@ -6,7 +6,8 @@ Adapters go through diffusers' PEFT integration (`load_lora_weights(adapter_name
 `set_adapters`, `delete_adapters`). The weights the model runs with are global to its pipeline,
 so before each model call the caller activates that call's adapter set (`activate`): requests
 batch only with the same model and adapter set (it is part of the shape key), and each call runs
-exactly the weights its requests would run alone.
+exactly the weights its requests would run alone. An adapter's file replaced under the same
+name is loaded again for the next request once no running group uses the old weights.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,14 +41,27 @@ def peft_name(name: str) -> str:
     return "a" + hashlib.sha256(name.encode()).hexdigest()[:16]
 
 
+# A file's modification time (ns) and size: a replaced adapter file has another.
+FileVersion = tuple[int, int]
+
+
+def file_version(path: Path) -> FileVersion | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
 @dataclass
 class LoadedModel:
     spec: ModelSpec
     pipe: Any
     # Anything the engine builds per model once (preview projection, schedules).
     extras: dict[str, Any] = field(default_factory=dict)
-    # Loaded adapters by registry name, least recently used first.
-    adapters: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    # Loaded adapters by registry name, least recently used first, with the version of the file
+    # each was loaded from.
+    adapters: OrderedDict[str, FileVersion] = field(default_factory=OrderedDict)
     # The adapter set the pipeline runs with now (None: not set since loading).
     active: AdapterKey | None = None
 
@@ -157,18 +172,36 @@ class ModelShelf:
         loaded = self.model(model_id)
         for lora in loras:
             if lora.name in loaded.adapters:
-                loaded.adapters.move_to_end(lora.name)
-                ADAPTER_LOADS.labels("hit").inc()
-                continue
+                if self._current(loaded, lora.name):
+                    loaded.adapters.move_to_end(lora.name)
+                    ADAPTER_LOADS.labels("hit").inc()
+                    continue
+                log.info("adapter file replaced: reloading", adapter=lora.name)
+                self._forget(loaded, lora.name)
             ADAPTER_LOADS.labels("miss").inc()
             self._load_adapter(loaded, lora.name, keep={c.name for c in loras})
         return loaded
+
+    def _current(self, loaded: LoadedModel, name: str) -> bool:
+        """Whether loaded adapter `name` may serve a new request: its file is the one it was
+        loaded from, or gone (the gateway refuses new jobs for it; accepted ones finish), or a
+        running group still runs on it (PEFT holds one set of weights per name: the new file
+        is loaded once that group ends)."""
+        path = self.registry.adapter_path(name)
+        version = None if path is None else file_version(path)
+        return (
+            version is None
+            or version == loaded.adapters[name]
+            or name in self._pinned(loaded.spec.id)
+        )
 
     def _load_adapter(self, loaded: LoadedModel, name: str, keep: set[str]) -> None:
         path = self.registry.adapter_path(name)
         if path is None:
             raise RequestRefused("adapter_unavailable", f"adapter '{name}' is not available here")
         self._evict_adapters(loaded, room_for=1, keep=keep)
+        # Read before the weights: a file replaced while they load is loaded again next time.
+        version = file_version(path) or (0, 0)
         started = time.perf_counter()
         try:
             loaded.pipe.load_lora_weights(str(path), adapter_name=peft_name(name))
@@ -182,7 +215,7 @@ class ModelShelf:
         ADAPTER_LOAD_SECONDS.observe(spent)
         average = self.adapter_load_s
         self.adapter_load_s = spent if not average else 0.8 * average + 0.2 * spent
-        loaded.adapters[name] = None
+        loaded.adapters[name] = version
         loaded.active = None  # loading may change what runs: set it again before the next call
 
     def _evict_adapters(self, loaded: LoadedModel, room_for: int, keep: set[str]) -> None:
