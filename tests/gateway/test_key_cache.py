@@ -31,9 +31,11 @@ def own_redis(tmp_path: Path) -> Iterator[str]:
 
 
 @asynccontextmanager
-async def cached_store(url: str) -> AsyncIterator[tuple[KeyStore, KeyCache]]:
+async def cached_store(
+    url: str, heartbeat_s: float = 5.0
+) -> AsyncIterator[tuple[KeyStore, KeyCache]]:
     client = async_redis(url, socket_timeout_s=5)
-    cache = KeyCache(client, max_age_s=60)
+    cache = KeyCache(client, max_age_s=60, heartbeat_s=heartbeat_s)
     tracking = asyncio.create_task(cache.run())
     try:
         await until(lambda: cache.live, "tracking on")
@@ -55,6 +57,11 @@ async def until(check: Callable[[], bool | Awaitable[bool]], what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"not within 5 s: {what}")
         await asyncio.sleep(0.01)
+
+
+def pings(url: str) -> int:
+    stats = redis.Redis.from_url(url).info("commandstats")
+    return int(stats.get("cmdstat_ping", {}).get("calls", 0))
 
 
 def gets(url: str) -> int:
@@ -141,6 +148,25 @@ def test_without_tracking_every_read_goes_to_redis(own_redis: str) -> None:
             reads = gets(own_redis)
             await store.authenticate(token)
             assert gets(own_redis) == reads
+
+    asyncio.run(scenario())
+
+
+def test_a_tracking_connection_gone_silent_turns_the_cache_off(own_redis: str) -> None:
+    """A connection dropped without a reset (a NAT, a partition) delivers no invalidation and no
+    error: the heartbeat's unanswered PING is what finds it."""
+    other = redis.Redis.from_url(own_redis, decode_responses=True)
+
+    async def scenario() -> None:
+        async with cached_store(own_redis, heartbeat_s=0.2) as (store, cache):
+            _, token = await store.create(name="acme", rate_per_s=5, burst=5, max_active=5)
+            assert await store.authenticate(token) is not None
+            await until(lambda: pings(own_redis) >= 3, "heartbeats answered")
+            assert cache.live
+            # Redis stops answering anyone for 2 s (its connections stay open).
+            other.execute_command("CLIENT", "PAUSE", 2000, "ALL")
+            await until(lambda: not cache.live, "the cache off")
+            await until(lambda: cache.live, "tracking back after the pause")
 
     asyncio.run(scenario())
 

@@ -8,9 +8,11 @@ deleted or flushed, by anyone: another gateway, the key admin CLI, a script. Any
 empties the cache (key records change rarely: a creation, a limit changed, a revocation).
 
 The cache is used only while that connection is up and tracking; when it drops, the cache is
-emptied and every read goes to Redis until tracking is back. A read that raced with a change
-is not kept (a generation counter), and no entry is older than `max_age_s`, a bound should
-Redis ever fail to push. A key that does not exist is never cached.
+emptied and every read goes to Redis until tracking is back. A connection that went silent
+(a peer or a NAT dropping it without a reset) is found by its PING, sent every `heartbeat_s`,
+going unanswered. A read that raced with a change is not kept (a
+generation counter), and no entry is older than `max_age_s`, a last bound should Redis ever
+fail to push. A key that does not exist is never cached.
 """
 
 from __future__ import annotations
@@ -33,13 +35,23 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 RECONNECT_S = 1.0
+HEARTBEAT_S = 5.0
 
 
 class KeyCache:
-    def __init__(self, client: aioredis.Redis, *, max_age_s: float, max_keys: int = 10_000) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        max_age_s: float,
+        max_keys: int = 10_000,
+        heartbeat_s: float = HEARTBEAT_S,
+    ) -> None:
         self._client = client
         self._max_age_s = max_age_s
         self._max_keys = max_keys
+        self._heartbeat_s = heartbeat_s
+        self._failed_before = False
         self._entries: OrderedDict[str, tuple[float, ApiKey]] = OrderedDict()
         self._live = False
         # Bumped by every invalidation: a read that began before one is not kept.
@@ -83,8 +95,11 @@ class KeyCache:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if self._live:
+                # Said when it stops, and the first time it cannot start (a Redis before 6, an
+                # ACL without CLIENT): then every request reads its key from Redis.
+                if self._live or not self._failed_before:
                     log.warning("API key cache off until Redis tracks again", error=repr(exc))
+                self._failed_before = True
             finally:
                 self._live = False
                 self.invalidate()
@@ -104,9 +119,27 @@ class KeyCache:
             await connection.read_response()
             self.invalidate()
             self._live = True
-            while True:
-                # Any push (keys written, deleted, expired or flushed) empties the cache.
-                await connection.read_response(push_request=True)
-                self.invalidate()
+            heard_at = time.monotonic()
+
+            async def listen() -> None:
+                nonlocal heard_at
+                while True:
+                    reply = await connection.read_response(push_request=True)
+                    heard_at = time.monotonic()
+                    if reply not in ("PONG", b"PONG"):
+                        # A push: keys written, deleted, expired or flushed.
+                        self.invalidate()
+
+            async def beat() -> None:
+                while True:
+                    await asyncio.sleep(self._heartbeat_s)
+                    # The last PING, sent a heartbeat ago, went unanswered.
+                    if time.monotonic() - heard_at > 1.5 * self._heartbeat_s:
+                        raise ConnectionError("Redis did not answer the tracking PING")
+                    await connection.send_command("PING", check_health=False)
+
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(listen())
+                tasks.create_task(beat())
         finally:
             await connection.disconnect()
