@@ -50,7 +50,7 @@ SETTINGS_OF = {
 # password the pod spec splices into FLUXGATE_REDIS_URL.
 HELPER_ENV = {"FLUXGATE_REDIS_PASSWORD"}
 # ConfigMap keys that say SECRET/TOKEN/KEY/AUTH/PASSWORD but hold no secret.
-NOT_SECRET = {"FLUXGATE_AUTH"}
+NOT_SECRET = {"FLUXGATE_AUTH", "FLUXGATE_GATEWAY_KEY_CACHE_S"}
 SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|KEY|AUTH", re.IGNORECASE)
 
 # Known secret strings set on the command line: they may only show up base64-encoded in Secrets.

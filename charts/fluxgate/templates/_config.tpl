@@ -65,6 +65,7 @@ FLUXGATE_GATEWAY_MAX_UPLOAD_BYTES: {{ $g.maxUploadBytes | int64 | toString | quo
 FLUXGATE_MAX_JOB_COST: {{ $g.maxJobCost | toString | quote }}
 FLUXGATE_REDIS_WAIT_REPLICAS: {{ $g.waitReplicas | toString | quote }}
 FLUXGATE_REDIS_WAIT_TIMEOUT_MS: {{ $g.waitTimeoutMs | toString | quote }}
+FLUXGATE_GATEWAY_KEY_CACHE_S: {{ $g.keyCacheSeconds | toString | quote }}
 FLUXGATE_CORS_ORIGINS: {{ join "," $g.corsOrigins | quote }}
 {{- include "fluxgate.config.extra" $g.extraConfig }}
 {{- end -}}
