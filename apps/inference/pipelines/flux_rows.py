@@ -1,5 +1,6 @@
-"""The per-row state of a FLUX step group: what rows must share, their tensors, their schedules
-and their encoded prompts."""
+"""The per-row state of a FLUX step group: what rows must share, their tensors, their schedules,
+their encoded prompts, and how a request's rows start (noise or a noised picture, and the
+schedule from the step it starts at)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from apps.common.wire.inference import InferenceRequest
 from apps.inference.pipelines.flux_denoise import (
     encode_prompts,
     flux_sigmas,
+    img2img_start,
     latent_size,
+    noised_image_latents,
     shift_mu,
 )
 
@@ -88,6 +91,55 @@ class Schedules:
             )
             self.made[steps] = (scheduler, timesteps, scheduler.sigmas.to(self.device))
         return self.made[steps]
+
+
+def steps_to_run(request: InferenceRequest) -> int:
+    """The denoising steps a request runs: all of them, or image-to-image's last ones."""
+    steps = request.input.num_inference_steps
+    if request.strength is None:
+        return steps
+    return steps - img2img_start(steps, request.strength)
+
+
+def start_rows(
+    pipe: Any,
+    shape: GroupShape,
+    schedules: Schedules,
+    request: InferenceRequest,
+    seeds: list[int],
+    init: Any,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A request's first latents, one row per seed, and its rows of the schedule tables
+    (sigmas, timesteps) from the step it starts at. `init`: image-to-image's start picture."""
+    steps = request.input.num_inference_steps
+    scheduler, timesteps, sigmas = schedules.of(steps)
+    # CPU generators, one per image: a seed gives the same noise alone, in a batch, anywhere.
+    generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+    start = steps - steps_to_run(request)
+    if request.strength is None:
+        channels = pipe.transformer.config.in_channels // 4
+        latents, _ = pipe.prepare_latents(
+            len(seeds), channels, shape.height, shape.width, dtype, device, generators
+        )
+    else:
+        scheduler.set_begin_index(start)
+        latents = noised_image_latents(
+            pipe,
+            scheduler,
+            [init] * len(seeds),
+            generators,
+            timesteps[start],
+            (shape.width, shape.height),
+            dtype,
+            device,
+        )
+    sigma_table = torch.zeros(len(seeds), TABLE, dtype=torch.float32, device=device)
+    sigma_table[:, : steps + 1 - start] = sigmas[start:]
+    time_table = torch.zeros(len(seeds), TABLE, dtype=torch.float32, device=device)
+    time_table[:, : steps - start] = timesteps[start:]
+    return latents, sigma_table, time_table
 
 
 @dataclass(frozen=True)

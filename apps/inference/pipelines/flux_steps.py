@@ -19,21 +19,16 @@ import torch
 from apps.common.service.logging import get_logger
 from apps.common.wire.inference import InferenceError, InferenceRequest
 from apps.inference.engine import BatchItem, ItemOutcome, Retired
-from apps.inference.pipelines.flux_denoise import (
-    TRUE_CFG_SCALE,
-    decode_images,
-    img2img_start,
-    latent_size,
-    noised_image_latents,
-)
+from apps.inference.pipelines.flux_denoise import TRUE_CFG_SCALE, decode_images, latent_size
 from apps.inference.pipelines.flux_models import Binding
 from apps.inference.pipelines.flux_rows import (
-    TABLE,
     EncodedPrompt,
     GroupShape,
     RowTensors,
     Schedules,
     encode_requests,
+    start_rows,
+    steps_to_run,
 )
 from apps.inference.pipelines.preview import LatentPreviewer
 
@@ -124,7 +119,7 @@ class FluxStepGroup:
         if not ready:
             return refused
         members = [
-            _Member(item, item.request.image_seeds(), self._total(item.request))
+            _Member(item, item.request.image_seeds(), steps_to_run(item.request))
             for item, _ in ready
         ]
         # Prompts the scheduler had encoded while the request waited are not encoded again.
@@ -153,7 +148,19 @@ class FluxStepGroup:
         embeds, pooled = rows_of("embeds"), rows_of("pooled")
         neg_embeds, neg_pooled = rows_of("neg_embeds"), rows_of("neg_pooled")
         text_ids = prompts[0].text_ids
-        parts = [self._start(item, init, embeds.dtype) for item, init in ready]
+        parts = [
+            start_rows(
+                self._pipe,
+                self.shape,
+                self._schedules,
+                member.item.request,
+                member.seeds,
+                init,
+                embeds.dtype,
+                self._device,
+            )
+            for member, (_, init) in zip(members, ready, strict=True)
+        ]
         latents = torch.cat([p[0] for p in parts])
         guidance = None
         if self._pipe.transformer.config.guidance_embeds:
@@ -180,53 +187,6 @@ class FluxStepGroup:
             member.compute_s += spent
         self._members.extend(members)
         return refused
-
-    def _total(self, request: InferenceRequest) -> int:
-        steps = request.input.num_inference_steps
-        if request.strength is None:
-            return steps
-        return steps - img2img_start(steps, request.strength)
-
-    def _start(
-        self, item: BatchItem, init: Any, dtype: torch.dtype
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A request's first latents and its schedule table rows."""
-        request = item.request
-        steps = request.input.num_inference_steps
-        scheduler, timesteps, sigmas = self._schedules.of(steps)
-        seeds = request.image_seeds()
-        # CPU generators, one per image: a seed gives the same noise alone, in a batch, anywhere.
-        generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
-        start = 0
-        if request.strength is None:
-            channels = self._pipe.transformer.config.in_channels // 4
-            latents, _ = self._pipe.prepare_latents(
-                len(seeds),
-                channels,
-                self.shape.height,
-                self.shape.width,
-                dtype,
-                self._device,
-                generators,
-            )
-        else:
-            start = img2img_start(steps, request.strength)
-            scheduler.set_begin_index(start)
-            latents = noised_image_latents(
-                self._pipe,
-                scheduler,
-                [init] * len(seeds),
-                generators,
-                timesteps[start],
-                (self.shape.width, self.shape.height),
-                dtype,
-                self._device,
-            )
-        sigma_table = torch.zeros(len(seeds), TABLE, dtype=torch.float32, device=self._device)
-        sigma_table[:, : steps + 1 - start] = sigmas[start:]
-        time_table = torch.zeros(len(seeds), TABLE, dtype=torch.float32, device=self._device)
-        time_table[:, : steps - start] = timesteps[start:]
-        return latents, sigma_table, time_table
 
     # --- stepping -------------------------------------------------------------------------------
 
