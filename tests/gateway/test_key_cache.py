@@ -59,14 +59,21 @@ async def until(check: Callable[[], bool | Awaitable[bool]], what: str) -> None:
         await asyncio.sleep(0.01)
 
 
-def pings(url: str) -> int:
+def calls(url: str, command: str) -> int:
+    """How many times Redis has run `command` (its command stats)."""
     stats = redis.Redis.from_url(url).info("commandstats")
-    return int(stats.get("cmdstat_ping", {}).get("calls", 0))
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
 
 
 def gets(url: str) -> int:
-    stats = redis.Redis.from_url(url).info("commandstats")
-    return int(stats.get("cmdstat_get", {}).get("calls", 0))
+    return calls(url, "get")
+
+
+async def known_token(store: KeyStore, name: str = "acme") -> str:
+    """A new key's token, read once through the store (so cached from then on)."""
+    _, token = await store.create(name=name, rate_per_s=5, burst=5, max_active=5)
+    assert await store.authenticate(token) is not None
+    return token
 
 
 def test_a_key_read_once_is_served_without_redis(own_redis: str) -> None:
@@ -111,8 +118,7 @@ def test_any_change_by_any_client_is_seen_at_once(own_redis: str) -> None:
             await until(refused_token(store, token), "the revocation")
 
             # A flush drops everything.
-            _, second = await store.create(name="beta", rate_per_s=5, burst=5, max_active=5)
-            assert await store.authenticate(second) is not None
+            second = await known_token(store, "beta")
             other.flushdb()
             await until(refused_token(store, second), "the flush")
 
@@ -131,8 +137,7 @@ def test_without_tracking_every_read_goes_to_redis(own_redis: str) -> None:
 
     async def scenario() -> None:
         async with cached_store(own_redis) as (store, cache):
-            _, token = await store.create(name="acme", rate_per_s=5, burst=5, max_active=5)
-            assert await store.authenticate(token) is not None
+            token = await known_token(store)
             # The tracking connection dies (a Redis restart, a proxy cutting idle connections).
             tracking = [c for c in other.client_list() if "t" in c["flags"]]
             assert len(tracking) == 1
@@ -159,9 +164,8 @@ def test_a_tracking_connection_gone_silent_turns_the_cache_off(own_redis: str) -
 
     async def scenario() -> None:
         async with cached_store(own_redis, heartbeat_s=0.2) as (store, cache):
-            _, token = await store.create(name="acme", rate_per_s=5, burst=5, max_active=5)
-            assert await store.authenticate(token) is not None
-            await until(lambda: pings(own_redis) >= 3, "heartbeats answered")
+            await known_token(store)
+            await until(lambda: calls(own_redis, "ping") >= 3, "heartbeats answered")
             assert cache.live
             # Redis stops answering anyone for 2 s (its connections stay open).
             other.execute_command("CLIENT", "PAUSE", 2000, "ALL")
